@@ -1,0 +1,2 @@
+// Placeholder until the FUSE shim lands.
+#include "CFuse.h"

@@ -1,0 +1,47 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
+let package = Package(
+  name: "vdiskfs",
+  products: [
+    .executable(name: "vdiskfs", targets: ["vdiskfs"])
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+  ],
+  targets: [
+    // C is confined to CShims/: libfuse3's low-level API and zlib.
+    .target(
+      name: "CFuse", path: "CShims/CFuse",
+      cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
+      linkerSettings: [.linkedLibrary("fuse3")]),
+    .target(name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z")]),
+
+    // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.
+    .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
+    // One target per format.
+    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib"], path: "Sources/Formats/QCOW2"),
+    // Probing by magic and opening whole backing chains.
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", logging]),
+    // The FUSE adapter: knows no format.
+    .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "CFuse", logging]),
+    // The CLI: parse, open, run.
+    .executableTarget(
+      name: "vdiskfs", dependencies: ["VDiskCore", "ImageFormats", "VDiskFUSE", argumentParser, logging]),
+
+    // Test support: fixtures made at test time with qemu-img / qemu-io.
+    .target(name: "TestSupport", dependencies: ["VDiskCore"], path: "Tests/Fixtures"),
+    .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
+    .testTarget(name: "QCOW2Tests", dependencies: ["QCOW2", "ImageFormats", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "QCOW2", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "TestSupport"]),
+  ],
+  swiftLanguageModes: [.v6]
+)

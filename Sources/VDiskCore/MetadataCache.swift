@@ -1,0 +1,16 @@
+/// Key of a metadata table in a cache shared by a whole chain: which file, and where in it.
+public struct TableKey: Hashable, Sendable {
+  public var file: UInt64
+  public var offset: UInt64
+  public init(file: ImageFile, offset: UInt64) {
+    self.file = file.id
+    self.offset = offset
+  }
+}
+
+/// The chain-wide cache of decoded metadata tables (qcow2 L2 tables as 64-bit words, grain
+/// tables, BAT pages), sized by `--cache-size`. One instance is shared by every layer of a chain.
+public typealias MetadataCache = TableCache<TableKey, [UInt64]>
+
+/// QEMU's default L2 cache ceiling on Linux, and ours.
+public let defaultMetadataCacheCeiling = 32 << 20
