@@ -7,7 +7,11 @@ public struct Scratch: Sendable {
   public init(_ label: String = "test") throws {
     let template = "/tmp/vdiskfs-\(label)-XXXXXX"
     var bytes = Array(template.utf8CString)
-    guard let made = bytes.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress) }) else {
+    guard
+      let made = bytes.withUnsafeMutableBufferPointer({ buffer in
+        buffer.baseAddress.flatMap { mkdtemp($0) }
+      })
+    else {
       throw CocoaError(.fileWriteUnknown)
     }
     path = String(cString: made)
