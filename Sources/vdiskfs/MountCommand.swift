@@ -1,0 +1,148 @@
+import ArgumentParser
+import Foundation
+import ImageFormats
+import Logging
+import VDiskCore
+import VDiskFUSE
+
+/// `vdiskfs [options] IMAGE MOUNTPOINT`: the default command; also what `mount -t fuse.vdiskfs`
+/// and fstab run. Parses, opens the chain, mounts, serves until unmounted or signalled.
+struct MountCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mount",
+    abstract: "Mount a disk image so that MOUNTPOINT/disk.raw shows its guest-visible bytes (the default command).",
+    discussion: """
+      Also runs as a mount helper: `mount -t fuse.vdiskfs IMAGE MOUNTPOINT -o ro` or an /etc/fstab line
+      `/var/lib/vm/vm.qcow2  /mnt/vm  fuse.vdiskfs  ro,allow_other  0 0`.
+
+      -o options: ro, rw (read-only for now: writes are not implemented yet), allow_other, debug,
+      format=FMT, cache_size=SIZE, threads=N, fsname=NAME, and the mount flags nodev, nosuid, noexec,
+      noatime (and their opposites). Stopping: `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or
+      SIGINT/SIGTERM/SIGHUP to the daemon.
+
+      \(ExitCodes.helpText)
+      """)
+
+  @Argument(help: "The disk image (qcow2 or raw; its backing chain is opened too).")
+  var image: String
+
+  @Argument(help: "An empty directory to mount on.")
+  var mountpoint: String
+
+  @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated (see below).", valueName: "opts"))
+  var options: [String] = []
+
+  @Flag(name: .customShort("f"), help: "Stay in the foreground (default: daemonize once the mount is live).")
+  var foreground = false
+
+  @Flag(name: [.customShort("d"), .customLong("debug")], help: "Debug logging (implies -f).")
+  var debug = false
+
+  @Option(help: "Image format of IMAGE: qcow2 or raw (default: probed; raw only if nothing else matches).")
+  var format: String?
+
+  @Option(
+    help: ArgumentHelp(
+      "Metadata cache budget, e.g. 64M (default: what covers the whole image, at most 32M).", valueName: "size"))
+  var cacheSize: String?
+
+  @Option(help: "Maximum FUSE worker threads (default: 8).")
+  var threads: Int?
+
+  func run() throws {
+    let parsed: ParsedMountOptions
+    do {
+      parsed = try MountOptionParser.parse(options)
+    } catch {
+      throw CLIFailure(code: ExitCodes.usage, message: error.description)
+    }
+    let debugging = debug || parsed.debug
+    VDiskLogHandler.bootstrap(level: debugging ? .debug : .info)
+    let logger = Logger(label: "vdiskfs")
+
+    let openOptions = try makeOpenOptions(parsed)
+    let chain: LayerChain
+    do {
+      chain = try ImageOpener.open(image, options: openOptions, logger: logger)
+    } catch let error as VDiskError {
+      throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
+    }
+    if parsed.writeRequested && !parsed.readOnly {
+      logger.notice("\(image): writing is not supported yet, mounting read-only")
+    }
+
+    var mountOptions = MountOptions()
+    mountOptions.readOnly = true
+    mountOptions.allowOther = parsed.allowOther
+    mountOptions.debug = debugging
+    if let t = threads ?? parsed.threads {
+      guard (1...256).contains(t) else {
+        throw CLIFailure(code: ExitCodes.usage, message: "--threads must be between 1 and 256")
+      }
+      mountOptions.threads = t
+    }
+    mountOptions.fsname = parsed.fsname ?? (chain.top.file.path)
+    mountOptions.libfuseOptions = parsed.passThrough
+
+    installFUSELogRouting(logger)
+    let session: FUSESession
+    do {
+      session = try FUSESession(chain: chain, options: mountOptions, logger: logger)
+      try session.installSignalHandlers()
+    } catch let error as VDiskError {
+      throw CLIFailure(code: ExitCodes.fuse, message: error.description)
+    }
+    do {
+      try session.mount(at: mountpoint)
+    } catch let error as VDiskError {
+      let code = error.kind == .invalidArgument || error.kind == .notFound ? ExitCodes.mountpoint : ExitCodes.fuse
+      throw CLIFailure(code: code, message: error.description)
+    }
+    if !(foreground || debugging) {
+      VDiskLogHandler.switchToSyslog()
+      do {
+        try session.daemonize()
+      } catch {
+        session.unmount()
+        throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
+      }
+    }
+    logger.info("\(chain.top.file.path) mounted on \(mountpoint) (read-only)")
+    let result: Int32
+    do {
+      result = try session.loop()
+    } catch {
+      session.unmount()
+      throw CLIFailure(code: ExitCodes.failure, message: "\(error)")
+    }
+    session.unmount()
+    logger.info("\(mountpoint) unmounted\(result > 0 ? " (signal \(result))" : "")")
+  }
+
+  private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
+    var openOptions = OpenOptions()
+    if let name = format ?? parsed.format {
+      guard let f = ImageFormat(rawValue: name.lowercased()) else {
+        let known = ImageFormat.allCases.map(\.rawValue).joined(separator: ", ")
+        throw CLIFailure(code: ExitCodes.usage, message: "unknown format '\(name)' (known: \(known))")
+      }
+      openOptions.format = f
+    }
+    if let text = cacheSize {
+      do {
+        openOptions.cacheSize = try MountOptionParser.parseSize(text)
+      } catch {
+        throw CLIFailure(code: ExitCodes.usage, message: error.description)
+      }
+    } else if let size = parsed.cacheSize {
+      openOptions.cacheSize = size
+    }
+    return openOptions
+  }
+}
+
+/// A failure the CLI reports as `vdiskfs: <message>` and exits with `code`.
+struct CLIFailure: Error {
+  var code: Int32
+  var message: String
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Entry point: `vdiskfs [mount] IMAGE MOUNTPOINT [-o …]` or `vdiskfs info IMAGE`.
+@main
+struct VDiskFS: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "vdiskfs",
+    abstract: "Mount a virtual-machine disk image (qcow2, raw; with its backing chain) as one raw file, disk.raw.",
+    discussion: """
+      Examples:
+        vdiskfs vm.qcow2 /mnt/vm                  # /mnt/vm/disk.raw shows the guest disk
+        losetup -r -f --show /mnt/vm/disk.raw     # attach it as a block device
+        fusermount3 -u /mnt/vm                    # unmount
+        vdiskfs info --backing-chain vm.qcow2
+
+      \(ExitCodes.helpText)
+      """,
+    version: "0.1.0",
+    subcommands: [MountCommand.self, InfoCommand.self],
+    defaultSubcommand: MountCommand.self)
+
+  static func main() {
+    do {
+      var command = try parseAsRoot()
+      try command.run()
+    } catch let failure as CLIFailure {
+      printError(failure.message)
+      exit(failure.code)
+    } catch {
+      let code = exitCode(for: error)
+      if code == .success {
+        // --help, --version
+        print(fullMessage(for: error))
+        exit(ExitCodes.success)
+      }
+      printError(message(for: error))
+      if code == .validationFailure {
+        let usage = usageString()
+        if !usage.isEmpty { printError(usage) }
+        exit(ExitCodes.usage)
+      }
+      exit(ExitCodes.failure)
+    }
+  }
+}

@@ -1,0 +1,153 @@
+import Foundation
+import Testing
+import TestSupport
+
+@Suite struct CLITests {
+  @Test func helpDocumentsExitCodes() throws {
+    let r = try run(vdiskfsBinary, ["--help"])
+    #expect(r.stdout.contains("Exit codes"))
+    #expect(r.stdout.contains("info"))
+  }
+
+  @Test func unknownMountOptionIsAUsageError() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    let r = try run(vdiskfsBinary, [img, scratch.path, "-o", "ro,frobnicate"], check: false)
+    #expect(r.status == 2)
+    #expect(r.stderr.contains("frobnicate"))
+  }
+
+  @Test func missingImageIsNotFound() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let r = try run(vdiskfsBinary, [scratch.file("nope.qcow2"), scratch.path], check: false)
+    #expect(r.status == 3)
+    #expect(r.stderr.contains("nope.qcow2"))
+  }
+
+  @Test func badCacheSizeIsAUsageError() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    let r = try run(vdiskfsBinary, [img, scratch.path, "--cache-size", "lots"], check: false)
+    #expect(r.status == 2)
+  }
+
+  /// `vdiskfs info --output json` against `qemu-img info --output=json` for the shared fields.
+  @Test func infoJSONMatchesQemuImgInfo() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    try Qemu.create(scratch.file("base.qcow2"), size: "8M", options: ["compat=0.10", "cluster_size=4096"])
+    let img = scratch.file("top.qcow2")
+    try Qemu.create(
+      img, size: "16M", options: ["cluster_size=131072", "extended_l2=on", "lazy_refcounts=on", "refcount_bits=8"],
+      backing: "base.qcow2", backingFormat: "qcow2")
+    for chain in [false, true] {
+      let extra = chain ? ["--backing-chain"] : []
+      let ours = try run(vdiskfsBinary, ["info", "--output", "json"] + extra + [img]).stdout
+      let theirs = try Qemu.img(["info", "--output=json"] + extra + [img])
+      let a = try JSONSerialization.jsonObject(with: Data(ours.utf8))
+      let b = try JSONSerialization.jsonObject(with: Data(theirs.utf8))
+      let oursList = chain ? try #require(a as? [[String: Any]]) : [try #require(a as? [String: Any])]
+      let theirsList = chain ? try #require(b as? [[String: Any]]) : [try #require(b as? [String: Any])]
+      #expect(oursList.count == theirsList.count)
+      for (o, t) in zip(oursList, theirsList) {
+        for key in ["virtual-size", "cluster-size", "format", "backing-filename", "backing-filename-format", "dirty-flag"] {
+          #expect("\(o[key] ?? "nil")" == "\(t[key] ?? "nil")", "\(key)")
+        }
+        #expect(URL(fileURLWithPath: o["filename"] as? String ?? "").lastPathComponent
+                == URL(fileURLWithPath: t["filename"] as? String ?? "").lastPathComponent)
+        let od = (o["format-specific"] as? [String: Any])?["data"] as? [String: Any] ?? [:]
+        let td = (t["format-specific"] as? [String: Any])?["data"] as? [String: Any] ?? [:]
+        for key in ["compat", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2", "compression-type"]
+        where td[key] != nil {
+          #expect("\(od[key] ?? "nil")" == "\(td[key] ?? "nil")", "format-specific \(key)")
+        }
+      }
+    }
+    let human = try run(vdiskfsBinary, ["info", img]).stdout
+    #expect(human.contains("virtual size: 16 MiB (16777216 bytes)"))
+    #expect(human.contains("backing file: base.qcow2"))
+  }
+}
+
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct MountCommandTests {
+  @Test func mountpointMustBeAnUnmountedDirectory() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    let notDir = scratch.file("file")
+    FileManager.default.createFile(atPath: notDir, contents: Data())
+    var r = try run(vdiskfsBinary, [img, notDir], check: false)
+    #expect(r.status == 6, "\(r.stderr)")
+    r = try run(vdiskfsBinary, [img, scratch.file("missing-dir")], check: false)
+    #expect(r.status == 6, "\(r.stderr)")
+    let mounted = try MountedImage.mount(img, in: scratch)
+    defer { mounted.unmount() }
+    r = try run("timeout", ["20", vdiskfsBinary, img, mounted.mountpoint], check: false)
+    #expect(r.status == 6, "\(r.stderr)")
+    #expect(r.stderr.contains(mounted.mountpoint))
+  }
+
+  /// The argument form mount.fuse3 uses (it adds dev,suid for root), and noise from fstab.
+  @Test func acceptsTheMountHelperForm() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "2M")
+    try Qemu.io(img, ["write -P 0x61 0 1M"])
+    let mounted = try MountedImage.mount(
+      img, in: scratch, ["-o", "ro,dev,suid,noatime,allow_other,defaults,x-systemd.automount,nofail"])
+    defer { mounted.unmount() }
+    let line = try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+      .first { $0.contains(" \(mounted.mountpoint) ") }
+    let fields = try #require(line).split(separator: " ")
+    #expect(fields[2] == "fuse.vdiskfs" || fields[2] == "fuse")
+    #expect(fields[3].split(separator: ",").contains("ro"))
+    #expect(fields[3].contains("allow_other"))
+    #expect(try compareFiles(mounted.diskRaw, try Qemu.rawFile(of: img, scratch: scratch)) == nil)
+  }
+
+  /// `-o rw` mounts read-only (writes are not implemented yet) and opening for writing fails.
+  @Test func writeRequestsMountReadOnly() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    let mounted = try MountedImage.mount(img, in: scratch, ["-o", "rw"])
+    defer { mounted.unmount() }
+    let fd = open(mounted.diskRaw, O_RDWR)
+    #expect(fd < 0)
+    #expect(errno == EROFS)
+    if fd >= 0 { close(fd) }
+  }
+
+  /// In the foreground, SIGTERM (and SIGINT, SIGHUP) unmount cleanly and exit 0, even when the
+  /// parent shell started the daemon with those signals ignored.
+  @Test(arguments: ["TERM", "INT", "HUP"])
+  func signalsUnmountCleanly(_ signal: String) throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    let mnt = try scratch.directory("mnt")
+    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
+    // `trap '' SIG` makes the child inherit the signal as ignored, as a non-interactive `&` does.
+    let script = """
+      trap '' INT HUP
+      '\(vdiskfsBinary)' -f '\(img)' '\(mnt)' & pid=$!
+      for i in $(seq 1 100); do mountpoint -q '\(mnt)' && break; sleep 0.05; done
+      mountpoint -q '\(mnt)' || { echo 'not mounted'; kill -9 $pid; exit 90; }
+      kill -\(signal) $pid
+      wait $pid
+      """
+    let r = try run("timeout", ["30", "bash", "-c", script], check: false)
+    #expect(r.status == 0, "\(r.status) \(r.stdout) \(r.stderr)")
+    #expect(!isMounted(mnt))
+  }
+}

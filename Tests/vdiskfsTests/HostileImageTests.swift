@@ -1,0 +1,140 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Overwrites bytes of `path` at `offset`.
+func patch(_ path: String, at offset: UInt64, _ bytes: [UInt8]) throws {
+  let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
+  defer { try? handle.close() }
+  try handle.seek(toOffset: offset)
+  try handle.write(contentsOf: Data(bytes))
+}
+
+func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
+  withUnsafeBytes(of: value.bigEndian) { Array($0) }
+}
+
+func readBigEndianU64(_ path: String, at offset: UInt64) throws -> UInt64 {
+  let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+  defer { try? handle.close() }
+  try handle.seek(toOffset: offset)
+  let data = try handle.read(upToCount: 8) ?? Data()
+  return data.reduce(0) { $0 << 8 | UInt64($1) }
+}
+
+/// Hostile images through the CLI: one clear error naming the file and the fault, the documented
+/// exit code, no crash (exit codes ≥ 128), no hang (timeout), and no mount left behind.
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct HostileImageTests {
+  struct Case: CustomTestStringConvertible, Sendable {
+    var name: String
+    var exitCodes: Set<Int32>
+    var messageContains: [String]
+    var make: @Sendable (Scratch) throws -> String
+    var testDescription: String { name }
+  }
+
+  static func plain(_ s: Scratch, _ name: String = "bad.qcow2", size: String = "8M") throws -> String {
+    let img = s.file(name)
+    try Qemu.create(img, size: size)
+    try Qemu.io(img, ["write -P 0x42 0 128k"])
+    return img
+  }
+
+  static let cases: [Case] = [
+    Case(name: "truncated to the header", exitCodes: [4], messageContains: ["bad.qcow2"]) { s in
+      let img = try plain(s)
+      try run("truncate", ["-s", "120", img])
+      return img
+    },
+    Case(name: "L1 table beyond end of file", exitCodes: [4], messageContains: ["bad.qcow2", "L1"]) { s in
+      let img = try plain(s)
+      try patch(img, at: 40, bigEndian(UInt64(0x7f00_0000)))
+      return img
+    },
+    Case(name: "huge l1_size", exitCodes: [4, 5], messageContains: ["bad.qcow2", "L1"]) { s in
+      let img = try plain(s)
+      try patch(img, at: 36, bigEndian(UInt32(0x7fff_ffff)))
+      return img
+    },
+    Case(name: "unknown incompatible bit", exitCodes: [5], messageContains: ["bad.qcow2", "bit 9"]) { s in
+      let img = try plain(s)
+      try patch(img, at: 72, bigEndian(UInt64(1 << 9)))
+      return img
+    },
+    Case(name: "backing loop a → b → a", exitCodes: [4], messageContains: ["a.qcow2", "loop"]) { s in
+      let a = s.file("a.qcow2")
+      let b = s.file("b.qcow2")
+      try Qemu.create(b, size: "4M")
+      try Qemu.create(a, size: "4M", backing: "b.qcow2", backingFormat: "qcow2")
+      try Qemu.img("rebase", "-u", "-F", "qcow2", "-b", "a.qcow2", b)
+      return a
+    },
+    Case(name: "missing backing file", exitCodes: [3], messageContains: ["gone.qcow2"]) { s in
+      let base = s.file("gone.qcow2")
+      try Qemu.create(base, size: "4M")
+      let img = s.file("top.qcow2")
+      try Qemu.create(img, size: "4M", backing: "gone.qcow2", backingFormat: "qcow2")
+      try FileManager.default.removeItem(atPath: base)
+      return img
+    },
+    Case(name: "encrypted (LUKS)", exitCodes: [5], messageContains: ["encrypted images are not supported"]) {
+      s in
+      let img = s.file("bad.qcow2")
+      try Qemu.img(
+        "create", "-q", "-f", "qcow2", "--object", "secret,id=sec0,data=123456", "-o",
+        "encrypt.format=luks,encrypt.key-secret=sec0", img, "4M")
+      return img
+    },
+  ]
+
+  @Test(arguments: cases)
+  func refusedWithOneClearError(_ c: Case) throws {
+    let scratch = try Scratch("hostile")
+    defer { scratch.remove() }
+    let image = try c.make(scratch)
+    let mnt = try scratch.directory("mnt")
+    let r = try run("timeout", ["30", vdiskfsBinary, image, mnt], check: false)
+    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
+    #expect(c.exitCodes.contains(r.status), "exit \(r.status): \(r.stderr)")
+    #expect(!isMounted(mnt))
+    let lines = r.stderr.split(separator: "\n")
+    #expect(lines.count == 1, "expected one line, got: \(r.stderr)")
+    #expect(r.stderr.hasPrefix("vdiskfs: "))
+    for needle in c.messageContains {
+      #expect(r.stderr.contains(needle), "'\(needle)' missing from: \(r.stderr)")
+    }
+    // `info` refuses the same images the same way (except those whose fault is in the chain).
+    if !c.name.contains("backing") {
+      let info = try run("timeout", ["30", vdiskfsBinary, "info", image], check: false)
+      #expect(c.exitCodes.contains(info.status), "info exit \(info.status): \(info.stderr)")
+    }
+  }
+
+  /// A bad L2 pointer in the second half of the disk: either the open refuses the image, or only
+  /// reads of that half fail with EIO while the rest of the disk reads fine and the mount lives.
+  @Test func badL2PointerFailsOnlyTheAffectedRead() throws {
+    let scratch = try Scratch("hostile")
+    defer { scratch.remove() }
+    let img = scratch.file("l2.qcow2")
+    try Qemu.create(img, size: "1G")
+    try Qemu.io(img, ["write -P 0x42 0 64k", "write -P 0x43 600M 64k"])
+    let l1 = try readBigEndianU64(img, at: 40)
+    try patch(img, at: l1 + 8, bigEndian(UInt64(0x8000_0000_7f00_0000)))
+    let mnt = try scratch.directory("mnt")
+    let r = try run("timeout", ["30", vdiskfsBinary, img, mnt], check: false)
+    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
+    if r.status != 0 {
+      #expect(r.status == 4 && r.stderr.contains("l2.qcow2"), "\(r.status): \(r.stderr)")
+      return
+    }
+    let disk = mnt + "/disk.raw"
+    let good = try run("dd", ["if=\(disk)", "bs=64k", "count=1", "status=none"], check: false)
+    #expect(good.status == 0)
+    let bad = try run("dd", ["if=\(disk)", "of=/dev/null", "bs=64k", "skip=9600", "count=1"], check: false)
+    #expect(bad.status != 0)
+    #expect(bad.stderr.contains("Input/output error"), "\(bad.stderr)")
+    let again = try run("dd", ["if=\(disk)", "bs=64k", "count=1", "status=none"], check: false)
+    #expect(again.status == 0, "the mount must survive a corrupt read")
+  }
+}

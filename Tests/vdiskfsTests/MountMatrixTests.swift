@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// Each fixture is mounted by the real binary and `disk.raw` must equal `qemu-img convert -O raw`.
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct MountMatrixTests {
+  struct Fixture: CustomTestStringConvertible, Sendable {
+    var name: String
+    var make: @Sendable (Scratch) throws -> String
+    var testDescription: String { name }
+  }
+
+  static let fixtures: [Fixture] = [
+    Fixture(name: "qcow2 64k v3") { s in
+      let img = s.file("a.qcow2")
+      try Qemu.create(img, size: "24M")
+      try Qemu.scatterPatterns(img, size: 24 << 20, count: 60, seed: 1, unit: 4096, maxUnits: 40)
+      return img
+    },
+    Fixture(name: "qcow2 512 B clusters, compat 0.10") { s in
+      let img = s.file("a.qcow2")
+      try Qemu.create(img, size: "5M", options: ["cluster_size=512", "compat=0.10"])
+      try Qemu.scatterPatterns(img, size: 5 << 20, count: 80, seed: 2)
+      return img
+    },
+    Fixture(name: "qcow2 2M clusters, odd size") { s in
+      let img = s.file("a.qcow2")
+      try Qemu.create(img, size: "9437697", options: ["cluster_size=2M"])
+      try Qemu.scatterPatterns(img, size: 9_437_697, count: 30, seed: 3)
+      return img
+    },
+    Fixture(name: "qcow2 compressed, zero clusters") { s in
+      let src = s.file("src.qcow2")
+      try Qemu.create(src, size: "16M")
+      try Qemu.scatterPatterns(src, size: 16 << 20, count: 50, seed: 4, unit: 4096, maxUnits: 64)
+      let img = s.file("c.qcow2")
+      try Qemu.img("convert", "-c", "-O", "qcow2", src, img)
+      try Qemu.io(img, ["write -z 0 128k", "write -z 8M 64k", "write -P 0x77 12M 4k"])
+      return img
+    },
+    Fixture(name: "chain qcow2 → qcow2 → raw, relative names, smaller backing") { s in
+      let dir = try s.directory("base")
+      try run("truncate", ["-s", "6M", dir + "/bottom.raw"])
+      try Qemu.io(dir + "/bottom.raw", format: "raw", ["write -P 0x11 0 6M", "write -P 0x12 1M 100k"])
+      try Qemu.create(dir + "/mid.qcow2", size: "10M", backing: "bottom.raw", backingFormat: "raw")
+      try Qemu.io(dir + "/mid.qcow2", ["write -P 0x21 2M 300k", "write -z 5M 64k"])
+      let img = s.file("top.qcow2")
+      try Qemu.create(img, size: "16M", backing: "base/mid.qcow2", backingFormat: "qcow2")
+      try Qemu.io(img, ["write -P 0x31 3M 70k", "write -P 0x32 9M 2M", "write -z 0 4k"])
+      return img
+    },
+    Fixture(name: "raw") { s in
+      let img = s.file("disk.img")
+      try run("truncate", ["-s", "7M", img])
+      try Qemu.scatterPatterns(img, format: "raw", size: 7 << 20, count: 40, seed: 6)
+      return img
+    },
+  ]
+
+  @Test(arguments: fixtures)
+  func diskRawEqualsQemuConvert(_ fixture: Fixture) throws {
+    let scratch = try Scratch("e2e")
+    defer { scratch.remove() }
+    let image = try fixture.make(scratch)
+    let oracle = try Qemu.rawFile(of: image, scratch: scratch)
+    let mounted = try MountedImage.mount(image, in: scratch)
+    defer { mounted.unmount() }
+    let st = try statFile(mounted.diskRaw)
+    #expect(UInt64(st.st_size) == UInt64(try statFile(oracle).st_size))
+    #expect(st.st_mode & 0o777 == 0o444)
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    // 1 MiB reads as well as the kernel's own read sizes.
+    let ddCopy = scratch.file("dd.raw")
+    try run("dd", ["if=\(mounted.diskRaw)", "of=\(ddCopy)", "bs=1M", "status=none"])
+    #expect(try compareFiles(ddCopy, oracle) == nil)
+  }
+}

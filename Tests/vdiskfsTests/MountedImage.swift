@@ -1,0 +1,54 @@
+import Foundation
+import TestSupport
+
+/// Under CI (or VDISKFS_REQUIRE_MOUNT_TESTS=1) mount tests must run: they are enabled even when
+/// the environment looks unable, so that they fail loudly instead of being skipped.
+let mountTestsEnabled =
+  canMountFUSE || ProcessInfo.processInfo.environment["CI"] != nil
+  || ProcessInfo.processInfo.environment["VDISKFS_REQUIRE_MOUNT_TESTS"] == "1"
+
+/// A disk image mounted by the real `vdiskfs` binary (daemonized), unmounted by `unmount()`.
+struct MountedImage {
+  let mountpoint: String
+  var diskRaw: String { mountpoint + "/disk.raw" }
+
+  /// Runs `vdiskfs IMAGE MNT ARGS…`, which returns once the mount is live.
+  static func mount(_ image: String, in scratch: Scratch, _ arguments: [String] = []) throws -> MountedImage {
+    let mnt = try scratch.directory("mnt-\(UUID().uuidString.prefix(8))")
+    try run("timeout", ["60", vdiskfsBinary, image, mnt] + arguments)
+    let mounted = MountedImage(mountpoint: mnt)
+    guard isMounted(mnt) else {
+      throw CommandFailed(
+        command: [vdiskfsBinary, image, mnt], result: CommandResult(status: 0, stdout: "", stderr: "not mounted"))
+    }
+    return mounted
+  }
+
+  /// Unmounts; falls back to a lazy unmount so that a failing test never leaves a mount behind.
+  func unmount() {
+    if (try? run("fusermount3", ["-u", mountpoint], check: false))?.status != 0 {
+      _ = try? run("fusermount3", ["-u", "-z", mountpoint], check: false)
+    }
+    // The daemon exits asynchronously after the unmount; wait a little for /proc/mounts to agree.
+    for _ in 0..<50 where isMounted(mountpoint) { usleep(20_000) }
+  }
+}
+
+/// Whether `path` is a mount point in /proc/mounts.
+func isMounted(_ path: String) -> Bool {
+  guard let text = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return false }
+  return text.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first == Substring(path) }
+}
+
+/// `cmp` of two files; nil when equal, else cmp's message.
+func compareFiles(_ a: String, _ b: String) throws -> String? {
+  let r = try run("cmp", [a, b], check: false)
+  return r.status == 0 ? nil : (r.stdout + r.stderr)
+}
+
+/// File metadata through stat(2).
+func statFile(_ path: String) throws -> stat {
+  var st = stat()
+  guard stat(path, &st) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+  return st
+}
