@@ -1,0 +1,130 @@
+import VDiskCore
+
+/// The guest-to-host mapping of one qcow2 image: its active L1 table (in memory) and its L2
+/// tables (in the chain's shared `MetadataCache`). Answers `extent(at:maxLength:)` questions;
+/// never reads guest data.
+struct ClusterMapping: Sendable {
+  let file: ImageFile
+  let decoder: L2EntryDecoder
+  let cache: MetadataCache
+  /// The L1 entries the virtual size needs (qcow2 spec, "L1 table entry"), as stored.
+  let l1: [UInt64]
+  let clusterBits: UInt32
+  /// log2 of the guest bytes one L2 table covers.
+  let l2CoverageBits: UInt32
+  /// 8 bytes per entry, or 16 with extended L2 entries (qcow2 spec, "Extended L2 Entries").
+  let wordsPerEntry: Int
+
+  init(file: ImageFile, header: QCOW2Header, cache: MetadataCache) throws {
+    self.file = file
+    self.cache = cache
+    clusterBits = header.clusterBits
+    l2CoverageBits = header.clusterBits + header.l2Bits
+    wordsPerEntry = header.hasExtendedL2 ? 2 : 1
+    decoder = L2EntryDecoder(
+      path: file.path, version: header.version, clusterBits: header.clusterBits,
+      extendedL2: header.hasExtendedL2, hasDataFile: header.hasExternalDataFile)
+    // The header checked that these entries lie within the file and within 64 MiB.
+    let count = Int(header.l1EntriesNeeded)
+    if count == 0 {
+      l1 = []
+    } else {
+      l1 = try [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
+        try file.readExactly(
+          into: UnsafeMutableRawBufferPointer(buffer), at: header.l1TableOffset, what: "L1 table")
+        for i in 0..<count { buffer[i] = UInt64(bigEndian: buffer[i]) }
+        initialized = count
+      }
+    }
+  }
+
+  var clusterSize: UInt64 { 1 << UInt64(clusterBits) }
+
+  /// The L2 table for L1 index `index`, or nil when the L1 entry is unallocated.
+  func l2Table(_ index: Int) throws -> (offset: UInt64, words: [UInt64])? {
+    guard index < l1.count else { return nil }
+    let offset = l1[index] & L2EntryDecoder.offsetMask
+    guard offset != 0 else { return nil }
+    guard offset & (clusterSize - 1) == 0 else {
+      throw VDiskError.corrupt(
+        file.path, at: offset, "L2 table offset \(hex(offset)) (L1 index \(index)) is not cluster-aligned")
+    }
+    let size = Int(clusterSize)
+    let words = try cache.value(for: TableKey(file: file, offset: offset), cost: size) {
+      try file.readL2Table(at: offset, clusterSize: size)
+    }
+    return (offset, words)
+  }
+
+  /// The longest run from `offset` (at most `maxLength` bytes) with one kind of mapping, host
+  /// contiguous for data; compressed runs stop at the end of their cluster. On entry `offset`
+  /// lies inside the virtual disk and `maxLength >= 1`; the result covers at least one byte.
+  /// Reads no more L2 tables than the run spans.
+  func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, kind: ClusterKind) {
+    let end = offset + maxLength
+    var position = offset
+    var first: ClusterKind?
+    var length: UInt64 = 0
+
+    // Adds a piece to the run; false when it does not continue it.
+    func extend(_ kind: ClusterKind, _ pieceLength: UInt64) -> Bool {
+      guard let head = first else {
+        first = kind
+        length = pieceLength
+        return true
+      }
+      switch (head, kind) {
+      case (.unallocated, .unallocated), (.zero, .zero):
+        break
+      case (.data(let h), .data(let next)) where h + length == next:
+        break
+      default:
+        return false
+      }
+      length += pieceLength
+      return true
+    }
+
+    let subclusterBits: UInt64 = wordsPerEntry == 2 ? UInt64(clusterBits) - 5 : UInt64(clusterBits)
+    let subclusterMask = (UInt64(1) << subclusterBits) - 1
+    while position < end {
+      let l1Index = Int(position >> UInt64(l2CoverageBits))
+      let tableEnd = min(end, (UInt64(l1Index) + 1) << UInt64(l2CoverageBits))
+      guard let table = try l2Table(l1Index) else {
+        guard extend(.unallocated, tableEnd - position) else { break }
+        position = tableEnd
+        continue
+      }
+      while position < tableEnd {
+        let guestCluster = position & ~(clusterSize - 1)
+        let index = Int((position >> UInt64(clusterBits)) & ((1 << UInt64(l2CoverageBits - clusterBits)) - 1))
+        let word = index * wordsPerEntry
+        guard word + wordsPerEntry <= table.words.count else {
+          throw VDiskError.corrupt(file.path, at: table.offset, "L2 index \(index) outside its table")
+        }
+        let entry = table.words[word]
+        let bitmap = wordsPerEntry == 2 ? table.words[word + 1] : 0
+        let subcluster = Int((position - guestCluster) >> subclusterBits)
+        var kind = try decoder.decode(
+          entry: entry, bitmap: bitmap, subcluster: subcluster, guestCluster: guestCluster,
+          l2Offset: table.offset, index: index)
+        let within = position & subclusterMask
+        var pieceEnd = min(tableEnd, (position | subclusterMask) + 1)
+        switch kind {
+        case .compressed:
+          // Compressed clusters have no subclusters: the piece runs to the end of the cluster.
+          pieceEnd = min(tableEnd, guestCluster + clusterSize)
+          guard first == nil else { return (length, first ?? kind) }
+          return (pieceEnd - position, kind)
+        case .data(let host):
+          kind = .data(hostOffset: host + within)
+        case .zero, .unallocated:
+          break
+        }
+        guard extend(kind, pieceEnd - position) else { return (length, first ?? kind) }
+        position = pieceEnd
+      }
+    }
+    return (length, first ?? .unallocated)
+  }
+}

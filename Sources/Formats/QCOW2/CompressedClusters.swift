@@ -1,0 +1,74 @@
+import CZlib
+import Synchronization
+import VDiskCore
+
+/// Decodes compressed clusters (qcow2 spec, "Compressed Clusters Descriptor"; raw deflate, the
+/// compression type QEMU calls "zlib") and keeps a few decompressed clusters, so that sequential
+/// small reads of one compressed cluster inflate it once.
+final class CompressedClusters: Sendable {
+  let file: ImageFile
+  let clusterSize: Int
+  /// Decompressed clusters keyed by the host offset of their compressed data.
+  let cache: TableCache<UInt64, [UInt8]>
+  private let inflations = Atomic<Int>(0)
+
+  /// qcow2 stores raw deflate streams with a 4 KiB window (QEMU: windowBits -12).
+  static let windowBits: Int32 = -12
+
+  init(file: ImageFile, clusterSize: Int) {
+    self.file = file
+    self.clusterSize = clusterSize
+    // A few clusters: at least four and 1 MiB, at most 16 MiB.
+    cache = TableCache(budget: min(max(4 * clusterSize, 1 << 20), 16 << 20))
+  }
+
+  /// How many clusters have been inflated (cache misses that decoded).
+  var decompressionCount: Int { inflations.load(ordering: .relaxed) }
+
+  /// Copies `buffer.count` bytes of the cluster described by `descriptor`, starting `skipping`
+  /// bytes into it, into `buffer`.
+  func decode(_ descriptor: CompressedDescriptor, into buffer: UnsafeMutableRawBufferPointer, skipping: Int)
+    throws
+  {
+    guard skipping >= 0, skipping <= clusterSize, buffer.count <= clusterSize - skipping else {
+      throw VDiskError(
+        .invalidArgument, path: file.path, offset: descriptor.hostOffset,
+        "read of \(buffer.count) bytes at \(skipping) lies outside a compressed cluster")
+    }
+    let cluster = try cache.value(for: descriptor.hostOffset, cost: clusterSize) {
+      try inflate(descriptor)
+    }
+    cluster.withUnsafeBytes { source in
+      buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[skipping..<(skipping + buffer.count)]))
+    }
+  }
+
+  private func inflate(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
+    // The length is an upper bound (whole sectors); input past end-of-file reads as zeros.
+    var input = [UInt8](repeating: 0, count: max(0, descriptor.compressedLength))
+    try input.withUnsafeMutableBytes { try file.readFillingZeros(into: $0, at: descriptor.hostOffset) }
+    var produced = 0
+    var status: Int32 = 0
+    let output = [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in
+      input.withUnsafeBytes { src in
+        status = czlib_inflate(
+          src.baseAddress, src.count, out.baseAddress, out.count, Self.windowBits, &produced)
+      }
+      // Zero whatever the stream did not produce, so the array is fully initialized either way.
+      if produced < clusterSize, let base = out.baseAddress {
+        (base + produced).initialize(repeating: 0, count: clusterSize - produced)
+      }
+      initialized = clusterSize
+    }
+    // Like QEMU's qcow2_zlib_decompress: success means the output cluster was filled; the input
+    // may be only partly consumed because its length is known only to the sector.
+    guard produced == clusterSize, status == Z_STREAM_END || status == Z_BUF_ERROR || status == Z_OK else {
+      throw VDiskError.corrupt(
+        file.path, at: descriptor.hostOffset,
+        "compressed cluster at \(hex(descriptor.hostOffset)) (guest \(hex(descriptor.guestOffset))) does not inflate (zlib status \(status), \(produced) of \(clusterSize) bytes)"
+      )
+    }
+    inflations.add(1, ordering: .relaxed)
+    return output
+  }
+}
