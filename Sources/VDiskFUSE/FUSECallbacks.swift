@@ -1,0 +1,195 @@
+import CFuse
+import Logging
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+// The C trampolines libfuse calls on its worker threads, and the only code that turns libfuse's
+// userdata back into a `FUSEContext`. Each handler asks the context's `VirtualTree`, then replies
+// exactly once; every error goes through `errnoValue(for:logger:)`.
+
+/// Hands `context` to C with a +1 retain, balanced by `releaseUserdata` once the session is
+/// destroyed.
+func retainUserdata(_ context: FUSEContext) -> UnsafeMutableRawPointer {
+  Unmanaged.passRetained(context).toOpaque()
+}
+
+func releaseUserdata(_ userdata: UnsafeMutableRawPointer) {
+  Unmanaged<FUSEContext>.fromOpaque(userdata).release()
+}
+
+private func context(_ req: fuse_req_t?) -> FUSEContext? {
+  guard let req, let userdata = fuse_req_userdata(req) else { return nil }
+  return Unmanaged<FUSEContext>.fromOpaque(userdata).takeUnretainedValue()
+}
+
+/// Runs `body` with the request's context; a missing context (never expected) answers EIO.
+@inline(__always)
+private func handle(_ req: fuse_req_t?, _ body: (FUSEContext) throws -> Void) {
+  guard let ctx = context(req) else {
+    fuse_reply_err(req, EIO)
+    return
+  }
+  ctx.requestArrived()
+  do {
+    try body(ctx)
+  } catch {
+    fuse_reply_err(req, errnoValue(for: error, logger: ctx.logger))
+  }
+}
+
+/// The `struct stat` for tree attributes (shared by lookup, getattr and readdir, as in hello_ll).
+func statBuffer(_ a: NodeAttributes) -> stat {
+  var st = stat()
+  st.st_ino = ino_t(a.inode)
+  st.st_mode = (a.isDirectory ? S_IFDIR : S_IFREG) | mode_t(a.permissions)
+  st.st_nlink = nlink_t(a.linkCount)
+  st.st_size = off_t(clamping: a.size)
+  st.st_blocks = blkcnt_t(clamping: a.blocks)
+  st.st_blksize = 4096
+  st.st_uid = uid_t(a.uid)
+  st.st_gid = gid_t(a.gid)
+  let time = timespec(tv_sec: a.seconds, tv_nsec: a.nanoseconds)
+  st.st_atim = time
+  st.st_mtim = time
+  st.st_ctim = time
+  return st
+}
+
+/// The operations table. Built in a library function (a global `var` table is rejected, and
+/// closures in main.swift would be main-actor isolated and trap on libfuse's threads);
+/// `fuse_session_new` copies it.
+func makeOperations() -> fuse_lowlevel_ops {
+  var ops = fuse_lowlevel_ops()
+  ops.`init` = { _, conn in
+    guard let conn else { return }
+    // Reads of one file handle may run concurrently (we are stateless per read).
+    if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
+      conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
+    }
+    // max_read/max_write stay as negotiated (1 MiB): setting max_read here without the matching
+    // `-o max_read` mount option would kill the mount.
+  }
+  ops.lookup = { req, parent, name in
+    handle(req) { ctx in
+      guard let name else { throw FileSystemError(EINVAL) }
+      let node = try ctx.tree.lookup(parent: parent, name: String(cString: name))
+      var entry = fuse_entry_param()
+      entry.ino = fuse_ino_t(node.inode)
+      entry.generation = 1
+      entry.attr = statBuffer(try ctx.tree.attributes(of: node.inode))
+      entry.attr_timeout = ctx.attributeTimeout
+      entry.entry_timeout = ctx.attributeTimeout
+      fuse_reply_entry(req, &entry)
+    }
+  }
+  ops.getattr = { req, ino, _ in
+    handle(req) { ctx in
+      var st = statBuffer(try ctx.tree.attributes(of: ino))
+      fuse_reply_attr(req, &st, ctx.attributeTimeout)
+    }
+  }
+  ops.setattr = { req, ino, _, _, _ in
+    handle(req) { ctx in
+      try ctx.tree.checkWritable(ino)
+      throw FileSystemError(EROFS)
+    }
+  }
+  ops.open = { req, ino, fi in
+    handle(req) { ctx in
+      guard let fi else { throw FileSystemError(EINVAL) }
+      let view = try ctx.tree.open(ino, flags: fi.pointee.flags)
+      if !view.writable {
+        // The content cannot change while mounted read-only: keep cached pages across opens,
+        // and there is nothing to flush on close.
+        fi.pointee.keep_cache = ctx.keepCache ? 1 : 0
+        fi.pointee.noflush = 1
+      }
+      fuse_reply_open(req, fi)
+    }
+  }
+  ops.read = { req, ino, size, offset, _ in
+    handle(req) { ctx in
+      guard offset >= 0 else { throw FileSystemError(EINVAL) }
+      try ctx.buffers.withBuffer(count: size) { buffer in
+        let n = try ctx.tree.read(ino, into: buffer, at: UInt64(offset))
+        fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
+      }
+    }
+  }
+  ops.write = { req, ino, _, _, _, _ in
+    handle(req) { ctx in
+      try ctx.tree.checkWritable(ino)
+      throw FileSystemError(EROFS)
+    }
+  }
+  ops.release = { req, _, _ in
+    fuse_reply_err(req, 0)
+  }
+  ops.opendir = { req, ino, fi in
+    handle(req) { ctx in
+      try ctx.tree.openDirectory(ino)
+      fuse_reply_open(req, fi)
+    }
+  }
+  ops.readdir = { req, ino, size, offset, _ in
+    handle(req) { ctx in
+      let entries = try ctx.tree.entries(of: ino)
+      guard offset >= 0 else { throw FileSystemError(EINVAL) }
+      try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
+        guard let base = buffer.baseAddress else { throw FileSystemError(ENOMEM) }
+        var used = 0
+        var index = Int(clamping: offset)
+        // Each entry's offset is the index of the next one: a later call resumes there.
+        while index < entries.count {
+          let e = entries[index]
+          var st = stat()
+          st.st_ino = ino_t(e.inode)
+          st.st_mode = e.isDirectory ? S_IFDIR : S_IFREG
+          let needed = e.name.withCString {
+            fuse_add_direntry(req, base + used, size - used, $0, &st, off_t(index + 1))
+          }
+          if needed > size - used { break }
+          used += needed
+          index += 1
+        }
+        fuse_reply_buf(req, base, used)
+      }
+    }
+  }
+  ops.releasedir = { req, _, _ in
+    fuse_reply_err(req, 0)
+  }
+  ops.statfs = { req, _ in
+    handle(req) { ctx in
+      let bytes = ctx.tree.views.reduce(UInt64(0)) { $0 + $1.chain.virtualSize }
+      var s = statvfs()
+      s.f_bsize = 4096
+      s.f_frsize = 4096
+      s.f_blocks = fsblkcnt_t((bytes + 4095) / 4096)
+      s.f_bfree = 0
+      s.f_bavail = 0
+      s.f_files = fsfilcnt_t(ctx.tree.nodeCount)
+      s.f_ffree = 0
+      s.f_favail = 0
+      s.f_namemax = 255
+      fuse_reply_statfs(req, &s)
+    }
+  }
+  ops.lseek = { req, ino, offset, whence, _ in
+    handle(req) { ctx in
+      // The kernel answers SEEK_SET/CUR/END itself and asks only for SEEK_DATA/SEEK_HOLE.
+      let kind: VirtualTree.SeekKind
+      switch whence {
+      case cfuse_seek_data: kind = .data
+      case cfuse_seek_hole: kind = .hole
+      default: throw FileSystemError(EINVAL)
+      }
+      guard offset >= 0 else { throw FileSystemError(ENXIO) }
+      let answer = try ctx.tree.seek(ino, from: UInt64(offset), to: kind)
+      fuse_reply_lseek(req, off_t(answer))
+    }
+  }
+  return ops
+}
