@@ -1,0 +1,102 @@
+import Glibc
+import Logging
+import TestSupport
+import Testing
+import VDiskCore
+
+@testable import VDiskFUSE
+
+@Suite("Adapter pieces")
+struct AdapterTests {
+  let logger = Logger(label: "test")
+
+  @Test func errnoMappingCoversEveryKind() {
+    let expected: [VDiskError.Kind: Int32] = [
+      .corrupt: EIO, .io: EIO, .unsupported: EOPNOTSUPP, .noSpace: ENOSPC, .readOnly: EROFS,
+      .notFound: ENOENT, .invalidArgument: EINVAL,
+    ]
+    for kind in VDiskError.Kind.allCases {
+      let e = VDiskError(kind, path: "/img", offset: 512, "detail")
+      #expect(errnoValue(for: e, logger: logger) == expected[kind])
+    }
+    #expect(errnoValue(for: VDiskError(.io, path: "/img", "x", errno: EAGAIN), logger: logger) == EAGAIN)
+    #expect(errnoValue(for: VDiskError(.io, path: "/img", "x", errno: ENOSYS), logger: logger) == EIO)
+    #expect(errnoValue(for: FileSystemError(ENXIO), logger: logger) == ENXIO)
+    struct Other: Error {}
+    #expect(errnoValue(for: Other(), logger: logger) == EIO)
+  }
+
+  @Test func mountOptionsBecomeLibfuseArguments() {
+    var o = MountOptions()
+    o.fsname = "/images/a,b\\c.qcow2"
+    o.libfuseOptions = ["noatime"]
+    #expect(
+      o.arguments == [
+        "vdiskfs", "-o", "fsname=/images/a\\,b\\\\c.qcow2", "-o", "subtype=vdiskfs", "-o",
+        "default_permissions",
+        "-o", "ro", "-o", "noatime",
+      ])
+    o.readOnly = false
+    o.allowOther = true
+    o.debug = true
+    o.libfuseOptions = []
+    #expect(o.arguments.contains("allow_other") && !o.arguments.contains("ro") && o.arguments[1] == "-d")
+  }
+
+  @Test func mountinfoFieldsAreUnescaped() {
+    #expect(MountPoint.unescapeMountField("/mnt/a\\040b\\011c\\134d") == "/mnt/a b\tc\\d")
+    #expect(MountPoint.unescapeMountField("/plain") == "/plain")
+    #expect(MountPoint.unescapeMountField("/end\\04") == "/end\\04")
+  }
+
+  @Test func mountPointValidation() throws {
+    let scratch = try Scratch("mp")
+    defer { scratch.remove() }
+    let dir = try scratch.directory("d")
+    try #expect(MountPoint.validate(dir + "/../d") == dir)
+    let file = scratch.file("f")
+    #expect(FileManagerShim.touch(file))
+    #expect(throws: VDiskError.self) { try MountPoint.validate(file) }
+    do {
+      _ = try MountPoint.validate(scratch.file("missing"))
+      Issue.record("expected an error")
+    } catch let e as VDiskError {
+      #expect(e.kind == .notFound)
+    }
+    for mounted in ["/", "/proc"] {
+      do {
+        _ = try MountPoint.validate(mounted)
+        Issue.record("expected \(mounted) to be refused")
+      } catch let e as VDiskError {
+        #expect(e.kind == .invalidArgument && e.detail.contains("already a mount point"))
+      }
+    }
+    #expect(MountPoint.mountedDevice(at: "/proc") != nil)
+    #expect(MountPoint.mountedDevice(at: dir) == nil)
+  }
+
+  @Test func readBuffersAreReused() {
+    let pool = ReadBufferPool(bufferSize: 4096, retained: 2)
+    var first: UnsafeMutableRawPointer?
+    pool.withBuffer(count: 100) { first = $0.baseAddress }
+    pool.withBuffer(count: 4096) { #expect($0.baseAddress == first && $0.count == 4096) }
+    #expect(pool.idleCount == 1)
+    pool.withBuffer(count: 10) { _ in
+      pool.withBuffer(count: 10) { _ in
+        pool.withBuffer(count: 10) { _ in #expect(pool.idleCount == 0) }
+      }
+    }
+    #expect(pool.idleCount == 2)
+    pool.withBuffer(count: 8192) { #expect($0.count == 8192) }
+    #expect(pool.idleCount == 2)
+  }
+}
+
+enum FileManagerShim {
+  static func touch(_ path: String) -> Bool {
+    let fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+    guard fd >= 0 else { return false }
+    close(fd)
+    return true
+  }
+}
