@@ -163,11 +163,28 @@ import VDiskCore
     // The first extension's length: far past the cluster.
     try patch(image, at: original + 4, 0xFFFF_FFF0, width: 4)
     expectVDiskError(.corrupt, [image, "header extension", "runs past the end"]) { _ = try openChain(image) }
-    // A zero-length unknown extension repeated to the end of the cluster terminates the walk.
+    // A used extension twice (backing format, 3 bytes padded to 8) is refused.
+    let format: [UInt8] = [0xE2, 0x79, 0x2A, 0xCA, 0, 0, 0, 3] + Array("raw".utf8) + [0, 0, 0, 0, 0]
+    try patch(image, at: original, bytes: format + format)
+    expectVDiskError(.corrupt, [image, "header extension 0xe2792aca appears more than once"]) {
+      _ = try openChain(image)
+    }
+    // A zero-length unknown extension repeated to the end of the cluster: the walk terminates.
     var filler: [UInt8] = []
     for _ in 0..<((65536 - Int(original)) / 8) { filler += [0x12, 0x34, 0x56, 0x78, 0, 0, 0, 0] }
     try patch(image, at: original, bytes: filler)
-    expectVDiskError(.corrupt, [image, "appears more than once"]) { _ = try openChain(image) }
+    let chain = try openChain(image)
+    #expect(try chain.read(at: 0, count: 1) == [0x41])
+  }
+
+  @Test func extendedL2WithSmallClusters() throws {
+    let scratch = try Scratch("hostile-extl2")
+    defer { scratch.remove() }
+    let image = try makeImage(scratch, ["extended_l2=on", "cluster_size=16384"])
+    try patch(image, at: 20, 13, width: 4)
+    expectVDiskError(.corrupt, [image, "extended L2 entries need cluster_bits ≥ 14"]) {
+      _ = try openChain(image)
+    }
   }
 
   @Test func badBackingNameAndTableOffsets() throws {

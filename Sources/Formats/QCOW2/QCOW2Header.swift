@@ -157,7 +157,10 @@ public struct QCOW2Header: Sendable {
           )
         }
         let data = try firstCluster.bytes(dataStart, count: Int(length), "header extension data")
-        guard seen.insert(type).inserted else {
+        // qcow2 spec: each type appears at most once. Unknown types are ignored (as QEMU does),
+        // so only a repeated extension we use is an error.
+        let used: Set<UInt32> = [0xE279_2ACA, 0x6803_F857, 0x4441_5441]
+        guard !used.contains(type) || seen.insert(type).inserted else {
           throw corrupt("header extension \(hex(UInt64(type))) appears more than once")
         }
         switch type {
