@@ -120,23 +120,33 @@ func layerMap(_ layer: any ImageLayer) throws -> [MapRun] {
     case .zero: run = MapRun(start: position, length: e.length, kind: .zero)
     case .unallocated: run = MapRun(start: position, length: e.length, kind: .unallocated)
     }
-    if var last = runs.last, last.kind == run.kind,
-      last.kind != .data || last.offset == nil && run.offset == nil
-    {
-      last.length += run.length
-      runs[runs.count - 1] = last
-    } else {
-      runs.append(run)
-    }
+    runs.appendMerging(run)
     position += e.length
   }
   return runs
 }
 
+extension [MapRun] {
+  /// Appends `run`, merging it into the last one when both are the same non-data kind (or data
+  /// without offsets): what differs then is only where a driver or qemu chose to split.
+  mutating func appendMerging(_ run: MapRun) {
+    if var last = self.last, last.kind == run.kind,
+      last.kind != .data || last.offset == nil && run.offset == nil
+    {
+      last.length += run.length
+      self[count - 1] = last
+    } else {
+      append(run)
+    }
+  }
+}
+
 /// `qemu-img map` of a single image as `MapRun`s.
 func qemuMap(_ image: String) throws -> [MapRun] {
-  try Qemu.map(image).map { e in
+  var runs: [MapRun] = []
+  for e in try Qemu.map(image) {
     let kind: MapRun.Kind = e.data ? .data : (e.present == false ? .unallocated : .zero)
-    return MapRun(start: e.start, length: e.length, kind: kind, offset: e.data ? e.offset : nil)
+    runs.appendMerging(MapRun(start: e.start, length: e.length, kind: kind, offset: e.data ? e.offset : nil))
   }
+  return runs
 }

@@ -56,6 +56,15 @@ struct ClusterMapping: Sendable {
     return (offset, words)
   }
 
+  /// Whether subclusters `from…31` all have the same allocation and zero bits (qcow2 spec,
+  /// "Subcluster Allocation Bitmap").
+  static func restIsUniform(bitmap: UInt64, from subcluster: Int) -> Bool {
+    let rest = UInt32.max << UInt32(subcluster)
+    let allocated = UInt32(truncatingIfNeeded: bitmap) & rest
+    let zeros = UInt32(truncatingIfNeeded: bitmap >> 32) & rest
+    return (allocated == 0 || allocated == rest) && (zeros == 0 || zeros == rest)
+  }
+
   /// The longest run from `offset` (at most `maxLength` bytes) with one kind of mapping, host
   /// contiguous for data; compressed runs stop at the end of their cluster. On entry `offset`
   /// lies inside the virtual disk and `maxLength >= 1`; the result covers at least one byte.
@@ -110,6 +119,10 @@ struct ClusterMapping: Sendable {
           l2Offset: table.offset, index: index)
         let within = position & subclusterMask
         var pieceEnd = min(tableEnd, (position | subclusterMask) + 1)
+        if wordsPerEntry == 2, Self.restIsUniform(bitmap: bitmap, from: subcluster) {
+          // The remaining subclusters share one status: take them in one step.
+          pieceEnd = min(tableEnd, guestCluster + clusterSize)
+        }
         switch kind {
         case .compressed:
           // Compressed clusters have no subclusters: the piece runs to the end of the cluster.
