@@ -26,7 +26,7 @@ let package = Package(
     // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.
     .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
     // One target per format.
-    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib"], path: "Sources/Formats/QCOW2"),
+    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", logging], path: "Sources/Formats/QCOW2"),
     // Probing by magic and opening whole backing chains.
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", logging]),
     // The FUSE adapter: knows no format.

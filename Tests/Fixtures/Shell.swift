@@ -5,11 +5,20 @@ public struct CommandResult: Sendable {
   public var status: Int32
   public var stdout: String
   public var stderr: String
+  public init(status: Int32, stdout: String, stderr: String) {
+    self.status = status
+    self.stdout = stdout
+    self.stderr = stderr
+  }
 }
 
 public struct CommandFailed: Error, CustomStringConvertible {
   public var command: [String]
   public var result: CommandResult
+  public init(command: [String], result: CommandResult) {
+    self.command = command
+    self.result = result
+  }
   public var description: String {
     "command failed (\(result.status)): \(command.joined(separator: " "))\n\(result.stderr)\(result.stdout)"
   }
