@@ -72,17 +72,18 @@ final class MountedDisk: Sendable {
   }
 
   /// Ends the loop, unmounts, and removes the scratch directory. Returns false when the loop did
-  /// not end in time (the mount is then forcibly detached).
+  /// not end in time or /proc/mounts still listed the mount (it is then forcibly detached).
   @discardableResult
   func stop() -> Bool {
     session.exit()
     session.unmount()
     let ended = waitForLoop() != nil
-    if isListedInProcMounts || !ended {
+    let leftBehind = isListedInProcMounts
+    if leftBehind || !ended {
       _ = try? run("fusermount3", ["-u", "-z", mountpoint], check: false)
     }
     scratch.remove()
-    return ended
+    return ended && !leftBehind
   }
 }
 
