@@ -27,7 +27,7 @@ echo "Hello from inside a qcow2 image, read through vdiskfs." > "$work/files/hel
 echo "demo-vm" > "$work/files/etc/hostname"
 head -c 8M /dev/urandom > "$work/files/random.bin"
 truncate -s 256M "$work/disk.img"
-sgdisk -q -o -n 1:2048:+200M -t 1:8300 -c 1:root "$work/disk.img"
+sgdisk -o -n 1:2048:+200M -t 1:8300 -c 1:root "$work/disk.img" >/dev/null  # (-q would make it write nothing)
 mkfs.ext4 -q -F -L root -d "$work/files" -E offset=$((2048 * 512)) "$work/disk.img" 200M
 show qemu-img convert -c -O qcow2 "$work/disk.img" "$work/vm.qcow2"
 rm "$work/disk.img"

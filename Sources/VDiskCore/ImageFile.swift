@@ -81,7 +81,8 @@ public final class ImageFile: Sendable {
           retryOnInterrupt: true)
       } catch let e as Errno {
         throw VDiskError(
-          .io, path: path, offset: position, "read of \(buffer.count - done) bytes at \(hex(position)) failed: \(e)",
+          .io, path: path, offset: position,
+          "read of \(buffer.count - done) bytes at \(hex(position)) failed: \(e)",
           errno: e.rawValue)
       }
       if n == 0 { break }
@@ -122,7 +123,9 @@ public final class ImageFile: Sendable {
 
   /// Writes all of `buffer` at `offset`.
   public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
-    guard isWritable else { throw VDiskError(.readOnly, path: path, offset: offset, "file is open read-only") }
+    guard isWritable else {
+      throw VDiskError(.readOnly, path: path, offset: offset, "file is open read-only")
+    }
     do {
       _ = try descriptor.writeAll(toAbsoluteOffset: Int64(offset), buffer)
     } catch let e as Errno {

@@ -34,7 +34,9 @@ public final class LayerChain: Sendable {
     return bytes
   }
 
-  private static func read(layer: any ImageLayer, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64)
+  private static func read(
+    layer: any ImageLayer, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64
+  )
     throws
   {
     var done = 0
@@ -47,7 +49,8 @@ public final class LayerChain: Sendable {
         return
       }
       let limit = min(UInt64(rest.count), layer.virtualSize - position)
-      let extent = try checked(layer.extent(at: position, maxLength: limit), layer: layer, at: position, limit)
+      let extent = try checked(
+        layer.extent(at: position, maxLength: limit), layer: layer, at: position, limit)
       let run = UnsafeMutableRawBufferPointer(rebasing: rest[0..<Int(extent.length)])
       switch extent.mapping {
       case .data(let hostOffset):
@@ -65,7 +68,8 @@ public final class LayerChain: Sendable {
           position - descriptor.guestOffset + extent.length <= UInt64(descriptor.decompressedLength)
         else {
           throw VDiskError.corrupt(
-            layer.file.path, at: position, "compressed extent at guest \(hex(position)) lies outside its unit")
+            layer.file.path, at: position, "compressed extent at guest \(hex(position)) lies outside its unit"
+          )
         }
         try layer.decode(descriptor, into: run, skipping: Int(position - descriptor.guestOffset))
       }
@@ -128,7 +132,8 @@ extension LayerChain {
   {
     guard offset < layer.virtualSize else {
       return ChainExtent(
-        offset: offset, length: maxLength, kind: .unallocated, depth: depth, hostOffset: nil, compressed: false,
+        offset: offset, length: maxLength, kind: .unallocated, depth: depth, hostOffset: nil,
+        compressed: false,
         filePath: nil)
     }
     let limit = min(maxLength, layer.virtualSize - offset)
@@ -149,7 +154,8 @@ extension LayerChain {
     case .unallocated:
       guard let backing = layer.backing else {
         return ChainExtent(
-          offset: offset, length: e.length, kind: .unallocated, depth: depth, hostOffset: nil, compressed: false,
+          offset: offset, length: e.length, kind: .unallocated, depth: depth, hostOffset: nil,
+          compressed: false,
           filePath: nil)
       }
       return try status(layer: backing, depth: depth + 1, at: offset, maxLength: e.length)

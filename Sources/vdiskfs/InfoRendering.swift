@@ -18,11 +18,14 @@ enum InfoRendering {
       fields.append(
         InfoField(
           "format-specific",
-          .object([InfoField("type", .string(info.format)), InfoField("data", .object(info.formatSpecific))])))
+          .object([InfoField("type", .string(info.format)), InfoField("data", .object(info.formatSpecific))]))
+      )
     }
     if let b = info.backingFilename {
       fields.append(InfoField("backing-filename", .string(b)))
-      if let full = info.fullBackingFilename { fields.append(InfoField("full-backing-filename", .string(full))) }
+      if let full = info.fullBackingFilename {
+        fields.append(InfoField("full-backing-filename", .string(full)))
+      }
       if let f = info.backingFormat { fields.append(InfoField("backing-filename-format", .string(f))) }
     }
     if let dirty = info.dirtyFlag { fields.append(InfoField("dirty-flag", .bool(dirty))) }
@@ -56,7 +59,8 @@ enum InfoRendering {
       case "\r": out += "\\r"
       case "\t": out += "\\t"
       case _ where scalar.value < 0x20:
-        out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
+        out +=
+          "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
           + String(scalar.value, radix: 16)
       default: out.unicodeScalars.append(scalar)
       }

@@ -10,7 +10,8 @@ import VDiskFUSE
 struct MountCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mount",
-    abstract: "Mount a disk image so that MOUNTPOINT/disk.raw shows its guest-visible bytes (the default command).",
+    abstract:
+      "Mount a disk image so that MOUNTPOINT/disk.raw shows its guest-visible bytes (the default command).",
     discussion: """
       Also runs as a mount helper: `mount -t fuse.vdiskfs IMAGE MOUNTPOINT -o ro` or an /etc/fstab line
       `/var/lib/vm/vm.qcow2  /mnt/vm  fuse.vdiskfs  ro,allow_other  0 0`.
@@ -29,7 +30,9 @@ struct MountCommand: ParsableCommand {
   @Argument(help: "An empty directory to mount on.")
   var mountpoint: String
 
-  @Option(name: .customShort("o"), help: ArgumentHelp("Mount options, comma-separated (see below).", valueName: "opts"))
+  @Option(
+    name: .customShort("o"),
+    help: ArgumentHelp("Mount options, comma-separated (see below).", valueName: "opts"))
   var options: [String] = []
 
   @Flag(name: .customShort("f"), help: "Stay in the foreground (default: daemonize once the mount is live).")
@@ -43,7 +46,8 @@ struct MountCommand: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Metadata cache budget, e.g. 64M (default: what covers the whole image, at most 32M).", valueName: "size"))
+      "Metadata cache budget, e.g. 64M (default: what covers the whole image, at most 32M).",
+      valueName: "size"))
   var cacheSize: String?
 
   @Option(help: "Maximum FUSE worker threads (default: 8).")
@@ -95,7 +99,8 @@ struct MountCommand: ParsableCommand {
     do {
       try session.mount(at: mountpoint)
     } catch let error as VDiskError {
-      let code = error.kind == .invalidArgument || error.kind == .notFound ? ExitCodes.mountpoint : ExitCodes.fuse
+      let code =
+        error.kind == .invalidArgument || error.kind == .notFound ? ExitCodes.mountpoint : ExitCodes.fuse
       throw CLIFailure(code: code, message: error.description)
     }
     if !(foreground || debugging) {

@@ -53,7 +53,9 @@ enum MountOptionParser {
   }
 
   private static func require(_ value: String?, _ key: String) throws(UsageError) -> String {
-    guard let value, !value.isEmpty else { throw UsageError("mount option '\(key)' needs a value (\(key)=…)") }
+    guard let value, !value.isEmpty else {
+      throw UsageError("mount option '\(key)' needs a value (\(key)=…)")
+    }
     return value
   }
 

@@ -9,7 +9,8 @@ import ArgumentParser
 struct VDiskFS: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vdiskfs",
-    abstract: "Mount a virtual-machine disk image (qcow2, raw; with its backing chain) as one raw file, disk.raw.",
+    abstract:
+      "Mount a virtual-machine disk image (qcow2, raw; with its backing chain) as one raw file, disk.raw.",
     discussion: """
       Examples:
         vdiskfs vm.qcow2 /mnt/vm                  # /mnt/vm/disk.raw shows the guest disk
@@ -29,21 +30,21 @@ struct VDiskFS: ParsableCommand {
       try command.run()
     } catch let failure as CLIFailure {
       printError(failure.message)
-      exit(failure.code)
+      Glibc.exit(failure.code)
     } catch {
       let code = exitCode(for: error)
       if code == .success {
         // --help, --version
         print(fullMessage(for: error))
-        exit(ExitCodes.success)
+        Glibc.exit(ExitCodes.success)
       }
       printError(message(for: error))
       if code == .validationFailure {
         let usage = usageString()
         if !usage.isEmpty { printError(usage) }
-        exit(ExitCodes.usage)
+        Glibc.exit(ExitCodes.usage)
       }
-      exit(ExitCodes.failure)
+      Glibc.exit(ExitCodes.failure)
     }
   }
 }

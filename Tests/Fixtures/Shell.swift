@@ -26,45 +26,134 @@ public struct CommandFailed: Error, CustomStringConvertible {
 
 /// Runs `executable` (looked up in PATH) with `arguments`; throws `CommandFailed` on a non-zero
 /// exit unless `check` is false. Standard output and error are collected (keep them small).
+///
+/// Built on posix_spawn + poll + waitpid rather than Foundation's Process, whose termination
+/// monitoring was seen to miss child exits when many tests spawn processes in parallel. Pipes are
+/// close-on-exec so that one test's pipes never leak into another test's children (a daemon
+/// holding a test's stdout pipe would keep that test waiting forever). Children start with an
+/// empty signal mask and default dispositions, whatever thread spawns them.
 @discardableResult
 public func run(_ executable: String, _ arguments: [String], check: Bool = true, input: Data? = nil) throws
   -> CommandResult
 {
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = [executable] + arguments
+  var outPipe: [Int32] = [-1, -1]
+  var errPipe: [Int32] = [-1, -1]
+  var inPipe: [Int32] = [-1, -1]
+  // Pipes are made and spawned under one lock (pipe2 is not imported): no other spawn can slip
+  // in between pipe() and FD_CLOEXEC and inherit them.
+  spawnLock.lock()
+  var locked = true
+  defer { if locked { spawnLock.unlock() } }
+  guard pipe(&outPipe) == 0, pipe(&errPipe) == 0, pipe(&inPipe) == 0 else {
+    throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+  }
+  for fd in outPipe + errPipe + inPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  if input != nil {
+    posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+  }
+  posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+  posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+
+  var attributes = posix_spawnattr_t()
+  posix_spawnattr_init(&attributes)
+  defer { posix_spawnattr_destroy(&attributes) }
+  var emptyMask = sigset_t()
+  sigemptyset(&emptyMask)
+  var defaults = sigset_t()
+  sigemptyset(&defaults)
+  for signal in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, signal) }
+  posix_spawnattr_setsigmask(&attributes, &emptyMask)
+  posix_spawnattr_setsigdefault(&attributes, &defaults)
+  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
   var environment = ProcessInfo.processInfo.environment
-  environment["PATH"] = (environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/local/sbin"
-  process.environment = environment
-  let out = Pipe()
-  let err = Pipe()
-  process.standardOutput = out
-  process.standardError = err
-  let inPipe = Pipe()
-  process.standardInput = input == nil ? FileHandle.nullDevice : inPipe
-  try process.run()
+  environment["PATH"] = (environment["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin:/usr/local/sbin"
+  let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+  let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+  defer {
+    argv.forEach { free($0) }
+    envp.forEach { free($0) }
+  }
+  // posix_spawnp searches the PATH of this process; search the extended PATH ourselves.
+  let path =
+    executable.contains("/")
+    ? executable
+    : (environment["PATH"] ?? "").split(separator: ":").map { "\($0)/\(executable)" }
+      .first { access($0, X_OK) == 0 } ?? executable
+  var pid: pid_t = 0
+  let spawned = posix_spawn(&pid, path, &actions, &attributes, argv, envp)
+  spawnLock.unlock()
+  locked = false
+  close(outPipe[1])
+  close(errPipe[1])
+  close(inPipe[0])
+  guard spawned == 0 else {
+    close(outPipe[0])
+    close(errPipe[0])
+    close(inPipe[1])
+    throw CommandFailed(
+      command: [executable] + arguments,
+      result: CommandResult(
+        status: 127, stdout: "", stderr: "cannot run \(executable): \(String(cString: strerror(spawned)))"))
+  }
   if let input {
-    inPipe.fileHandleForWriting.write(input)
-    try? inPipe.fileHandleForWriting.close()
+    input.withUnsafeBytes { buffer in
+      var done = 0
+      while done < buffer.count {
+        let n = write(inPipe[1], buffer.baseAddress.map { $0 + done }, buffer.count - done)
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        done += n
+      }
+    }
   }
-  // Drain both pipes concurrently so a chatty command cannot block on a full pipe.
-  let errData = LockedData()
-  let group = DispatchGroup()
-  group.enter()
-  DispatchQueue.global().async {
-    errData.set(err.fileHandleForReading.readDataToEndOfFile())
-    group.leave()
-  }
-  let outData = out.fileHandleForReading.readDataToEndOfFile()
-  group.wait()
-  process.waitUntilExit()
+  close(inPipe[1])
+  let (out, err) = drain(outPipe[0], errPipe[0])
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import.
+  let exitStatus = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
   let result = CommandResult(
-    status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-    stderr: String(decoding: errData.get(), as: UTF8.self))
+    status: exitStatus, stdout: String(decoding: out, as: UTF8.self),
+    stderr: String(decoding: err, as: UTF8.self))
   if check && result.status != 0 {
     throw CommandFailed(command: [executable] + arguments, result: result)
   }
   return result
+}
+
+private let spawnLock = NSLock()
+
+/// Reads two pipes to end-of-file without letting either fill up; closes both.
+private func drain(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {
+  var outputs: [[UInt8]] = [[], []]
+  var fds = [
+    pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0),
+  ]
+  var open = 2
+  var buffer = [UInt8](repeating: 0, count: 65536)
+  while open > 0 {
+    if poll(&fds, nfds_t(fds.count), -1) < 0 {
+      if errno == EINTR { continue }
+      break
+    }
+    for i in 0..<2 where fds[i].fd >= 0 && fds[i].revents != 0 {
+      let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+      if n > 0 {
+        outputs[i] += buffer[0..<n]
+      } else if n == 0 || errno != EINTR {
+        close(fds[i].fd)
+        fds[i].fd = -1
+        open -= 1
+      }
+    }
+  }
+  return (outputs[0], outputs[1])
 }
 
 /// Runs a shell snippet with bash -c.
@@ -73,15 +162,16 @@ public func sh(_ script: String, check: Bool = true) throws -> CommandResult {
   try run("bash", ["-c", script], check: check)
 }
 
-final class LockedData: @unchecked Sendable {
-  private let lock = NSLock()
-  private var data = Data()
-  func set(_ d: Data) { lock.withLock { data = d } }
-  func get() -> Data { lock.withLock { data } }
-}
-
 /// True when this process runs as root (mount and loop tests need it; in CI they must run).
 public var isRoot: Bool { getuid() == 0 }
 
 /// True when FUSE mounts can be attempted here.
 public var canMountFUSE: Bool { isRoot && FileManager.default.fileExists(atPath: "/dev/fuse") }
+
+/// Whether mount and loop-device tests run. Under CI (or VDISKFS_REQUIRE_MOUNT_TESTS=1) they are
+/// enabled even when the environment looks unable, so that they fail loudly instead of being
+/// skipped; elsewhere (a non-root developer) they are skipped.
+public var mountTestsEnabled: Bool {
+  canMountFUSE || ProcessInfo.processInfo.environment["CI"] != nil
+    || ProcessInfo.processInfo.environment["VDISKFS_REQUIRE_MOUNT_TESTS"] == "1"
+}

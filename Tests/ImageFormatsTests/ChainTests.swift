@@ -25,10 +25,14 @@ import VDiskCore
     try Qemu.io(topDir + "/top.qcow2", ["write -z 1M 64k"])
 
     // Open by a relative path from another working directory, as a user would.
+    // (Only this test changes the working directory; every other test uses absolute paths.)
     let previous = FileManager.default.currentDirectoryPath
-    FileManager.default.changeCurrentDirectoryPath(scratch.path)
-    let chain = try openChain("vm/top.qcow2")
-    FileManager.default.changeCurrentDirectoryPath(previous)
+    try #require(FileManager.default.changeCurrentDirectoryPath(scratch.path))
+    let chain: LayerChain
+    do {
+      defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+      chain = try openChain("vm/top.qcow2")
+    }
 
     #expect(chain.layers.count == 3)
     #expect(chain.layers.map(\.formatName) == ["qcow2", "qcow2", "raw"])

@@ -2,7 +2,8 @@ import Testing
 import VDiskCore
 
 @Suite struct ByteReaderTests {
-  let reader = ByteReader([0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09], path: "img", baseOffset: 0x100)
+  let reader = ByteReader(
+    [0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09], path: "img", baseOffset: 0x100)
 
   @Test func decodesBothEndians() throws {
     #expect(try reader.u8(0) == 1)

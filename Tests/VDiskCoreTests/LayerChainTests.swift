@@ -1,5 +1,5 @@
-import Testing
 import TestSupport
+import Testing
 import VDiskCore
 
 @Suite struct LayerChainTests {
@@ -11,8 +11,10 @@ import VDiskCore
     let (topFile, topBytes) = try patternFile(scratch, "top", size: 16384, seed: 1)
     let (baseFile, baseBytes) = try patternFile(scratch, "base", size: 3072, seed: 99)
     let base = ScriptedLayer(
-      file: baseFile, virtualSize: 3072, backing: nil, segments: [.init(start: 0, end: 3072, mapping: .data(hostOffset: 0))])
-    let descriptor = CompressedDescriptor(hostOffset: 0, compressedLength: 10, guestOffset: 4096, decompressedLength: 1024)
+      file: baseFile, virtualSize: 3072, backing: nil,
+      segments: [.init(start: 0, end: 3072, mapping: .data(hostOffset: 0))])
+    let descriptor = CompressedDescriptor(
+      hostOffset: 0, compressedLength: 10, guestOffset: 4096, decompressedLength: 1024)
     let top = ScriptedLayer(
       file: topFile, virtualSize: 8192, backing: base,
       segments: [
@@ -72,7 +74,8 @@ import VDiskCore
     defer { scratch.remove() }
     let (file, bytes) = try patternFile(scratch, "short", size: 1000, seed: 3)
     let layer = ScriptedLayer(
-      file: file, virtualSize: 4096, backing: nil, segments: [.init(start: 0, end: 4096, mapping: .data(hostOffset: 0))])
+      file: file, virtualSize: 4096, backing: nil,
+      segments: [.init(start: 0, end: 4096, mapping: .data(hostOffset: 0))])
     let got = try LayerChain(top: layer).read(at: 0, count: 4096)
     #expect(Array(got[0..<1000]) == bytes)
     #expect(got[1000...].allSatisfy { $0 == 0 })

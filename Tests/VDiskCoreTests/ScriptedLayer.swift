@@ -42,7 +42,9 @@ final class ScriptedLayer: ImageLayer, @unchecked Sendable {
   }
 
   /// "Decompresses" to bytes whose value is (guest offset & 0xff) ^ 0xa5.
-  func decode(_ descriptor: CompressedDescriptor, into buffer: UnsafeMutableRawBufferPointer, skipping: Int) throws {
+  func decode(_ descriptor: CompressedDescriptor, into buffer: UnsafeMutableRawBufferPointer, skipping: Int)
+    throws
+  {
     for i in 0..<buffer.count {
       buffer[i] = UInt8(truncatingIfNeeded: (descriptor.guestOffset + UInt64(skipping + i)) & 0xff) ^ 0xa5
     }

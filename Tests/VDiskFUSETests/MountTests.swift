@@ -6,7 +6,7 @@ import Testing
 import VDiskCore
 import VDiskFUSE
 
-@Suite("FUSE mount", .enabled(if: canMountFUSE))
+@Suite("FUSE mount", .enabled(if: mountTestsEnabled))
 struct MountTests {
   @Test func servesTheDiskReadOnly() throws {
     let m = try MountedDisk()

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct CLITests {
   @Test func helpDocumentsExitCodes() throws {
@@ -43,7 +43,8 @@ import TestSupport
     try Qemu.create(scratch.file("base.qcow2"), size: "8M", options: ["compat=0.10", "cluster_size=4096"])
     let img = scratch.file("top.qcow2")
     try Qemu.create(
-      img, size: "16M", options: ["cluster_size=131072", "extended_l2=on", "lazy_refcounts=on", "refcount_bits=8"],
+      img, size: "16M",
+      options: ["cluster_size=131072", "extended_l2=on", "lazy_refcounts=on", "refcount_bits=8"],
       backing: "base.qcow2", backingFormat: "qcow2")
     for chain in [false, true] {
       let extra = chain ? ["--backing-chain"] : []
@@ -55,14 +56,20 @@ import TestSupport
       let theirsList = chain ? try #require(b as? [[String: Any]]) : [try #require(b as? [String: Any])]
       #expect(oursList.count == theirsList.count)
       for (o, t) in zip(oursList, theirsList) {
-        for key in ["virtual-size", "cluster-size", "format", "backing-filename", "backing-filename-format", "dirty-flag"] {
+        for key in [
+          "virtual-size", "cluster-size", "format", "backing-filename", "backing-filename-format",
+          "dirty-flag",
+        ] {
           #expect("\(o[key] ?? "nil")" == "\(t[key] ?? "nil")", "\(key)")
         }
-        #expect(URL(fileURLWithPath: o["filename"] as? String ?? "").lastPathComponent
-                == URL(fileURLWithPath: t["filename"] as? String ?? "").lastPathComponent)
+        #expect(
+          URL(fileURLWithPath: o["filename"] as? String ?? "").lastPathComponent
+            == URL(fileURLWithPath: t["filename"] as? String ?? "").lastPathComponent)
         let od = (o["format-specific"] as? [String: Any])?["data"] as? [String: Any] ?? [:]
         let td = (t["format-specific"] as? [String: Any])?["data"] as? [String: Any] ?? [:]
-        for key in ["compat", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2", "compression-type"]
+        for key in [
+          "compat", "lazy-refcounts", "refcount-bits", "corrupt", "extended-l2", "compression-type",
+        ]
         where td[key] != nil {
           #expect("\(od[key] ?? "nil")" == "\(td[key] ?? "nil")", "format-specific \(key)")
         }
@@ -82,7 +89,7 @@ struct MountCommandTests {
     let img = scratch.file("a.qcow2")
     try Qemu.create(img, size: "1M")
     let notDir = scratch.file("file")
-    FileManager.default.createFile(atPath: notDir, contents: Data())
+    #expect(FileManager.default.createFile(atPath: notDir, contents: Data()))
     var r = try run(vdiskfsBinary, [img, notDir], check: false)
     #expect(r.status == 6, "\(r.stderr)")
     r = try run(vdiskfsBinary, [img, scratch.file("missing-dir")], check: false)

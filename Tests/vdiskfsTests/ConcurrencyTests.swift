@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
 struct ConcurrencyTests {

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Each fixture is mounted by the real binary and `disk.raw` must equal `qemu-img convert -O raw`.
 @Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))

@@ -1,12 +1,6 @@
 import Foundation
 import TestSupport
 
-/// Under CI (or VDISKFS_REQUIRE_MOUNT_TESTS=1) mount tests must run: they are enabled even when
-/// the environment looks unable, so that they fail loudly instead of being skipped.
-let mountTestsEnabled =
-  canMountFUSE || ProcessInfo.processInfo.environment["CI"] != nil
-  || ProcessInfo.processInfo.environment["VDISKFS_REQUIRE_MOUNT_TESTS"] == "1"
-
 /// A disk image mounted by the real `vdiskfs` binary (daemonized), unmounted by `unmount()`.
 struct MountedImage {
   let mountpoint: String
@@ -19,7 +13,8 @@ struct MountedImage {
     let mounted = MountedImage(mountpoint: mnt)
     guard isMounted(mnt) else {
       throw CommandFailed(
-        command: [vdiskfsBinary, image, mnt], result: CommandResult(status: 0, stdout: "", stderr: "not mounted"))
+        command: [vdiskfsBinary, image, mnt],
+        result: CommandResult(status: 0, stdout: "", stderr: "not mounted"))
     }
     return mounted
   }
@@ -37,7 +32,9 @@ struct MountedImage {
 /// Whether `path` is a mount point in /proc/mounts.
 func isMounted(_ path: String) -> Bool {
   guard let text = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8) else { return false }
-  return text.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first == Substring(path) }
+  return text.split(separator: "\n").contains {
+    $0.split(separator: " ").dropFirst().first == Substring(path)
+  }
 }
 
 /// `cmp` of two files; nil when equal, else cmp's message.

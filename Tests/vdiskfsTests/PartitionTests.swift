@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The use case: a qcow2 holding a GPT with an ext4 partition, mounted with vdiskfs, the
 /// partition attached read-only from disk.raw and mounted, its files checked.
@@ -20,7 +20,7 @@ struct PartitionTests {
       """)
     let rawDisk = scratch.file("disk.img")
     try run("truncate", ["-s", "64M", rawDisk])
-    try run("sgdisk", ["-q", "-o", "-n", "1:2048:+40M", "-t", "1:8300", rawDisk])
+    try run("sgdisk", ["-o", "-n", "1:2048:+40M", "-t", "1:8300", rawDisk])
     try run("mkfs.ext4", ["-q", "-F", "-d", files, "-E", "offset=\(2048 * 512)", rawDisk, "40M"])
     let image = scratch.file("vm.qcow2")
     try Qemu.img("convert", "-O", "qcow2", "-o", "cluster_size=65536", rawDisk, image)

@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Data runs of a file found with lseek(SEEK_DATA/SEEK_HOLE) (whence 3 and 4 on Linux).
 func dataRuns(of path: String) throws -> [Range<UInt64>] {
@@ -39,10 +39,12 @@ struct SparseTests {
     let scratch = try Scratch("seek")
     defer { scratch.remove() }
     try Qemu.create(scratch.file("base.qcow2"), size: "32M")
-    try Qemu.io(scratch.file("base.qcow2"), ["write -P 0x10 1M 256k", "write -P 0x11 20M 64k", "write -z 24M 1M"])
+    try Qemu.io(
+      scratch.file("base.qcow2"), ["write -P 0x10 1M 256k", "write -P 0x11 20M 64k", "write -z 24M 1M"])
     let img = scratch.file("top.qcow2")
     try Qemu.create(img, size: "48M", backing: "base.qcow2", backingFormat: "qcow2")
-    try Qemu.io(img, ["write -P 0x20 1088k 64k", "write -P 0x21 40M 128k", "write -z 20M 64k", "write -P 9 0 4k"])
+    try Qemu.io(
+      img, ["write -P 0x20 1088k 64k", "write -P 0x21 40M 128k", "write -z 20M 64k", "write -P 9 0 4k"])
     let mounted = try MountedImage.mount(img, in: scratch)
     defer { mounted.unmount() }
     let ours = try dataRuns(of: mounted.diskRaw)
@@ -62,7 +64,9 @@ struct SparseTests {
     let img = scratch.file("big.qcow2")
     try Qemu.create(img, size: "1T")
     let tib: UInt64 = 1 << 40
-    try Qemu.io(img, ["write -P 0x5a \(tib - 65536) 65536", "write -P 0x5b \(tib - 5_000_000) 3000", "write -P 1 0 512"])
+    try Qemu.io(
+      img,
+      ["write -P 0x5a \(tib - 65536) 65536", "write -P 0x5b \(tib - 5_000_000) 3000", "write -P 1 0 512"])
     let mounted = try MountedImage.mount(img, in: scratch)
     defer { mounted.unmount() }
     #expect(UInt64(try statFile(mounted.diskRaw).st_size) == tib)
