@@ -121,9 +121,14 @@ public struct ChainExtent: Sendable, Equatable {
 }
 
 extension LayerChain {
-  /// The chain-wide status of the run starting at `offset` (at most `maxLength` bytes).
+  /// The chain-wide status of the run starting at `offset` (at most `maxLength` bytes); throws
+  /// `.invalidArgument` for a range outside the disk.
   public func status(at offset: UInt64, maxLength: UInt64) throws -> ChainExtent {
-    precondition(offset < virtualSize && maxLength > 0, "status(at:) caller passed a range outside the disk")
+    guard offset < virtualSize, maxLength > 0 else {
+      throw VDiskError(
+        .invalidArgument, path: top.file.path, offset: offset,
+        "status asked for \(hex(offset)) (length \(maxLength)) outside the disk (size \(hex(virtualSize)))")
+    }
     return try Self.status(layer: top, depth: 0, at: offset, maxLength: min(maxLength, virtualSize - offset))
   }
 

@@ -116,3 +116,15 @@ import VDiskCore
     #expect(kinds.map(\.3) == [0, 0, 1, 1, 0, 1])
   }
 }
+
+@Suite struct LayerChainArgumentTests {
+  @Test func statusOutsideTheDiskIsAnErrorNotATrap() throws {
+    let scratch = try Scratch("core")
+    defer { scratch.remove() }
+    let (file, _) = try patternFile(scratch, "f", size: 4096, seed: 1)
+    let chain = LayerChain(top: ScriptedLayer(file: file, virtualSize: 4096, backing: nil, segments: []))
+    #expect(throws: VDiskError.self) { _ = try chain.status(at: 4096, maxLength: 1) }
+    #expect(throws: VDiskError.self) { _ = try chain.status(at: 0, maxLength: 0) }
+    #expect(try chain.status(at: 0, maxLength: 1 << 40).length == 4096)
+  }
+}

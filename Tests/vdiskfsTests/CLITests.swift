@@ -120,6 +120,24 @@ struct MountCommandTests {
     #expect(try compareFiles(mounted.diskRaw, try Qemu.rawFile(of: img, scratch: scratch)) == nil)
   }
 
+  /// mount(8) → mount.fuse3 → vdiskfs, the way fstab and `mount -t fuse.vdiskfs` run it (here as
+  /// `-t fuse PROGRAM#SOURCE`, which needs no install into /usr/local/bin), and umount(8).
+  @Test func mountAndUmountThroughMountEight() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "3M")
+    try Qemu.io(img, ["write -P 0x71 64k 1M"])
+    let mnt = try scratch.directory("mnt")
+    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
+    try run("timeout", ["30", "mount", "-t", "fuse", "\(vdiskfsBinary)#\(img)", mnt, "-o", "ro,nofail"])
+    #expect(isMounted(mnt))
+    #expect(try compareFiles(mnt + "/disk.raw", try Qemu.rawFile(of: img, scratch: scratch)) == nil)
+    try run("umount", [mnt])
+    for _ in 0..<50 where isMounted(mnt) { usleep(20_000) }
+    #expect(!isMounted(mnt))
+  }
+
   /// `-o rw` mounts read-only (writes are not implemented yet) and opening for writing fails.
   @Test func writeRequestsMountReadOnly() throws {
     let scratch = try Scratch("cli")

@@ -50,6 +50,39 @@ struct MountMatrixTests {
       try Qemu.io(img, ["write -P 0x31 3M 70k", "write -P 0x32 9M 2M", "write -z 0 4k"])
       return img
     },
+    Fixture(name: "qcow2 4k clusters, zero clusters with and without a host offset") { s in
+      let img = s.file("z.qcow2")
+      try Qemu.create(img, size: "8M", options: ["cluster_size=4096"])
+      try Qemu.scatterPatterns(img, size: 8 << 20, count: 60, seed: 7, unit: 4096, maxUnits: 16)
+      // On allocated clusters (the offset stays), on unallocated ones, and with unmap.
+      try Qemu.io(
+        img, ["write -P 0x44 1M 256k", "write -z 1M 64k", "write -z 6M 64k", "write -z -u 1088k 32k"])
+      return img
+    },
+    Fixture(name: "qcow2 extended L2 over a backing file, partial subclusters") { s in
+      let base = s.file("base.qcow2")
+      try Qemu.create(base, size: "8M")
+      try Qemu.io(base, ["write -P 0x51 0 8M"])
+      let img = s.file("x.qcow2")
+      try Qemu.create(
+        img, size: "8M", options: ["extended_l2=on", "cluster_size=128k"], backing: base,
+        backingFormat: "qcow2")
+      try Qemu.io(
+        img, ["write -P 0x52 4k 4k", "write -P 0x53 130k 9k", "write -z 200k 8k", "write -P 0x54 1M 300k"])
+      return img
+    },
+    Fixture(name: "qcow2 external data file") { s in
+      let img = s.file("e.qcow2")
+      try Qemu.create(img, size: "6M", options: ["data_file=\(s.file("e.data"))"])
+      try Qemu.scatterPatterns(img, size: 6 << 20, count: 40, seed: 8)
+      return img
+    },
+    Fixture(name: "qcow2 external raw data file") { s in
+      let img = s.file("e.qcow2")
+      try Qemu.create(img, size: "6M", options: ["data_file=\(s.file("e.data"))", "data_file_raw=on"])
+      try Qemu.scatterPatterns(img, size: 6 << 20, count: 40, seed: 9)
+      return img
+    },
     Fixture(name: "raw") { s in
       let img = s.file("disk.img")
       try run("truncate", ["-s", "7M", img])
