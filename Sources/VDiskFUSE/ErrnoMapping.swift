@@ -21,15 +21,21 @@ public struct FileSystemError: Error, Equatable, Sendable, CustomStringConvertib
 /// errno or EIO, unsupported → EOPNOTSUPP, noSpace → ENOSPC, readOnly → EROFS, notFound → ENOENT,
 /// invalidArgument → EINVAL. Never ENOSYS: the kernel would take it as "operation not
 /// implemented" and stop asking (for lseek, forever).
-func errnoValue(for error: any Error, logger: Logger) -> Int32 {
+/// Error lines go through `limiter` (nil: every one is logged).
+func errnoValue(for error: any Error, logger: Logger, limiter: ErrorLogLimiter? = nil) -> Int32 {
+  func logError(_ message: @autoclosure () -> String) {
+    let (log, suppressed) = limiter?.admit() ?? (true, 0)
+    guard log else { return }
+    let held = suppressed > 0 ? " (\(suppressed) similar errors not logged)" : ""
+    logger.error("\(message())\(held)")
+  }
   switch error {
   case let e as FileSystemError:
     return e.errno
   case let e as VDiskError:
     switch e.kind {
     case .corrupt:
-      logger.error(
-        "corrupt image: \(e.path) at \(e.offset.map { hex($0) } ?? "unknown offset"): \(e.detail)")
+      logError("corrupt image: \(e.path) at \(e.offset.map { hex($0) } ?? "unknown offset"): \(e.detail)")
       return EIO
     case .io:
       if let code = e.errno, code > 0, code != ENOSYS { return code }
@@ -41,7 +47,7 @@ func errnoValue(for error: any Error, logger: Logger) -> Int32 {
     case .invalidArgument: return EINVAL
     }
   default:
-    logger.error("unexpected error: \(error)")
+    logError("unexpected error: \(error)")
     return EIO
   }
 }

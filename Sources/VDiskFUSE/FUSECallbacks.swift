@@ -35,7 +35,7 @@ private func handle(_ req: fuse_req_t?, _ body: (FUSEContext) throws -> Void) {
   do {
     try body(ctx)
   } catch {
-    fuse_reply_err(req, errnoValue(for: error, logger: ctx.logger))
+    fuse_reply_err(req, errnoValue(for: error, logger: ctx.logger, limiter: ctx.errorLimiter))
   }
 }
 

@@ -6,6 +6,8 @@ import Synchronization
 final class FUSEContext: Sendable {
   let tree: VirtualTree
   let logger: Logger
+  /// Keeps failing requests from flooding the log.
+  let errorLimiter = ErrorLogLimiter()
   let buffers: ReadBufferPool
   /// How long the kernel may cache attributes and names. The tree is immutable and a read-only
   /// file never changes, so a long time; a read-write file's size may change (later), so 1 s.

@@ -18,11 +18,10 @@ enum ExitCodes {
   /// The FUSE mount itself failed (no /dev/fuse, no permission).
   static let fuse: Int32 = 7
 
-  static let helpText = """
-    Exit codes: 0 success, 1 I/O or other failure, 2 bad command line or option, 3 image or backing
-    file not found, 4 image corrupt, 5 unsupported format or feature, 6 mountpoint unusable,
-    7 FUSE mount failed.
-    """
+  static let helpText =
+    "Exit codes: 0 success, 1 I/O or other failure, 2 bad command line or option, 3 image or backing "
+    + "file not found, 4 image corrupt, 5 unsupported format or feature, 6 mountpoint unusable, "
+    + "7 FUSE mount failed."
 
   static func code(for error: VDiskError) -> Int32 {
     switch error.kind {

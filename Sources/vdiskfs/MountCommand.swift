@@ -13,13 +13,15 @@ struct MountCommand: ParsableCommand {
     abstract:
       "Mount a disk image so that MOUNTPOINT/disk.raw shows its guest-visible bytes (the default command).",
     discussion: """
-      Also runs as a mount helper: `mount -t fuse.vdiskfs IMAGE MOUNTPOINT -o ro` or an /etc/fstab line
-      `/var/lib/vm/vm.qcow2  /mnt/vm  fuse.vdiskfs  ro,allow_other  0 0`.
+      Also runs as a mount helper: `mount -t fuse.vdiskfs IMAGE MOUNTPOINT -o ro`, or in /etc/fstab: \
+      `/var/lib/vm/vm.qcow2 /mnt/vm fuse.vdiskfs ro,allow_other 0 0`.
 
-      -o options: ro, rw (read-only for now: writes are not implemented yet), allow_other, debug,
-      format=FMT, cache_size=SIZE, threads=N, fsname=NAME, and the mount flags nodev, nosuid, noexec,
-      noatime (and their opposites). Stopping: `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or
-      SIGINT/SIGTERM/SIGHUP to the daemon.
+      -o options: ro, rw (mounts read-only for now: writing is not implemented yet), allow_other, \
+      debug, format=FMT, cache_size=SIZE, threads=N, fsname=NAME, and the mount flags nodev, nosuid, \
+      noexec, noatime and their opposites.
+
+      To stop: `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGINT, SIGTERM or SIGHUP to the \
+      vdiskfs process.
 
       \(ExitCodes.helpText)
       """)
@@ -112,16 +114,14 @@ struct MountCommand: ParsableCommand {
         throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
       }
     }
-    logger.info("\(chain.top.file.path) mounted on \(mountpoint) (read-only)")
-    let result: Int32
     do {
-      result = try session.loop()
+      // Returns on unmount or on SIGINT/SIGTERM/SIGHUP (the session logs which).
+      _ = try session.loop()
     } catch {
       session.unmount()
       throw CLIFailure(code: ExitCodes.failure, message: "\(error)")
     }
     session.unmount()
-    logger.info("\(mountpoint) unmounted\(result > 0 ? " (signal \(result))" : "")")
   }
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {

@@ -13,9 +13,9 @@ struct VDiskFS: ParsableCommand {
       "Mount a virtual-machine disk image (qcow2, raw; with its backing chain) as one raw file, disk.raw.",
     discussion: """
       Examples:
-        vdiskfs vm.qcow2 /mnt/vm                  # /mnt/vm/disk.raw shows the guest disk
-        losetup -r -f --show /mnt/vm/disk.raw     # attach it as a block device
-        fusermount3 -u /mnt/vm                    # unmount
+        vdiskfs vm.qcow2 /mnt/vm               # /mnt/vm/disk.raw is the guest disk
+        losetup -r -f --show /mnt/vm/disk.raw  # attach it as a block device
+        fusermount3 -u /mnt/vm                 # unmount
         vdiskfs info --backing-chain vm.qcow2
 
       \(ExitCodes.helpText)

@@ -100,3 +100,24 @@ enum FileManagerShim {
     return true
   }
 }
+
+@Suite struct ErrorLogLimiterTests {
+  final class Clock: @unchecked Sendable {
+    var now: UInt64 = 1_000_000_000_000
+  }
+
+  @Test func allowsABurstPerWindowThenCountsWhatItHeldBack() {
+    let clock = Clock()
+    let limiter = ErrorLogLimiter(burst: 3, windowSeconds: 10, now: { clock.now })
+    let first = (0..<10).map { _ in limiter.admit() }
+    #expect(first.map(\.log) == [true, true, true, false, false, false, false, false, false, false])
+    #expect(first.allSatisfy { $0.suppressedBefore == 0 })
+    clock.now += 5_000_000_000
+    #expect(limiter.admit().log == false)
+    clock.now += 6_000_000_000
+    let next = limiter.admit()
+    #expect(next.log)
+    #expect(next.suppressedBefore == 8)
+    #expect(limiter.admit().suppressedBefore == 0)
+  }
+}
