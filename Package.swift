@@ -36,7 +36,7 @@ let package = Package(
       name: "vdiskfs", dependencies: ["VDiskCore", "ImageFormats", "VDiskFUSE", argumentParser, logging]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
-    .target(name: "TestSupport", dependencies: ["VDiskCore"], path: "Tests/Fixtures"),
+    .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", logging], path: "Tests/Fixtures"),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
     .testTarget(name: "QCOW2Tests", dependencies: ["QCOW2", "ImageFormats", "VDiskCore", "TestSupport"]),
     .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "QCOW2", "VDiskCore", "TestSupport"]),

@@ -2,24 +2,8 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Overwrites bytes of `path` at `offset`.
-func patch(_ path: String, at offset: UInt64, _ bytes: [UInt8]) throws {
-  let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
-  defer { try? handle.close() }
-  try handle.seek(toOffset: offset)
-  try handle.write(contentsOf: Data(bytes))
-}
-
 func bigEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
   withUnsafeBytes(of: value.bigEndian) { Array($0) }
-}
-
-func readBigEndianU64(_ path: String, at offset: UInt64) throws -> UInt64 {
-  let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-  defer { try? handle.close() }
-  try handle.seek(toOffset: offset)
-  let data = try handle.read(upToCount: 8) ?? Data()
-  return data.reduce(0) { $0 << 8 | UInt64($1) }
 }
 
 /// Hostile images through the CLI: one clear error naming the file and the fault, the documented
@@ -49,17 +33,17 @@ struct HostileImageTests {
     },
     Case(name: "L1 table beyond end of file", exitCodes: [4], messageContains: ["bad.qcow2", "L1"]) { s in
       let img = try plain(s)
-      try patch(img, at: 40, bigEndian(UInt64(0x7f00_0000)))
+      try patch(img, at: 40, bytes: bigEndian(UInt64(0x7f00_0000)))
       return img
     },
     Case(name: "huge l1_size", exitCodes: [4, 5], messageContains: ["bad.qcow2", "l1_size"]) { s in
       let img = try plain(s)
-      try patch(img, at: 36, bigEndian(UInt32(0x7fff_ffff)))
+      try patch(img, at: 36, bytes: bigEndian(UInt32(0x7fff_ffff)))
       return img
     },
     Case(name: "unknown incompatible bit", exitCodes: [5], messageContains: ["bad.qcow2", "bit 9"]) { s in
       let img = try plain(s)
-      try patch(img, at: 72, bigEndian(UInt64(1 << 9)))
+      try patch(img, at: 72, bytes: bigEndian(UInt64(1 << 9)))
       return img
     },
     Case(name: "backing loop a → b → a", exitCodes: [4], messageContains: ["a.qcow2", "loop"]) { s in
@@ -83,13 +67,13 @@ struct HostileImageTests {
     Case(name: "encrypted (AES)", exitCodes: [5], messageContains: ["encrypted images are not supported"]) {
       s in
       let img = try plain(s)
-      try patch(img, at: 32, bigEndian(UInt32(1)))
+      try patch(img, at: 32, bytes: bigEndian(UInt32(1)))
       return img
     },
     Case(name: "encrypted (LUKS)", exitCodes: [5], messageContains: ["encrypted images are not supported"]) {
       s in
       let img = try plain(s)
-      try patch(img, at: 32, bigEndian(UInt32(2)))
+      try patch(img, at: 32, bytes: bigEndian(UInt32(2)))
       return img
     },
   ]
@@ -125,8 +109,8 @@ struct HostileImageTests {
     let img = scratch.file("l2.qcow2")
     try Qemu.create(img, size: "1G")
     try Qemu.io(img, ["write -P 0x42 0 64k", "write -P 0x43 600M 64k"])
-    let l1 = try readBigEndianU64(img, at: 40)
-    try patch(img, at: l1 + 8, bigEndian(UInt64(0x8000_0000_7f00_0000)))
+    let l1 = try field(img, at: 40, width: 8)
+    try patch(img, at: l1 + 8, bytes: bigEndian(UInt64(0x8000_0000_7f00_0000)))
     let mnt = try scratch.directory("mnt")
     let r = try run("timeout", ["30", vdiskfsBinary, img, mnt], check: false)
     defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }

@@ -1,20 +1,20 @@
 import Foundation
 import ImageFormats
 import Logging
-import QCOW2
-import TestSupport
 import Testing
 import VDiskCore
 
-let logger = Logger(label: "qcow2-tests")
+/// The logger tests open images with.
+public let logger = Logger(label: "vdiskfs-tests")
 
-func openChain(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> LayerChain {
+/// Opens `path` and its backing chain with the project's opener.
+public func openChain(_ path: String, _ options: OpenOptions = OpenOptions()) throws -> LayerChain {
   try ImageOpener.open(path, options: options, logger: logger)
 }
 
 /// The whole guest disk read through the chain in chunks of assorted sizes (so reads start and
 /// end at odd places inside clusters).
-func readAll(_ chain: LayerChain, seed: UInt64 = 1) throws -> [UInt8] {
+public func readAll(_ chain: LayerChain, seed: UInt64 = 1) throws -> [UInt8] {
   var rng = SplitMix64(seed: seed)
   var out: [UInt8] = []
   out.reserveCapacity(Int(chain.virtualSize))
@@ -30,7 +30,9 @@ func readAll(_ chain: LayerChain, seed: UInt64 = 1) throws -> [UInt8] {
 }
 
 /// Requires that reading `image` through vdiskfs gives exactly what `qemu-img convert` gives.
-func expectMatchesQemu(_ image: String, scratch: Scratch, sourceLocation: SourceLocation = #_sourceLocation)
+public func expectMatchesQemu(
+  _ image: String, scratch: Scratch, sourceLocation: SourceLocation = #_sourceLocation
+)
   throws
 {
   let expected = try Qemu.rawContent(of: image, scratch: scratch)
@@ -44,13 +46,13 @@ func expectMatchesQemu(_ image: String, scratch: Scratch, sourceLocation: Source
 }
 
 /// Overwrites `width` bytes at `offset` of `path` with `value` in big-endian order.
-func patch(_ path: String, at offset: UInt64, _ value: UInt64, width: Int) throws {
+public func patch(_ path: String, at offset: UInt64, _ value: UInt64, width: Int) throws {
   var bytes = [UInt8](repeating: 0, count: width)
   for i in 0..<width { bytes[i] = UInt8(truncatingIfNeeded: value >> UInt64(8 * (width - 1 - i))) }
   try patch(path, at: offset, bytes: bytes)
 }
 
-func patch(_ path: String, at offset: UInt64, bytes: [UInt8]) throws {
+public func patch(_ path: String, at offset: UInt64, bytes: [UInt8]) throws {
   let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path))
   defer { try? handle.close() }
   try handle.seek(toOffset: offset)
@@ -58,7 +60,7 @@ func patch(_ path: String, at offset: UInt64, bytes: [UInt8]) throws {
 }
 
 /// A big-endian field of `path`.
-func field(_ path: String, at offset: UInt64, width: Int) throws -> UInt64 {
+public func field(_ path: String, at offset: UInt64, width: Int) throws -> UInt64 {
   let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
   defer { try? handle.close() }
   try handle.seek(toOffset: offset)
@@ -67,7 +69,7 @@ func field(_ path: String, at offset: UInt64, width: Int) throws -> UInt64 {
 }
 
 /// Runs `body` and requires a `VDiskError` of `kind` whose description contains every string.
-func expectVDiskError(
+public func expectVDiskError(
   _ kind: VDiskError.Kind, _ fragments: [String], sourceLocation: SourceLocation = #_sourceLocation,
   _ body: () throws -> Void
 ) {
@@ -85,7 +87,7 @@ func expectVDiskError(
 }
 
 /// The host offset of the L2 table covering guest cluster 0 and the L1 table offset.
-func firstL2Table(_ image: String) throws -> (l1: UInt64, l2: UInt64) {
+public func firstL2Table(_ image: String) throws -> (l1: UInt64, l2: UInt64) {
   let l1 = try field(image, at: 40, width: 8)
   let l2 = try field(image, at: l1, width: 8) & 0x00FF_FFFF_FFFF_FE00
   return (l1, l2)
@@ -93,22 +95,30 @@ func firstL2Table(_ image: String) throws -> (l1: UInt64, l2: UInt64) {
 
 extension Scratch {
   /// A fresh scratch directory; callers `defer { scratch.remove() }`.
-  static func make(_ label: String) throws -> Scratch { try Scratch(label) }
+  public static func make(_ label: String) throws -> Scratch { try Scratch(label) }
 }
 
 /// One maximal run of a single layer's map: what `qemu-img map --output=json` prints for it.
-struct MapRun: Equatable, CustomStringConvertible {
-  enum Kind: Equatable { case data, zero, unallocated }
-  var start: UInt64
-  var length: UInt64
-  var kind: Kind
-  var offset: UInt64?
-  var description: String { "\(kind) \(hex(start))+\(hex(length))" + (offset.map { " @\(hex($0))" } ?? "") }
+public struct MapRun: Equatable, CustomStringConvertible {
+  public enum Kind: Equatable, Sendable { case data, zero, unallocated }
+  public var start: UInt64
+  public var length: UInt64
+  public var kind: Kind
+  public var offset: UInt64?
+  public init(start: UInt64, length: UInt64, kind: Kind, offset: UInt64? = nil) {
+    self.start = start
+    self.length = length
+    self.kind = kind
+    self.offset = offset
+  }
+  public var description: String {
+    "\(kind) \(hex(start))+\(hex(length))" + (offset.map { " @\(hex($0))" } ?? "")
+  }
 }
 
 /// The map of one layer from `extent(at:maxLength:)` answers, each asked for the rest of the disk
 /// (compressed runs count as data without an offset).
-func layerMap(_ layer: any ImageLayer) throws -> [MapRun] {
+public func layerMap(_ layer: any ImageLayer) throws -> [MapRun] {
   var runs: [MapRun] = []
   var position: UInt64 = 0
   while position < layer.virtualSize {
@@ -129,7 +139,7 @@ func layerMap(_ layer: any ImageLayer) throws -> [MapRun] {
 extension [MapRun] {
   /// Appends `run`, merging it into the last one when both are the same non-data kind (or data
   /// without offsets): what differs then is only where a driver or qemu chose to split.
-  mutating func appendMerging(_ run: MapRun) {
+  public mutating func appendMerging(_ run: MapRun) {
     if var last = self.last, last.kind == run.kind,
       last.kind != .data || last.offset == nil && run.offset == nil
     {
@@ -142,7 +152,7 @@ extension [MapRun] {
 }
 
 /// `qemu-img map` of a single image as `MapRun`s.
-func qemuMap(_ image: String) throws -> [MapRun] {
+public func qemuMap(_ image: String) throws -> [MapRun] {
   var runs: [MapRun] = []
   for e in try Qemu.map(image) {
     let kind: MapRun.Kind = e.data ? .data : (e.present == false ? .unallocated : .zero)
