@@ -22,13 +22,18 @@ let package = Package(
       cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
       linkerSettings: [.linkedLibrary("fuse3")]),
     .target(name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z")]),
+    .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
 
     // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.
     .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
     // One target per format.
-    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", logging], path: "Sources/Formats/QCOW2"),
+    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/QCOW2"),
+    .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging], path: "Sources/Formats/VMDK"),
+    .target(name: "VHDX", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VHDX"),
+    .target(name: "VHD", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VHD"),
+    .target(name: "VDI", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VDI"),
     // Probing by magic and opening whole backing chains.
-    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", logging]),
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
     // The FUSE adapter: knows no format.
     .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "CFuse", logging]),
     // The CLI: parse, open, run.
@@ -39,6 +44,10 @@ let package = Package(
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", logging], path: "Tests/Fixtures"),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
     .testTarget(name: "QCOW2Tests", dependencies: ["QCOW2", "ImageFormats", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "VMDKTests", dependencies: ["VMDK", "ImageFormats", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "VHDXTests", dependencies: ["VHDX", "ImageFormats", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "VHDTests", dependencies: ["VHD", "ImageFormats", "VDiskCore", "TestSupport"]),
+    .testTarget(name: "VDITests", dependencies: ["VDI", "ImageFormats", "VDiskCore", "TestSupport"]),
     .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "QCOW2", "VDiskCore", "TestSupport"]),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "TestSupport"]),

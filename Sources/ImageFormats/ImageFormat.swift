@@ -1,10 +1,42 @@
 import QCOW2
+import VDI
 import VDiskCore
+import VHD
+import VHDX
+import VMDK
 
-/// The image formats vdiskfs opens.
+/// The image formats vdiskfs opens, named as `qemu-img` names them.
 public enum ImageFormat: String, Sendable, CaseIterable {
   case qcow2
   case raw
+  case vmdk
+  case vhdx
+  case vpc
+  case vdi
+
+  /// Whether the probe bytes carry this format's magic (raw has none: always true).
+  func matches(_ probe: ProbeBytes) -> Bool {
+    switch self {
+    case .qcow2: QCOW2Driver.matches(head: probe.head)
+    case .raw: true
+    case .vmdk: VMDKDriver.matches(probe)
+    case .vhdx: VHDXDriver.matches(probe)
+    case .vpc: VHDDriver.matches(probe)
+    case .vdi: VDIDriver.matches(probe)
+    }
+  }
+
+  /// Asks this format's driver to plan a layer for `file`.
+  func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
+    switch self {
+    case .qcow2: try QCOW2Driver.plan(file, context: context)
+    case .raw: RawLayer.plan(file)
+    case .vmdk: try VMDKDriver.plan(file, context: context)
+    case .vhdx: try VHDXDriver.plan(file, context: context)
+    case .vpc: try VHDDriver.plan(file, context: context)
+    case .vdi: try VDIDriver.plan(file, context: context)
+    }
+  }
 }
 
 /// What to open and how (`--format`, `--cache-size`, whether to open backing files).
@@ -15,53 +47,38 @@ public struct OpenOptions: Sendable {
   public var cacheSize: Int?
   /// false: the top layer only (for `vdiskfs info` without `--backing-chain`).
   public var openBacking: Bool = true
+  /// Open the top layer for writing (backing layers are always read-only).
+  public var writable: Bool = false
 
-  public init(format: ImageFormat? = nil, cacheSize: Int? = nil, openBacking: Bool = true) {
+  public init(
+    format: ImageFormat? = nil, cacheSize: Int? = nil, openBacking: Bool = true, writable: Bool = false
+  ) {
     self.format = format
     self.cacheSize = cacheSize
     self.openBacking = openBacking
+    self.writable = writable
   }
 }
 
-/// Magic numbers of formats we recognize but do not open yet: refusing them beats showing their
+/// Magic numbers of formats we recognize but do not open: refusing them beats showing their
 /// metadata as raw guest bytes.
-private let knownUnsupportedMagics: [(name: String, offset: Int, magic: [UInt8])] = [
-  ("vmdk", 0, Array("KDMV".utf8)),
-  ("vmdk (descriptor)", 0, Array("# Disk DescriptorFile".utf8)),
-  ("vhdx", 0, Array("vhdxfile".utf8)),
-  ("vpc", 0, Array("conectix".utf8)),
-  ("vdi", 64, [0x7F, 0x10, 0xDA, 0xBE]),
-  ("qed", 0, Array("QED\0".utf8)),
+private let knownUnsupportedMagics: [(name: String, magic: [UInt8])] = [
+  ("qed", Array("QED\0".utf8)),
+  ("qcow version 1", [0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1]),
+  ("cloop", Array("#!/bin/sh\n#V2.0 Format".utf8)),
 ]
 
-extension ImageFormat {
-  /// Whether the first bytes of a file carry this format's magic (raw has none: always true).
-  static func matches(_ format: ImageFormat, _ head: [UInt8]) -> Bool {
-    switch format {
-    case .qcow2: QCOW2Header.hasMagic(head.prefix(4))
-    case .raw: true
-    }
-  }
-
-  /// The first bytes of `file` (fewer for a tiny file).
-  static func head(of file: ImageFile) throws -> [UInt8] {
-    var bytes = [UInt8](repeating: 0, count: 512)
-    let n = try bytes.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
-    return Array(bytes.prefix(n))
-  }
-}
-
 extension ImageOpener {
-  /// The format `file`'s magic says; raw only as the last resort, when no magic matches. A file
-  /// in a format we know but cannot open yet is refused rather than shown as raw.
+  /// The format `file`'s magic says, checked in a fixed order; raw only as the last resort, when
+  /// no magic matches. A file in a format we know but do not open is refused rather than shown
+  /// as raw.
   public static func probe(_ file: ImageFile) throws -> ImageFormat {
-    let head = try ImageFormat.head(of: file)
-    if QCOW2Header.hasMagic(head.prefix(4)) { return .qcow2 }
-    for known in knownUnsupportedMagics {
-      let end = known.offset + known.magic.count
-      if head.count >= end, Array(head[known.offset..<end]) == known.magic {
-        throw VDiskError.unsupported(file.path, "\(known.name) images are not supported yet")
-      }
+    let probe = try ProbeBytes(file)
+    for known in knownUnsupportedMagics where probe.head(has: known.magic) {
+      throw VDiskError.unsupported(file.path, "\(known.name) images are not supported")
+    }
+    for format in [ImageFormat.qcow2, .vmdk, .vhdx, .vpc, .vdi] where format.matches(probe) {
+      return format
     }
     return .raw
   }

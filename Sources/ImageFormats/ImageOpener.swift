@@ -1,24 +1,17 @@
 import Logging
-import QCOW2
 import VDiskCore
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// Opens an image and its whole backing chain: resolves backing paths, picks each layer's
-/// format, detects loops and over-deep chains, and shares one metadata cache across the chain.
+/// Opens an image and its whole backing chain: resolves parent names against the directory of the
+/// image that names them, takes the parent's format from what the child records (a recorded
+/// format must match the file's magic; raw matches anything) or probes it (raw only as the last
+/// resort), refuses chains deeper than 64 and chains that loop (by device and inode), opens
+/// every layer below the top read-only, and shares one metadata cache across the chain.
 public enum ImageOpener {
-  /// Chains deeper than this are refused (a guard against runaway or hostile chains).
   public static let maxChainDepth = 64
-
-  /// One layer's file and what we learned about it before constructing it.
-  private struct Planned {
-    var file: ImageFile
-    var format: ImageFormat
-    var header: QCOW2Header?
-    var dataFile: ImageFile?
-  }
 
   public static func open(_ path: String, options: OpenOptions, logger: Logger) throws -> LayerChain {
     // The daemon chdirs to /, so a relative path must be made absolute first.
@@ -26,80 +19,49 @@ public enum ImageOpener {
       throw VDiskError(.notFound, path: path, "image does not exist", errno: ENOENT)
     }
 
-    // Headers top-down.
-    var planned: [Planned] = []
-    var seen: [FileIdentity: Int] = [:]
-    var current = (path: top, format: options.format, explicit: options.format != nil)
+    // Plans top-down: each names the next.
+    var plans: [LayerPlan] = []
+    var seen = Set<FileIdentity>()
+    var current = (path: top, format: options.format)
     while true {
-      let file = try ImageFile.open(current.path, writable: false)
-      let identity = FileIdentity(device: file.device, inode: file.inode)
-      if seen[identity] != nil {
-        let names = planned.map(\.file.path) + [current.path]
+      let isTop = plans.isEmpty
+      let writable = isTop && options.writable
+      let file = try ImageFile.open(current.path, writable: writable)
+      guard seen.insert(FileIdentity(device: file.device, inode: file.inode)).inserted else {
+        let names = plans.map(\.file.path) + [current.path]
         throw VDiskError.corrupt(top, "backing chain loops: \(names.joined(separator: " → "))")
       }
-      seen[identity] = planned.count
-      guard planned.count < maxChainDepth else {
+      guard plans.count < maxChainDepth else {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }
-      let format = try resolveFormat(file, stated: current.format, explicit: current.explicit)
-      var layer = Planned(file: file, format: format)
-      var next: (path: String, format: ImageFormat?, explicit: Bool)?
-      if format == .qcow2 {
-        let header = try QCOW2Header(file: file)
-        layer.header = header
-        if let name = header.externalDataFileName {
-          layer.dataFile = try openNamed(name, by: file.path, what: "external data file")
-        }
-        if options.openBacking, let name = header.backingFileName {
-          let backingPath = resolve(name, relativeTo: file.path)
-          guard access(backingPath, F_OK) == 0 else {
-            throw VDiskError(
-              .notFound, path: file.path,
-              "backing file \(backingPath) (named \"\(name)\" by \(file.path)) does not exist", errno: ENOENT)
-          }
-          var backingFormat: ImageFormat?
-          if let stated = header.backingFormat {
-            guard let known = ImageFormat(rawValue: stated) else {
-              throw VDiskError.unsupported(
-                file.path, "backing file \(backingPath) has format \"\(stated)\", which is not supported")
-            }
-            backingFormat = known
-          }
-          next = (backingPath, backingFormat, backingFormat != nil)
-        }
-      }
-      planned.append(layer)
-      guard let next else { break }
-      current = next
+      let format = try resolveFormat(file, stated: current.format)
+      let plan = try format.plan(file, context: PlanContext(logger: logger, writable: writable))
+      plans.append(plan)
+      guard options.openBacking, let parent = plan.parent else { break }
+      current = try locate(parent, namedBy: file.path)
     }
 
-    // One metadata cache for the whole chain.
-    let qcow2Headers = planned.compactMap(\.header)
+    // One metadata cache for the whole chain: what covers it, at most 32 MiB (like QEMU); or
+    // exactly --cache-size. (The cache keeps one table even over budget, so 0 still works.)
     let budget: Int
     if let size = options.cacheSize {
       budget = max(0, size)
     } else {
-      let coverage = qcow2Headers.reduce(UInt64(0)) { sum, h in
-        let (total, overflow) = sum.addingReportingOverflow(h.l2CoverageBytes)
+      let coverage = plans.reduce(UInt64(0)) { sum, plan in
+        let (total, overflow) = sum.addingReportingOverflow(plan.metadataCoverage)
         return overflow ? UInt64.max : total
       }
-      let largestCluster = qcow2Headers.map { Int($0.clusterSize) }.max() ?? 0
-      budget = max(Int(min(coverage, UInt64(defaultMetadataCacheCeiling))), largestCluster)
+      budget = Int(min(coverage, UInt64(defaultMetadataCacheCeiling)))
     }
     let cache = MetadataCache(budget: budget)
 
-    // Layers bottom-up.
+    // Layers bottom-up, each checked by its child's expectations of it.
     var below: (any ImageLayer)?
-    for layer in planned.reversed() {
-      switch layer.format {
-      case .raw:
-        below = RawLayer(file: layer.file)
-      case .qcow2:
-        guard let header = layer.header else { continue }
-        below = try QCOW2Layer(
-          file: layer.file, header: header, backing: below, dataFile: layer.dataFile, metadataCache: cache,
-          logger: logger)
+    for (index, plan) in plans.enumerated().reversed() {
+      if let below, let validate = plan.parent?.validate, index + 1 < plans.count {
+        try validate(below)
       }
+      below = try plan.build(below, cache)
     }
     guard let topLayer = below else {
       throw VDiskError(.invalidArgument, path: top, "no layer could be opened")
@@ -107,14 +69,31 @@ public enum ImageOpener {
     return LayerChain(top: topLayer)
   }
 
-  /// The format to open `file` as: the stated one (which must match the file's magic), else
-  /// probed. Raw is taken only when stated, or when no magic matches.
-  private static func resolveFormat(_ file: ImageFile, stated: ImageFormat?, explicit: Bool) throws
-    -> ImageFormat
+  /// The first existing candidate of `parent`, with the format its child records.
+  private static func locate(_ parent: ParentReference, namedBy image: String) throws
+    -> (path: String, format: ImageFormat?)
   {
-    guard let stated, explicit else { return try probe(file) }
-    let head = try ImageFormat.head(of: file)
-    guard ImageFormat.matches(stated, head) else {
+    var format: ImageFormat?
+    if let stated = parent.format {
+      guard let known = ImageFormat(rawValue: stated) else {
+        throw VDiskError.unsupported(
+          image, "backing file \"\(parent.recordedName)\" has format \"\(stated)\", which is not supported")
+      }
+      format = known
+    }
+    guard let path = parent.candidates.first(where: { access($0, F_OK) == 0 }) else {
+      let tried = parent.candidates.isEmpty ? "no path" : parent.candidates.joined(separator: ", ")
+      throw VDiskError(
+        .notFound, path: image,
+        "backing file \(tried) (named \"\(parent.recordedName)\" by \(image)) does not exist", errno: ENOENT)
+    }
+    return (path, format)
+  }
+
+  /// A stated format must match the file's magic (raw matches anything); nil means probe.
+  private static func resolveFormat(_ file: ImageFile, stated: ImageFormat?) throws -> ImageFormat {
+    guard let stated else { return try probe(file) }
+    guard stated.matches(try ProbeBytes(file)) else {
       throw VDiskError.corrupt(
         file.path, at: 0, "file is named as \(stated.rawValue) but does not have the \(stated.rawValue) magic"
       )
@@ -122,23 +101,8 @@ public enum ImageOpener {
     return stated
   }
 
-  /// Opens a file an image names (relative names against that image's directory), read-only.
-  private static func openNamed(_ name: String, by image: String, what: String) throws -> ImageFile {
-    let path = resolve(name, relativeTo: image)
-    guard access(path, F_OK) == 0 else {
-      throw VDiskError(
-        .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
-        errno: ENOENT)
-    }
-    return try ImageFile.open(path, writable: false)
-  }
-
-  /// `name` as a path: absolute names as they are, relative ones against the directory of
-  /// `image` (QEMU's rule for backing and data file names).
   static func resolve(_ name: String, relativeTo image: String) -> String {
-    if name.hasPrefix("/") { return name }
-    guard let slash = image.lastIndex(of: "/") else { return name }
-    return String(image[...slash]) + name
+    PlanContext.resolve(name, relativeTo: image)
   }
 
   private static func realPath(_ path: String) -> String? {

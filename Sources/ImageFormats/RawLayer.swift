@@ -53,3 +53,10 @@ public final class RawLayer: ImageLayer {
     ImageInfo(format: "raw", filename: file.path, virtualSize: virtualSize)
   }
 }
+
+extension RawLayer {
+  /// A raw file names no parent and has no metadata to cache.
+  static func plan(_ file: ImageFile) -> LayerPlan {
+    LayerPlan(file: file, parent: nil) { _, _ in RawLayer(file: file) }
+  }
+}

@@ -133,9 +133,15 @@ import VDiskCore
     let probed = try openChain(top)
     #expect(probed.layers.map(\.formatName) == ["qcow2", "raw"])
     #expect(try probed.read(at: 0, count: 1) == [0x55])
-    // A format we do not know.
+    // Named as another known format whose magic the file lacks.
     try Qemu.img("rebase", "-u", "-b", "base.img", "-F", "vmdk", top)
-    expectVDiskError(.unsupported, [top, "\"vmdk\""]) { _ = try openChain(top) }
+    expectVDiskError(.corrupt, [raw, "vmdk magic"]) { _ = try openChain(top) }
+    // A format we do not know (qemu-img rebase refuses unknown names; patch the extension).
+    let head2 = try [UInt8](Data(contentsOf: URL(fileURLWithPath: top)).prefix(65536))
+    let ext = try #require((104..<60000).first { Array(head2[$0..<$0 + 4]) == type })
+    try patch(top, at: UInt64(ext + 8), bytes: Array("qux\0".utf8))
+    try patch(top, at: UInt64(ext + 4), 3, width: 4)
+    expectVDiskError(.unsupported, [top, "\"qux\""]) { _ = try openChain(top) }
     // --format qcow2 on a raw file.
     expectVDiskError(.corrupt, [raw, "qcow2 magic"]) { _ = try openChain(raw, OpenOptions(format: .qcow2)) }
     // --format raw on a qcow2 file: shown as raw, as stated.

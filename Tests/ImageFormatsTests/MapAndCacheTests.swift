@@ -80,13 +80,22 @@ import VDiskCore
     let empty = scratch.file("e")
     try sh(": > \(empty)")
     #expect(try ImageOpener.probe(ImageFile.open(empty)) == .raw)
-    let vmdk = scratch.file("v.vmdk")
-    try Qemu.create(vmdk, format: "vmdk", size: "1M")
-    expectVDiskError(.unsupported, [vmdk, "vmdk images are not supported yet"]) {
-      _ = try ImageOpener.probe(ImageFile.open(vmdk))
+    for format in ["vmdk", "vhdx", "vpc", "vdi"] {
+      let image = scratch.file("image.\(format)")
+      try Qemu.create(image, format: format, size: "1M")
+      #expect(try ImageOpener.probe(ImageFile.open(image)).rawValue == format)
+    }
+    // A fixed VHD has its only footer at the end of the file; qemu probes it as raw, we do not.
+    let fixed = scratch.file("fixed.vpc")
+    try Qemu.create(fixed, format: "vpc", size: "1M", options: ["subformat=fixed"])
+    #expect(try ImageOpener.probe(ImageFile.open(fixed)) == .vpc)
+    let qed = scratch.file("q.qed")
+    try Qemu.create(qed, format: "qed", size: "1M")
+    expectVDiskError(.unsupported, [qed, "qed images are not supported"]) {
+      _ = try ImageOpener.probe(ImageFile.open(qed))
     }
     #expect(ImageFormat(rawValue: "qcow2") == .qcow2)
-    #expect(ImageFormat.allCases == [.qcow2, .raw])
+    #expect(ImageFormat.allCases == [.qcow2, .raw, .vmdk, .vhdx, .vpc, .vdi])
   }
 
   @Test func metadataCacheBudget() throws {

@@ -1,0 +1,34 @@
+/// The bytes format probing looks at: the start of a file and its last sector (a fixed VHD keeps
+/// its only footer there).
+public struct ProbeBytes: Sendable {
+  /// Up to the first 4 KiB.
+  public var head: [UInt8]
+  /// Up to the last 512 bytes.
+  public var tail: [UInt8]
+
+  public init(head: [UInt8], tail: [UInt8]) {
+    self.head = head
+    self.tail = tail
+  }
+
+  public init(_ file: ImageFile) throws {
+    var head = [UInt8](repeating: 0, count: 4096)
+    let n = try head.withUnsafeMutableBytes { try file.read(into: $0, at: 0) }
+    head.removeLast(head.count - n)
+    var tail = [UInt8](repeating: 0, count: 512)
+    let start = file.size >= 512 ? file.size - 512 : 0
+    let m = try tail.withUnsafeMutableBytes { try file.read(into: $0, at: start) }
+    tail.removeLast(tail.count - m)
+    self.init(head: head, tail: tail)
+  }
+
+  /// Whether `magic` appears at `offset` of the head.
+  public func head(has magic: [UInt8], at offset: Int = 0) -> Bool {
+    head.count >= offset + magic.count && Array(head[offset..<offset + magic.count]) == magic
+  }
+
+  /// Whether `magic` appears at `offset` of the tail.
+  public func tail(has magic: [UInt8], at offset: Int = 0) -> Bool {
+    tail.count >= offset + magic.count && Array(tail[offset..<offset + magic.count]) == magic
+  }
+}
