@@ -1,12 +1,79 @@
 import VDiskCore
 
-/// How the opener meets vpc images: magic, and a plan for a layer.
+/// How the opener meets vpc images: magic (the footer cookie at the start of dynamic disks or at
+/// the end of every VHD), and a plan for a layer.
 public enum VHDDriver {
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: Array("conectix".utf8)) || probe.tail(has: Array("conectix".utf8))
   }
 
+  /// Reads the footer (the end one, or the copy at offset 0 when the end one is damaged), then
+  /// for dynamic and differencing disks the dynamic header and the BAT's bounds, and for
+  /// differencing disks the parent locators.
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
-    throw VDiskError.unsupported(file.path, "vpc images are not supported yet")
+    let footer = try VHDFooter.locate(in: file)
+    if footer.location == 0 {
+      context.logger.warning(
+        "VHD footer at the end of the file is damaged; using the copy at offset 0",
+        metadata: ["path": "\(file.path)"])
+    }
+    let sectors = footer.virtualSize / 512
+    guard sectors <= VHDFooter.maxSectors else {
+      throw VDiskError.unsupported(
+        file.path, "VHD of \(sectors) sectors is larger than the format's limit of \(VHDFooter.maxSectors)")
+    }
+    let virtualSize = footer.virtualSize
+
+    guard footer.diskType != .fixed else {
+      // A fixed disk is the data followed by the footer.
+      guard virtualSize <= file.size - UInt64(VHDFooter.size) else {
+        throw VDiskError.corrupt(
+          file.path,
+          "fixed VHD of \(virtualSize) bytes needs that much data before its footer, but the file has \(file.size) bytes"
+        )
+      }
+      return LayerPlan(file: file, parent: nil) { backing, _ in
+        VHDLayer(
+          file: file, footer: footer, header: nil, table: nil, backing: backing, parentName: nil,
+          parentPath: nil)
+      }
+    }
+
+    let header = try VHDDynamicHeader(file: file, at: footer.dataOffset)
+    var parent: ParentReference?
+    if footer.diskType == .differencing {
+      let candidates = try parentCandidates(header: header, file: file)
+      let recorded = header.parentName.isEmpty ? (candidates.first ?? "") : header.parentName
+      let expected = header.parentUUID
+      let child = file.path
+      parent = ParentReference(recordedName: recorded, candidates: candidates, format: "vpc") { layer in
+        guard let vhd = layer as? VHDLayer else {
+          throw VDiskError.corrupt(
+            child, "parent \(layer.file.path) of differencing disk \(child) is \(layer.formatName), not vpc")
+        }
+        guard vhd.footer.uniqueID == expected else {
+          throw VDiskError.corrupt(
+            child,
+            "parent \(layer.file.path) has unique id \(uuidText(vhd.footer.uniqueID)), but differencing disk \(child) expects \(uuidText(expected))"
+          )
+        }
+      }
+    }
+    // Check the BAT's bounds now (its pages are read on demand into the chain's cache).
+    let probeTable = try VHDBlockTable(
+      file: file, header: header, virtualSize: virtualSize, cache: MetadataCache(budget: 0))
+    let parentName = parent?.recordedName
+    return LayerPlan(file: file, parent: parent, metadataCoverage: probeTable.coverage) {
+      backing, cache in
+      let table = try VHDBlockTable(file: file, header: header, virtualSize: virtualSize, cache: cache)
+      if footer.diskType == .differencing, backing == nil {
+        throw VDiskError(
+          .invalidArgument, path: file.path,
+          "differencing disk needs its parent \"\(parentName ?? "")\", which was not opened")
+      }
+      return VHDLayer(
+        file: file, footer: footer, header: header, table: table, backing: backing, parentName: parentName,
+        parentPath: backing?.file.path)
+    }
   }
 }
