@@ -6,7 +6,12 @@ public enum VDIDriver {
     probe.head(has: [0x7F, 0x10, 0xDA, 0xBE], at: 64)
   }
 
+  /// Reads and bounds the header; the block map is read page by page into the chain's cache.
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
-    throw VDiskError.unsupported(file.path, "vdi images are not supported yet")
+    let header = try VDIHeader(file: file)
+    let coverage = UInt64(header.blockCount) * 8
+    return LayerPlan(file: file, parent: nil, metadataCoverage: coverage) { backing, cache in
+      VDILayer(file: file, header: header, backing: backing, cache: cache)
+    }
   }
 }
