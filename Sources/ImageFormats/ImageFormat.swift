@@ -49,14 +49,19 @@ public struct OpenOptions: Sendable {
   public var openBacking: Bool = true
   /// Open the top layer for writing (backing layers are always read-only).
   public var writable: Bool = false
+  /// Take QEMU's image locks (writer on a writable top, reader elsewhere). false is
+  /// `force_share`: no locks, for looking at an image someone else has open (read-only only).
+  public var lock: Bool = false
 
   public init(
-    format: ImageFormat? = nil, cacheSize: Int? = nil, openBacking: Bool = true, writable: Bool = false
+    format: ImageFormat? = nil, cacheSize: Int? = nil, openBacking: Bool = true, writable: Bool = false,
+    lock: Bool = false
   ) {
     self.format = format
     self.cacheSize = cacheSize
     self.openBacking = openBacking
     self.writable = writable
+    self.lock = lock
   }
 }
 

@@ -31,6 +31,9 @@ public enum ImageOpener {
         let names = plans.map(\.file.path) + [current.path]
         throw VDiskError.corrupt(top, "backing chain loops: \(names.joined(separator: " → "))")
       }
+      if options.lock {
+        try ImageLock.acquire(writable ? .writer : .reader, on: file)
+      }
       guard plans.count < maxChainDepth else {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }

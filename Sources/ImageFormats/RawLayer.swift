@@ -60,3 +60,32 @@ extension RawLayer {
     LayerPlan(file: file, parent: nil) { _, _ in RawLayer(file: file) }
   }
 }
+
+/// A raw file written in place: guest offset = host offset. Discard writes zeros (punching holes
+/// would need fallocate, which the Swift Glibc module does not export).
+extension RawLayer: WritableLayer {
+  public func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
+    PreparedWrite(segments: [
+      WriteSegment(file: file, hostOffset: offset, content: .guest(guestOffset: offset, length: Int(length)))
+    ])
+  }
+
+  public func commitWrite(_ prepared: PreparedWrite) throws {}
+
+  public func abortWrite(_ prepared: PreparedWrite) {}
+
+  public func discard(at offset: UInt64, length: UInt64, mode: DiscardMode) throws -> [Range<UInt64>] {
+    [offset..<offset + length]
+  }
+
+  public func flush() throws {
+    try file.dataSync()
+  }
+
+  public func resize(to newSize: UInt64, allowShrink: Bool) throws {
+    guard newSize >= virtualSize || allowShrink else {
+      throw VDiskError(.invalidArgument, path: file.path, "shrinking needs -o allow_shrink")
+    }
+    try file.setSize(newSize)
+  }
+}

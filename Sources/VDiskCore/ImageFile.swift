@@ -55,7 +55,7 @@ public final class ImageFile: Sendable {
       let kind: VDiskError.Kind =
         switch e {
         case .noSuchFileOrDirectory, .notDirectory: .notFound
-        case .readOnlyFileSystem, .permissionDenied: .readOnly
+        case .readOnlyFileSystem, .permissionDenied, .notPermitted: .readOnly
         default: .io
         }
       throw VDiskError(kind, path: path, "cannot open: \(e)", errno: e.rawValue)
@@ -141,6 +141,22 @@ public final class ImageFile: Sendable {
       if exchanged { break }
       current = original
     }
+  }
+
+  /// Sets the file's size (ftruncate): grows it with a hole, or cuts it.
+  public func setSize(_ newSize: UInt64) throws {
+    guard isWritable else { throw VDiskError(.readOnly, path: path, "file is open read-only") }
+    guard newSize <= UInt64(Int64.max) else {
+      throw VDiskError(.invalidArgument, path: path, "size \(newSize) is too large")
+    }
+    while ftruncate(descriptor.rawValue, off_t(newSize)) != 0 {
+      let e = Glibc.errno
+      if e == EINTR { continue }
+      throw VDiskError(
+        e == ENOSPC || e == EFBIG ? .noSpace : .io, path: path,
+        "cannot set the size to \(newSize): \(Errno(rawValue: e))", errno: e)
+    }
+    cachedSize.store(newSize, ordering: .relaxed)
   }
 
   /// Flushes file data (and the metadata needed to read it back) to stable storage.

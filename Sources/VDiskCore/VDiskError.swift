@@ -17,6 +17,8 @@ public struct VDiskError: Error, CustomStringConvertible, Sendable, Equatable {
     case notFound
     /// The caller asked for something that makes no sense (bad option, bad range).
     case invalidArgument
+    /// Another process (QEMU) holds the image with permissions that conflict (image locking).
+    case locked
   }
 
   public var kind: Kind

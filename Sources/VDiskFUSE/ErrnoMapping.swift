@@ -45,6 +45,7 @@ func errnoValue(for error: any Error, logger: Logger, limiter: ErrorLogLimiter? 
     case .readOnly: return EROFS
     case .notFound: return ENOENT
     case .invalidArgument: return EINVAL
+    case .locked: return EBUSY
     }
   default:
     logError("unexpected error: \(error)")

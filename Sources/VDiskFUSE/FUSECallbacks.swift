@@ -90,10 +90,16 @@ func makeOperations() -> fuse_lowlevel_ops {
       fuse_reply_attr(req, &st, ctx.attributeTimeout)
     }
   }
-  ops.setattr = { req, ino, _, _, _ in
+  ops.setattr = { req, ino, attr, toSet, _ in
     handle(req) { ctx in
-      try ctx.tree.checkWritable(ino)
-      throw FileSystemError(EROFS)
+      // Only the size can change (truncate grows the virtual disk); mode, owner and times of
+      // disk.raw are fixed, and requests to change them are answered with the unchanged values.
+      if toSet & FUSE_SET_ATTR_SIZE != 0 {
+        guard let attr, attr.pointee.st_size >= 0 else { throw FileSystemError(EINVAL) }
+        try ctx.tree.resize(ino, to: UInt64(attr.pointee.st_size))
+      }
+      var st = statBuffer(try ctx.tree.attributes(of: ino))
+      fuse_reply_attr(req, &st, ctx.attributeTimeout)
     }
   }
   ops.open = { req, ino, fi in
@@ -118,10 +124,31 @@ func makeOperations() -> fuse_lowlevel_ops {
       }
     }
   }
-  ops.write = { req, ino, _, _, _, _ in
+  ops.write = { req, ino, buf, size, offset, _ in
     handle(req) { ctx in
-      try ctx.tree.checkWritable(ino)
-      throw FileSystemError(EROFS)
+      guard offset >= 0 else { throw FileSystemError(EINVAL) }
+      let written = try ctx.tree.write(
+        ino, UnsafeRawBufferPointer(start: buf, count: size), at: UInt64(offset))
+      fuse_reply_write(req, written)
+    }
+  }
+  ops.fallocate = { req, ino, mode, offset, length, _ in
+    handle(req) { ctx in
+      guard offset >= 0, length >= 0 else { throw FileSystemError(EINVAL) }
+      try ctx.tree.fallocate(ino, mode: mode, offset: UInt64(offset), length: UInt64(length))
+      fuse_reply_err(req, 0)
+    }
+  }
+  ops.fsync = { req, ino, _, _ in
+    handle(req) { ctx in
+      try ctx.tree.sync(ino)
+      fuse_reply_err(req, 0)
+    }
+  }
+  ops.flush = { req, ino, _ in
+    handle(req) { ctx in
+      try ctx.tree.sync(ino)
+      fuse_reply_err(req, 0)
     }
   }
   ops.release = { req, _, _ in

@@ -39,7 +39,8 @@ public final class FUSESession: @unchecked Sendable {
     self.options = options
     self.logger = logger
     let tree = VirtualTree(
-      chain: chain, writable: !options.readOnly, metadata: Self.metadata(of: chain.top.file), logger: logger)
+      chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink,
+      metadata: Self.metadata(of: chain.top.file), logger: logger)
     context = FUSEContext(tree: tree, options: options, logger: logger)
     let retained = retainUserdata(context)
     userdata = retained
@@ -145,6 +146,18 @@ public final class FUSESession: @unchecked Sendable {
   }
 
   /// Unmounts (lazily when busy, as root). Idempotent; safe while `loop` runs on another thread.
+  /// Checks that `path` exists, is a directory and is not already a mount point (what `mount(at:)`
+  /// checks too), so that a caller can refuse a bad mount point before doing any work.
+  public static func checkMountpoint(_ path: String) throws {
+    _ = try MountPoint.validate(path)
+  }
+
+  /// Writes back everything written through writable views and syncs the images; call after
+  /// `loop()` returns (SIGTERM, external unmount) and before `unmount()`.
+  public func flush() throws {
+    try context.tree.syncAll()
+  }
+
   public func unmount() {
     state.withLock { s in
       guard s.mounted else { return }

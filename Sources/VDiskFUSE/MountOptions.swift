@@ -3,6 +3,8 @@ public struct MountOptions: Sendable {
   /// Mount read-only (`-o ro`); this foundation cannot write yet, so writes fail with EROFS
   /// either way, but the file shows mode 0644 on a read-write mount.
   public var readOnly: Bool = true
+  /// `-o allow_shrink`: truncating disk.raw smaller shrinks the virtual disk.
+  public var allowShrink: Bool = false
   /// Let users other than the mounting one in (`-o allow_other`; the kernel then checks the
   /// modes, `default_permissions` is always on).
   public var allowOther: Bool = false

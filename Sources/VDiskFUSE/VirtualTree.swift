@@ -10,19 +10,25 @@ import VDiskCore
 public struct DiskView: Sendable {
   public let chain: LayerChain
   public let writable: Bool
-  /// `st_blocks` source, computed on first use and kept (the content is fixed while mounted).
+  /// `-o allow_shrink`: truncating disk.raw smaller shrinks the virtual disk.
+  public let allowShrink: Bool
+  /// `st_blocks` source, computed on first use and kept until a write changes the view.
   let allocation: AllocationCache
 
-  public init(chain: LayerChain, writable: Bool) {
+  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
     self.chain = chain
     self.writable = writable
+    self.allowShrink = allowShrink
     self.allocation = AllocationCache()
   }
 }
 
-/// Bytes held as data by a chain, computed once on first use.
+/// Bytes held as data by a chain, computed on first use, forgotten when the view is written.
 final class AllocationCache: Sendable {
   private let bytes = Mutex<UInt64?>(nil)
+
+  /// Forgets the cached value after the view changed (recomputed on the next stat).
+  func invalidate() { bytes.withLock { $0 = nil } }
 
   /// The chain's allocated bytes; a failure is logged once and reported (and kept) as 0.
   func value(for chain: LayerChain, logger: Logger) -> UInt64 {
@@ -163,16 +169,17 @@ public final class VirtualTree: Sendable {
 
   /// The tree of this foundation: `/` (inode 1) holding `disk.raw` (inode 2), the whole chain.
   public convenience init(
-    chain: LayerChain, writable: Bool, metadata: NodeMetadata = NodeMetadata(), logger: Logger
+    chain: LayerChain, writable: Bool, allowShrink: Bool = false, metadata: NodeMetadata = NodeMetadata(),
+    logger: Logger
   ) {
     var builder = Builder()
-    builder.addFile(named: "disk.raw", view: DiskView(chain: chain, writable: writable))
+    builder.addFile(
+      named: "disk.raw", view: DiskView(chain: chain, writable: writable, allowShrink: allowShrink))
     self.init(builder, metadata: metadata, logger: logger)
   }
 
-  /// Whether writes reach the chain. This foundation is read-only: `LayerChain` cannot write
-  /// yet, so opening for writing fails with EROFS even on a read-write mount.
-  static let writesImplemented = false
+  /// Whether writes reach the chain (views marked writable whose top layer can be written).
+  static let writesImplemented = true
 
   public var nodeCount: Int { nodes.count }
 
@@ -281,11 +288,71 @@ public final class VirtualTree: Sendable {
     return answer
   }
 
-  /// Any write to file `inode` (data or size): EROFS in this foundation.
-  public func checkWritable(_ inode: UInt64) throws {
+  /// Any write to file `inode` (data or size): EROFS unless its view is writable.
+  @discardableResult
+  public func checkWritable(_ inode: UInt64) throws -> DiskView {
     guard case .file(let view) = try node(inode).kind, view.writable && Self.writesImplemented else {
       throw FileSystemError(EROFS)
     }
+    return view
+  }
+
+  /// Writes `data` to file `inode` at `offset`; past the end of the disk, ENOSPC (disk.raw has a
+  /// fixed size until truncated larger). Returns the bytes written.
+  public func write(_ inode: UInt64, _ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Int {
+    let view = try checkWritable(inode)
+    defer { view.allocation.invalidate() }
+    return try view.chain.write(data, at: offset)
+  }
+
+  /// `fallocate` on file `inode`: PUNCH_HOLE (with KEEP_SIZE, as the kernel requires) and
+  /// ZERO_RANGE make the range read as zeros; mode 0 within the file succeeds without doing
+  /// anything (the disk's size is fixed; there is nothing to reserve that a write could not
+  /// allocate); anything else (COLLAPSE, INSERT, growing the file) is EOPNOTSUPP.
+  public func fallocate(_ inode: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
+    let view = try checkWritable(inode)
+    let keepSize: Int32 = 0x01
+    let punchHole: Int32 = 0x02
+    let zeroRange: Int32 = 0x10
+    let size = view.chain.virtualSize
+    let (end, overflow) = offset.addingReportingOverflow(length)
+    guard !overflow else { throw FileSystemError(EINVAL) }
+    switch mode & ~keepSize {
+    case punchHole where mode & keepSize != 0:
+      defer { view.allocation.invalidate() }
+      try view.chain.discard(at: offset, length: length, mode: .punchHole)
+    case zeroRange:
+      guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
+      defer { view.allocation.invalidate() }
+      try view.chain.discard(at: offset, length: length, mode: .zeroRange)
+    case 0:
+      guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
+    default:
+      throw FileSystemError(EOPNOTSUPP)
+    }
+  }
+
+  /// `fsync`, `fdatasync`, `flush` (close) on file `inode`: metadata written back in order and the
+  /// image synced. Nothing to do for a read-only view.
+  public func sync(_ inode: UInt64) throws {
+    let view = try fileView(inode)
+    guard view.writable else { return }
+    try view.chain.flush()
+  }
+
+  /// `truncate` of file `inode` to `size`: grows the virtual disk; shrinking only with
+  /// `allowShrink` (EINVAL otherwise).
+  public func resize(_ inode: UInt64, to size: UInt64) throws {
+    let view = try checkWritable(inode)
+    guard size != view.chain.virtualSize else { return }
+    defer { view.allocation.invalidate() }
+    guard size > view.chain.virtualSize || view.allowShrink else { throw FileSystemError(EINVAL) }
+    try view.chain.writableTop.resize(to: size, allowShrink: view.allowShrink)
+  }
+
+  /// Writes back every writable view (unmount, SIGTERM).
+  public func syncAll() throws {
+    for view in views where view.writable { try view.chain.flush() }
   }
 
   private func fileView(_ inode: UInt64) throws -> DiskView {

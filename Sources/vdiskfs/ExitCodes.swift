@@ -17,11 +17,13 @@ enum ExitCodes {
   static let mountpoint: Int32 = 6
   /// The FUSE mount itself failed (no /dev/fuse, no permission).
   static let fuse: Int32 = 7
+  /// Another process (QEMU) holds the image: its locks conflict with this mount.
+  static let locked: Int32 = 8
 
   static let helpText =
     "Exit codes: 0 success, 1 I/O or other failure, 2 bad command line or option, 3 image or backing "
     + "file not found, 4 image corrupt, 5 unsupported format or feature, 6 mountpoint unusable, "
-    + "7 FUSE mount failed."
+    + "7 FUSE mount failed, 8 image in use by another process (locked)."
 
   static func code(for error: VDiskError) -> Int32 {
     switch error.kind {
@@ -29,6 +31,7 @@ enum ExitCodes {
     case .corrupt: corrupt
     case .unsupported: unsupported
     case .invalidArgument: usage
+    case .locked: locked
     case .io, .noSpace, .readOnly: failure
     }
   }

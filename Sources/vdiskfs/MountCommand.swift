@@ -55,6 +55,17 @@ struct MountCommand: ParsableCommand {
   @Option(help: "Maximum FUSE worker threads (default: 8).")
   var threads: Int?
 
+  @Flag(
+    name: .customLong("force-share"),
+    help: "With -o ro: take no image locks (look at an image QEMU has open).")
+  var forceShareFlag = false
+
+  @Option(
+    help: ArgumentHelp(
+      "Mount OVERLAY (a qcow2 over IMAGE, created if missing) read-write instead of IMAGE; IMAGE is never written.",
+      valueName: "overlay.qcow2"))
+  var overlay: String?
+
   func run() throws {
     let parsed: ParsedMountOptions
     do {
@@ -66,19 +77,31 @@ struct MountCommand: ParsableCommand {
     VDiskLogHandler.bootstrap(level: debugging ? .debug : .info)
     let logger = Logger(label: "vdiskfs")
 
-    let openOptions = try makeOpenOptions(parsed)
-    let chain: LayerChain
     do {
-      chain = try ImageOpener.open(image, options: openOptions, logger: logger)
+      try FUSESession.checkMountpoint(mountpoint)
+    } catch let error as VDiskError {
+      throw CLIFailure(code: ExitCodes.mountpoint, message: error.description)
+    }
+    let readOnly = parsed.readOnly
+    let forceShare = forceShareFlag || parsed.forceShare
+    guard !forceShare || readOnly else {
+      throw CLIFailure(
+        code: ExitCodes.usage, message: "force_share needs a read-only mount (-o ro,force_share)")
+    }
+    let openOptions = try makeOpenOptions(parsed)
+    let opened: MountOpening.Opened
+    do {
+      let target = try overlayTarget(logger: logger) ?? image
+      opened = try MountOpening.open(
+        target, options: openOptions, wantWrite: !readOnly, forceShare: forceShare, logger: logger)
     } catch let error as VDiskError {
       throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
     }
-    if parsed.writeRequested && !parsed.readOnly {
-      logger.notice("\(image): writing is not supported yet, mounting read-only")
-    }
+    let chain = opened.chain
 
     var mountOptions = MountOptions()
-    mountOptions.readOnly = true
+    mountOptions.readOnly = !opened.writable
+    mountOptions.allowShrink = parsed.allowShrink
     mountOptions.allowOther = parsed.allowOther
     mountOptions.debug = debugging
     if let t = threads ?? parsed.threads {
@@ -114,14 +137,32 @@ struct MountCommand: ParsableCommand {
         throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
       }
     }
+    var loopError: (any Error)?
     do {
       // Returns on unmount or on SIGINT/SIGTERM/SIGHUP (the session logs which).
       _ = try session.loop()
     } catch {
-      session.unmount()
-      throw CLIFailure(code: ExitCodes.failure, message: "\(error)")
+      loopError = error
+    }
+    // Everything written goes to disk before the mount goes away (SIGTERM, fusermount3 -u).
+    var flushError: (any Error)?
+    do {
+      try session.flush()
+    } catch {
+      flushError = error
+      logger.error("writing back \(chain.top.file.path) failed: \(error)")
     }
     session.unmount()
+    if let error = loopError ?? flushError {
+      throw CLIFailure(code: ExitCodes.failure, message: "\(error)")
+    }
+  }
+
+  /// With `--overlay`: creates the overlay over IMAGE if missing and returns its path.
+  private func overlayTarget(logger: Logger) throws -> String? {
+    guard let overlay else { return nil }
+    try Overlay.prepare(overlay, over: image, logger: logger)
+    return overlay
   }
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {

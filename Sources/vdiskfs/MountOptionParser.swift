@@ -2,14 +2,16 @@
 /// into what vdiskfs acts on and what goes to libfuse. Unknown options are refused rather than
 /// silently ignored.
 struct ParsedMountOptions: Equatable {
+  /// `ro` / `rw`, the last one given wins; read-write is the default.
   var readOnly = false
-  var writeRequested = false
   var allowOther = false
   var debug = false
   var format: String?
   var cacheSize: Int?
   var threads: Int?
   var fsname: String?
+  var forceShare = false
+  var allowShrink = false
   /// Passed through to libfuse unchanged (mount flags it understands).
   var passThrough: [String] = []
 }
@@ -31,9 +33,11 @@ enum MountOptionParser {
       let (key, value) = split(option)
       switch key {
       case "ro": result.readOnly = true
-      case "rw": result.writeRequested = true
+      case "rw": result.readOnly = false
       case "allow_other": result.allowOther = true
       case "debug": result.debug = true
+      case "force_share", "noshare": result.forceShare = true
+      case "allow_shrink": result.allowShrink = true
       case "format": result.format = try require(value, key)
       case "cache_size", "cache-size": result.cacheSize = try parseSize(try require(value, key), option: key)
       case "threads": result.threads = try parseThreads(try require(value, key))

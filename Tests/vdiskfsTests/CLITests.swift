@@ -138,18 +138,34 @@ struct MountCommandTests {
     #expect(!isMounted(mnt))
   }
 
-  /// `-o rw` mounts read-only (writes are not implemented yet) and opening for writing fails.
-  @Test func writeRequestsMountReadOnly() throws {
+  /// A write-protected image (immutable: even root cannot open it for writing) mounts read-only
+  /// with one notice, like mount(8) with a write-protected device; `-o ro` mounts read-only; the
+  /// default on a writable qcow2 is read-write.
+  @Test func writeProtectedImagesMountReadOnly() throws {
     let scratch = try Scratch("cli")
     defer { scratch.remove() }
     let img = scratch.file("a.qcow2")
     try Qemu.create(img, size: "1M")
-    let mounted = try MountedImage.mount(img, in: scratch, ["-o", "rw"])
-    defer { mounted.unmount() }
-    let fd = open(mounted.diskRaw, O_RDWR)
-    #expect(fd < 0)
-    #expect(errno == EROFS)
-    if fd >= 0 { close(fd) }
+    func canOpenForWriting(_ path: String) -> Bool {
+      let fd = open(path, O_RDWR)
+      if fd >= 0 { close(fd) }
+      return fd >= 0
+    }
+    do {
+      let mounted = try MountedImage.mount(img, in: scratch, ["-o", "ro"])
+      defer { mounted.unmount() }
+      #expect(!canOpenForWriting(mounted.diskRaw))
+      #expect(errno == EROFS)
+    }
+    try run("chattr", ["+i", img])
+    defer { _ = try? run("chattr", ["-i", img], check: false) }
+    let mnt = try scratch.directory("mnt-protected")
+    let r = try run("timeout", ["60", vdiskfsBinary, img, mnt])
+    defer { _ = try? run("fusermount3", ["-u", mnt], check: false) }
+    #expect(r.stderr.contains("write-protected"), "\(r.stderr)")
+    #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+    #expect(try statFile(mnt + "/disk.raw").st_mode & 0o777 == 0o444)
+    #expect(!canOpenForWriting(mnt + "/disk.raw"))
   }
 
   /// In the foreground, SIGTERM (and SIGINT, SIGHUP) unmount cleanly and exit 0, even when the

@@ -6,10 +6,14 @@ struct MountedImage {
   let mountpoint: String
   var diskRaw: String { mountpoint + "/disk.raw" }
 
-  /// Runs `vdiskfs IMAGE MNT ARGS…`, which returns once the mount is live.
-  static func mount(_ image: String, in scratch: Scratch, _ arguments: [String] = []) throws -> MountedImage {
+  /// Runs `vdiskfs IMAGE MNT ARGS…`, which returns once the mount is live. Read-only (`-o ro`)
+  /// unless `writable`.
+  static func mount(
+    _ image: String, in scratch: Scratch, _ arguments: [String] = [], writable: Bool = false
+  ) throws -> MountedImage {
     let mnt = try scratch.directory("mnt-\(UUID().uuidString.prefix(8))")
-    try run("timeout", ["60", vdiskfsBinary, image, mnt] + arguments)
+    let mode = writable || arguments.contains("-o") ? [] : ["-o", "ro"]
+    try run("timeout", ["60", vdiskfsBinary, image, mnt] + mode + arguments)
     let mounted = MountedImage(mountpoint: mnt)
     guard isMounted(mnt) else {
       throw CommandFailed(

@@ -1,0 +1,36 @@
+import ImageFormats
+import Logging
+import VDiskCore
+
+/// How the CLI opens the chain for a mount: read-write when asked and possible, else read-only
+/// with one line saying why (the way mount(8) treats a write-protected device).
+enum MountOpening {
+  struct Opened {
+    var chain: LayerChain
+    var writable: Bool
+  }
+
+  static func open(
+    _ image: String, options base: OpenOptions, wantWrite: Bool, forceShare: Bool, logger: Logger
+  )
+    throws -> Opened
+  {
+    var options = base
+    options.lock = !forceShare
+    if wantWrite {
+      options.writable = true
+      do {
+        let chain = try ImageOpener.open(image, options: options, logger: logger)
+        if chain.top is any WritableLayer {
+          return Opened(chain: chain, writable: true)
+        }
+        logger.notice(
+          "\(image): writing \(chain.top.formatName) images is not supported yet, mounting read-only")
+      } catch let error as VDiskError where error.kind == .readOnly {
+        logger.notice("\(image) is write-protected (\(error.detail)), mounting read-only")
+      }
+    }
+    options.writable = false
+    return Opened(chain: try ImageOpener.open(image, options: options, logger: logger), writable: false)
+  }
+}

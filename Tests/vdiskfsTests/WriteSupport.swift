@@ -1,0 +1,60 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `qemu-img check` of `image`: exit status and output.
+func qemuCheck(_ image: String) throws -> CommandResult {
+  try run("qemu-img", ["check", image], check: false)
+}
+
+/// Requires `qemu-img check` to find no errors and no leaks (exit 0).
+func expectCleanCheck(_ image: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+  let r = try qemuCheck(image)
+  #expect(r.status == 0, "qemu-img check: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
+}
+
+/// Requires `qemu-img compare` to find `image` identical to the raw file `raw`.
+func expectSameContent(
+  _ image: String, _ raw: String, sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+  let r = try run("qemu-img", ["compare", "-F", "raw", image, raw], check: false)
+  #expect(r.status == 0, "qemu-img compare: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
+}
+
+/// An open file for positional I/O on a mounted disk.raw or a mirror file.
+final class PositionalFile {
+  let fd: Int32
+  let path: String
+
+  init(_ path: String, flags: Int32 = O_RDWR) throws {
+    self.path = path
+    fd = open(path, flags | O_CLOEXEC)
+    guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+  }
+
+  deinit { close(fd) }
+
+  func write(_ bytes: [UInt8], at offset: UInt64) throws {
+    let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+    guard n == bytes.count else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+  }
+
+  func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+    guard n >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    bytes.removeLast(count - n)
+    return bytes
+  }
+
+  func sync() throws {
+    guard fsync(fd) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+  }
+
+  /// PUNCH_HOLE (0x02 | KEEP_SIZE 0x01) or ZERO_RANGE (0x10), through the fallocate(1) command
+  /// (Swift's Glibc module does not export fallocate).
+  func zero(at offset: UInt64, length: UInt64, punch: Bool) throws {
+    try run(
+      "fallocate", [punch ? "--punch-hole" : "--zero-range", "-o", "\(offset)", "-l", "\(length)", path])
+  }
+}
