@@ -1,13 +1,17 @@
 import CZlib
+import CZstd
 import Synchronization
 import VDiskCore
 
 /// Decodes compressed clusters (qcow2 spec, "Compressed Clusters Descriptor"; raw deflate, the
-/// compression type QEMU calls "zlib") and keeps a few decompressed clusters, so that sequential
-/// small reads of one compressed cluster inflate it once.
+/// compression type QEMU calls "zlib", or zstd, per the header's compression_type) and keeps a
+/// few decompressed clusters, so that sequential small reads of one compressed cluster decode it
+/// once.
 final class CompressedClusters: Sendable {
   let file: ImageFile
   let clusterSize: Int
+  /// qcow2 spec, "compression_type": 0 deflate, 1 zstd (the header refuses other values).
+  let compressionType: UInt8
   /// Decompressed clusters keyed by the host offset of their compressed data.
   let cache: TableCache<UInt64, [UInt8]>
   private let inflations = Atomic<Int>(0)
@@ -15,11 +19,19 @@ final class CompressedClusters: Sendable {
   /// qcow2 stores raw deflate streams with a 4 KiB window (QEMU: windowBits -12).
   static let windowBits: Int32 = -12
 
-  init(file: ImageFile, clusterSize: Int) {
+  init(file: ImageFile, clusterSize: Int, compressionType: UInt8) {
     self.file = file
     self.clusterSize = clusterSize
+    self.compressionType = compressionType
     // A few clusters: at least four and 1 MiB, at most 16 MiB.
     cache = TableCache(budget: min(max(4 * clusterSize, 1 << 20), 16 << 20))
+  }
+
+  /// Takes the compression type from the image's header (already validated by whoever opened
+  /// the layer); prefer passing `header.compressionType` to the designated initializer.
+  convenience init(file: ImageFile, clusterSize: Int) {
+    let type = (try? QCOW2Header(file: file))?.compressionType ?? 0
+    self.init(file: file, clusterSize: clusterSize, compressionType: type)
   }
 
   /// How many clusters have been inflated (cache misses that decoded).
@@ -36,17 +48,45 @@ final class CompressedClusters: Sendable {
         "read of \(buffer.count) bytes at \(skipping) lies outside a compressed cluster")
     }
     let cluster = try cache.value(for: descriptor.hostOffset, cost: clusterSize) {
-      try inflate(descriptor)
+      compressionType == 1 ? try decompressZstd(descriptor) : try inflate(descriptor)
     }
     cluster.withUnsafeBytes { source in
       buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[skipping..<(skipping + buffer.count)]))
     }
   }
 
-  private func inflate(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
-    // The length is an upper bound (whole sectors); input past end-of-file reads as zeros.
+  /// The compressed bytes of a cluster. The length is an upper bound (whole sectors); input past
+  /// end-of-file reads as zeros.
+  private func input(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
     var input = [UInt8](repeating: 0, count: max(0, descriptor.compressedLength))
     try input.withUnsafeMutableBytes { try file.readFillingZeros(into: $0, at: descriptor.hostOffset) }
+    return input
+  }
+
+  /// A zstd-compressed cluster (compression_type 1). Like QEMU's qcow2_zstd_decompress, success
+  /// means the frame filled the whole cluster; the input may be only partly consumed.
+  private func decompressZstd(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
+    let input = try input(descriptor)
+    var produced = -1
+    let output = [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in
+      if let base = out.baseAddress { base.initialize(repeating: 0, count: clusterSize) }
+      initialized = clusterSize
+      input.withUnsafeBytes { src in
+        produced = czstd_decompress(src.baseAddress, src.count, out.baseAddress, out.count)
+      }
+    }
+    guard produced == clusterSize else {
+      throw VDiskError.corrupt(
+        file.path, at: descriptor.hostOffset,
+        "compressed cluster at \(hex(descriptor.hostOffset)) (guest \(hex(descriptor.guestOffset))) does not decompress as zstd (\(produced < 0 ? "corrupt frame" : "\(produced) of \(clusterSize) bytes"))"
+      )
+    }
+    inflations.add(1, ordering: .relaxed)
+    return output
+  }
+
+  private func inflate(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
+    let input = try input(descriptor)
     var produced = 0
     var status: Int32 = 0
     let output = [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in

@@ -226,7 +226,7 @@ public struct QCOW2Header: Sendable {
     if incompatibleFeatures & Self.incompatibleCompressionType != 0 {
       switch compressionType {
       case 0: throw corrupt("compression type bit is set but compression_type is 0")
-      case 1: throw VDiskError.unsupported(path, "zstd compression is not supported yet")
+      case 1: break  // zstd, decoded by CompressedClusters
       default: throw VDiskError.unsupported(path, "unknown compression_type \(compressionType)")
       }
     } else if compressionType != 0 {
