@@ -1,0 +1,157 @@
+import VDiskCore
+
+/// What one extent says about a run of its own sectors.
+enum GrainPiece: Sendable, Equatable {
+  case unallocated
+  case zero
+  /// Stored raw at this host offset of the extent's file.
+  case data(UInt64)
+  /// A compressed grain stored at this host offset (its marker, when the extent has markers).
+  case compressed(UInt64)
+}
+
+/// The two-level grain mapping of hosted sparse ("KDMV") and ESX sparse ("COWD") extents: a
+/// grain directory of 32-bit grain-table sector numbers, kept in memory, and grain tables of
+/// 32-bit grain sector numbers, kept in the chain's shared `MetadataCache` (vmdk spec, "Grain
+/// directory", "Grain table").
+struct GrainDirectory: Sendable {
+  let file: ImageFile
+  /// GD entries: sector numbers of grain tables, 0 = not allocated.
+  let directory: [UInt32]
+  let tableEntries: Int
+  let grainSize: UInt64
+  /// Bytes of guest data the extent covers (the last grain table may reach past it: vmdk spec,
+  /// "Corruption scenarios").
+  let capacity: UInt64
+  /// "a sector number of 1 indicates the grain data is sparse" when the zeroed-grain flag is
+  /// set (vmdk spec, "Grain table").
+  let zeroedGrains: Bool
+  let compressed: Bool
+  /// Compressed grains start with a grain marker (stream-optimized, flag "Has metadata").
+  let hasMarkers: Bool
+  let cache: MetadataCache
+
+  /// Reads the grain directory of `entries` 32-bit entries at byte `offset`; the caller checked
+  /// it lies within the file and that `entries` is bounded.
+  init(
+    file: ImageFile, directoryOffset offset: UInt64, entries: Int, tableEntries: Int, grainSize: UInt64,
+    capacity: UInt64, zeroedGrains: Bool, compressed: Bool, hasMarkers: Bool = false, cache: MetadataCache
+  ) throws {
+    self.file = file
+    self.tableEntries = tableEntries
+    self.grainSize = grainSize
+    self.capacity = capacity
+    self.zeroedGrains = zeroedGrains
+    self.compressed = compressed
+    self.hasMarkers = hasMarkers
+    self.cache = cache
+    guard entries > 0 else {
+      directory = []
+      return
+    }
+    directory = try [UInt32](unsafeUninitializedCapacity: entries) { buffer, initialized in
+      try file.readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain directory")
+      for i in 0..<entries { buffer[i] = UInt32(littleEndian: buffer[i]) }
+      initialized = entries
+    }
+  }
+
+  var tableCoverage: UInt64 { UInt64(tableEntries) * grainSize }
+
+  /// Grain tables one `run` looks at, at most: bounds the work of one answer whatever the
+  /// directory says (the contract allows a shorter run).
+  static let maxTablesPerRun = 64
+
+  /// Bytes of grain tables covering the whole extent (for the cache budget).
+  var metadataCoverage: UInt64 { UInt64(directory.count) * UInt64(tableEntries) * 8 }
+
+  /// The grain table for GD index `index` (entries widened to 64 bits), or the whole table's
+  /// meaning when the GD entry says it has none.
+  private func table(_ index: Int) throws -> (piece: GrainPiece?, entries: [UInt64]) {
+    guard index < directory.count else {
+      throw VDiskError.corrupt(file.path, "grain directory has no entry \(index)")
+    }
+    let sector = UInt64(directory[index])
+    if sector == 0 { return (.unallocated, []) }
+    if sector == 1, zeroedGrains { return (.zero, []) }
+    let offset = sector * 512
+    let count = tableEntries
+    let entries = try cache.value(for: TableKey(file: file, offset: offset), cost: count * 8) {
+      let raw = try [UInt32](unsafeUninitializedCapacity: count) { buffer, initialized in
+        try file.readExactly(
+          into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain table (GD entry \(index))")
+        initialized = count
+      }
+      return raw.map { UInt64(UInt32(littleEndian: $0)) }
+    }
+    guard entries.count == count else {
+      throw VDiskError.corrupt(file.path, at: offset, "grain table at \(hex(offset)) overlaps other metadata")
+    }
+    return (nil, entries)
+  }
+
+  /// The longest run from `offset` (bytes into the extent, `< capacity`) of at most `maxLength`
+  /// bytes with one kind of mapping, host-contiguous for data; a compressed run is one grain
+  /// (or its part from `offset`). Reads no more grain tables than the run spans.
+  func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, piece: GrainPiece) {
+    let end = offset + min(maxLength, capacity - offset)
+    var position = offset
+    var first: GrainPiece?
+    var length: UInt64 = 0
+
+    func extend(_ piece: GrainPiece, _ pieceLength: UInt64) -> Bool {
+      guard let head = first else {
+        first = piece
+        length = pieceLength
+        return true
+      }
+      switch (head, piece) {
+      case (.unallocated, .unallocated), (.zero, .zero): break
+      case (.data(let h), .data(let next)) where h + length == next: break
+      default: return false
+      }
+      length += pieceLength
+      return true
+    }
+
+    var tablesRead = 0
+    while position < end, tablesRead < Self.maxTablesPerRun {
+      let index = Int(position / tableCoverage)
+      let tableEnd = min(end, (UInt64(index) + 1) * tableCoverage)
+      let table = try table(index)
+      tablesRead += 1
+      if let whole = table.piece {
+        guard extend(whole, tableEnd - position) else { break }
+        position = tableEnd
+        continue
+      }
+      while position < tableEnd {
+        let grainStart = position / grainSize * grainSize
+        let pieceEnd = min(tableEnd, grainStart + grainSize)
+        let slot = Int((position / grainSize) % UInt64(tableEntries))
+        let entry = table.entries[slot]
+        let piece: GrainPiece
+        switch entry {
+        case 0: piece = .unallocated
+        case 1 where zeroedGrains: piece = .zero
+        default:
+          let host = entry * 512
+          guard host < file.size else {
+            throw VDiskError.corrupt(
+              file.path, at: UInt64(directory[index]) * 512 + UInt64(slot) * 4,
+              "grain table entry \(slot) (GD entry \(index)) points at sector \(entry), past the end of the file"
+            )
+          }
+          piece = compressed ? .compressed(host) : .data(host + (position - grainStart))
+        }
+        if case .compressed = piece {
+          guard first == nil else { return (length, first ?? piece) }
+          return (pieceEnd - position, piece)
+        }
+        guard extend(piece, pieceEnd - position) else { return (length, first ?? piece) }
+        position = pieceEnd
+      }
+    }
+    return (length, first ?? .unallocated)
+  }
+}

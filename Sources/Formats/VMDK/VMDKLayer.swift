@@ -1,0 +1,211 @@
+import VDiskCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Where one extent keeps its bytes.
+enum ExtentStore: Sendable {
+  /// FLAT / VMFS: raw bytes in `file` from byte `start`.
+  case flat(file: ImageFile, start: UInt64)
+  /// ZERO: no file.
+  case zero
+  /// SPARSE (KDMV, possibly compressed) or VMFSSPARSE (COWD).
+  case sparse(GrainDirectory)
+  case seSparse(SESparseExtent)
+}
+
+/// One extent of the disk: consecutive guest ranges map to consecutive extents (vmdk spec,
+/// "Extent descriptions").
+struct VMDKExtent: Sendable {
+  /// First guest byte of the extent.
+  var start: UInt64
+  var length: UInt64
+  var store: ExtentStore
+  /// For `info`: the name the descriptor records, and the extent type.
+  var fileName: String
+  var type: String
+
+  var file: ImageFile? {
+    switch store {
+    case .flat(let file, _): file
+    case .zero: nil
+    case .sparse(let gd): gd.file
+    case .seSparse(let se): se.file
+    }
+  }
+
+  var grainSize: UInt64? {
+    switch store {
+    case .sparse(let gd): gd.grainSize
+    case .seSparse: SESparseExtent.grainSize
+    case .flat, .zero: nil
+    }
+  }
+
+  var isCompressed: Bool {
+    if case .sparse(let gd) = store { return gd.compressed }
+    return false
+  }
+}
+
+/// A VMDK disk (descriptor plus extents, or a sparse extent opened directly) as one layer of a
+/// chain. Read-only: it says where guest bytes live and inflates compressed grains.
+public final class VMDKLayer: ImageLayer {
+  public let file: ImageFile
+  public let backing: (any ImageLayer)?
+  public let virtualSize: UInt64
+  /// The descriptor's content identifier; a child's parentCID must equal it.
+  public let cid: UInt32?
+  public let parentCID: UInt32
+  public let createType: String
+  public let parentFileNameHint: String?
+  public let isDirty: Bool
+  let extents: [VMDKExtent]
+  let grains: CompressedGrains?
+
+  public var formatName: String { "vmdk" }
+
+  init(
+    file: ImageFile, descriptor: VMDKDescriptor, extents: [VMDKExtent], backing: (any ImageLayer)?,
+    isDirty: Bool
+  ) {
+    self.file = file
+    self.backing = backing
+    self.extents = extents
+    self.cid = descriptor.cid
+    self.parentCID = descriptor.parentCID
+    self.createType = descriptor.createType
+    self.parentFileNameHint = descriptor.hasParent ? descriptor.parentFileNameHint : nil
+    self.isDirty = isDirty
+    virtualSize = extents.last.map { $0.start + $0.length } ?? 0
+    let compressedGrain = extents.compactMap { $0.isCompressed ? $0.grainSize : nil }.max()
+    grains = compressedGrain.map { CompressedGrains(grainSize: Int($0)) }
+  }
+
+  /// How many grains were actually inflated (decompressed-grain cache misses).
+  public var decompressionCount: Int { grains?.decompressionCount ?? 0 }
+
+  /// Index of the extent holding guest byte `offset` (< virtualSize).
+  private func extentIndex(_ offset: UInt64) -> Int {
+    var low = 0
+    var high = extents.count - 1
+    while low < high {
+      let mid = (low + high + 1) / 2
+      if extents[mid].start <= offset { low = mid } else { high = mid - 1 }
+    }
+    return low
+  }
+
+  public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
+    guard offset < virtualSize, !extents.isEmpty else {
+      throw VDiskError(
+        .invalidArgument, path: file.path, offset: offset, "offset \(hex(offset)) is past the disk")
+    }
+    let e = extents[extentIndex(offset)]
+    let within = offset - e.start
+    let limit = min(maxLength, e.length - within)
+    switch e.store {
+    case .zero:
+      return Extent(offset: offset, length: limit, mapping: .zero, file: file)
+    case .flat(let data, let start):
+      return Extent(offset: offset, length: limit, mapping: .data(hostOffset: start + within), file: data)
+    case .sparse(let gd):
+      let run = try gd.run(at: within, maxLength: limit)
+      return try extent(offset, run, in: e, file: gd.file)
+    case .seSparse(let se):
+      let run = try se.run(at: within, maxLength: limit)
+      return try extent(offset, run, in: e, file: se.file)
+    }
+  }
+
+  private func extent(
+    _ offset: UInt64, _ run: (length: UInt64, piece: GrainPiece), in e: VMDKExtent, file: ImageFile
+  )
+    throws -> Extent
+  {
+    let mapping: Mapping
+    switch run.piece {
+    case .unallocated: mapping = .unallocated
+    case .zero: mapping = .zero
+    case .data(let host): mapping = .data(hostOffset: host)
+    case .compressed(let host):
+      guard let grains, let grainSize = e.grainSize else {
+        throw VDiskError.corrupt(file.path, "compressed grain in an extent without compression")
+      }
+      let grainStart = (offset - e.start) / grainSize * grainSize
+      mapping = .compressed(
+        CompressedDescriptor(
+          hostOffset: host, compressedLength: grains.maxStoredLength, guestOffset: e.start + grainStart,
+          decompressedLength: Int(min(grainSize, e.length - grainStart))))
+    }
+    return Extent(offset: offset, length: run.length, mapping: mapping, file: file)
+  }
+
+  public func decode(
+    _ descriptor: CompressedDescriptor, into buffer: UnsafeMutableRawBufferPointer, skipping: Int
+  )
+    throws
+  {
+    // The descriptor does not say which extent file holds the grain; its guest offset does.
+    guard let grains, descriptor.guestOffset < virtualSize,
+      case .sparse(let gd) = extents[extentIndex(descriptor.guestOffset)].store, gd.compressed
+    else {
+      throw VDiskError(
+        .invalidArgument, path: file.path, offset: descriptor.hostOffset, "no compressed grain at this offset"
+      )
+    }
+    try grains.decode(descriptor, file: gd.file, markers: gd.hasMarkers, into: buffer, skipping: skipping)
+  }
+
+  /// Flat extents ask the file system for holes (SEEK_DATA/SEEK_HOLE), as a raw layer does.
+  public func allocationExtent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
+    let answer = try extent(at: offset, maxLength: maxLength)
+    guard case .data(let host) = answer.mapping,
+      case .flat = extents[extentIndex(offset)].store,
+      host <= UInt64(Int64.max)
+    else { return answer }
+    let fd = answer.file.descriptor.rawValue
+    let seekData: Int32 = 3
+    let seekHole: Int32 = 4
+    let data = lseek(fd, off_t(host), seekData)
+    if data < 0 {
+      // ENXIO: only a hole follows (or the extent lies past the end of its file).
+      if errno == ENXIO { return Extent(offset: offset, length: answer.length, mapping: .zero, file: file) }
+      return answer
+    }
+    if UInt64(data) > host {
+      return Extent(
+        offset: offset, length: min(answer.length, UInt64(data) - host), mapping: .zero, file: file)
+    }
+    let hole = lseek(fd, off_t(host), seekHole)
+    guard hole > 0, UInt64(hole) > host else { return answer }
+    return Extent(
+      offset: offset, length: min(answer.length, UInt64(hole) - host), mapping: answer.mapping,
+      file: answer.file)
+  }
+
+  public var info: ImageInfo {
+    var fullBacking: String?
+    if let hint = parentFileNameHint { fullBacking = PlanContext.resolve(hint, relativeTo: file.path) }
+    var specific: [InfoField] = []
+    if let cid { specific.append(InfoField("cid", .integer(Int64(cid)))) }
+    specific.append(InfoField("parent-cid", .integer(Int64(parentCID))))
+    specific.append(InfoField("create-type", .string(createType)))
+    let list: [InfoValue] = extents.map { e in
+      var fields = [
+        InfoField("filename", .string(e.fileName)), InfoField("format", .string(e.type)),
+        InfoField("virtual-size", .integer(Int64(e.length))),
+      ]
+      if let grain = e.grainSize { fields.append(InfoField("cluster-size", .integer(Int64(grain)))) }
+      if e.isCompressed { fields.append(InfoField("compressed", .bool(true))) }
+      return .object(fields)
+    }
+    specific.append(InfoField("extents", .array(list)))
+    return ImageInfo(
+      format: "vmdk", filename: file.path, virtualSize: virtualSize,
+      clusterSize: extents.lazy.compactMap(\.grainSize).first, backingFilename: parentFileNameHint,
+      fullBackingFilename: fullBacking, backingFormat: parentFileNameHint == nil ? nil : "vmdk",
+      dirtyFlag: isDirty, formatSpecific: specific)
+  }
+}
