@@ -1,0 +1,110 @@
+import VDiskCore
+
+/// One BAT entry (vhdx-notes, "BAT"; MS-VHDX 2.5.1): state in bits 0-2, FileOffsetMB in bits
+/// 20-63.
+struct BATEntry: Sendable, Equatable {
+  var raw: UInt64
+  var state: UInt8 { UInt8(raw & 7) }
+  /// `raw & 0xFFFFFFFFFFF00000`: FileOffsetMB * 1 MiB.
+  var fileOffset: UInt64 { raw & 0xFFFF_FFFF_FFF0_0000 }
+
+  // Payload block states (MS-VHDX 2.5.1.1). 5 is the 0.95 draft's UNMAPPED, which qemu still reads.
+  static let notPresent: UInt8 = 0
+  static let undefined: UInt8 = 1
+  static let zero: UInt8 = 2
+  static let unmapped: UInt8 = 3
+  static let unmappedDraft: UInt8 = 5
+  static let fullyPresent: UInt8 = 6
+  static let partiallyPresent: UInt8 = 7
+  // Sector bitmap block states (MS-VHDX 2.5.1.2).
+  static let bitmapPresent: UInt8 = 6
+}
+
+/// The BAT's geometry and its entries, read in pages through the chain's `MetadataCache`
+/// (vhdx-notes, "BAT"). Payload-block and sector-bitmap entries are interleaved: each chunk is
+/// ChunkRatio payload entries followed by one sector-bitmap entry.
+struct BAT: Sendable {
+  /// Entries per cached page (64 KiB).
+  static let pageEntries: UInt64 = 8192
+  /// A sector bitmap block always covers 2^23 sectors (MS-VHDX 2.4).
+  static let sectorsPerChunk: UInt64 = 1 << 23
+
+  let source: ReplayedFile
+  let cache: MetadataCache
+  let region: RegionTable.Region
+  let blockSize: UInt64
+  /// ChunkRatio = 2^23 * LogicalSectorSize / BlockSize.
+  let chunkRatio: UInt64
+  let dataBlocks: UInt64
+  let bitmapBlocks: UInt64
+  /// Entries the BAT must hold.
+  let entryCount: UInt64
+
+  init(_ source: ReplayedFile, region: RegionTable.Region, metadata: VHDXMetadata, cache: MetadataCache)
+    throws
+  {
+    self.source = source
+    self.cache = cache
+    self.region = region
+    blockSize = metadata.blockSize
+    // Block size (<= 2^28) and sector size (512 or 4096) are validated, so 2^23 * 4096 fits and
+    // the ratio is at least 16 and exact.
+    chunkRatio = (Self.sectorsPerChunk * metadata.logicalSectorSize) / blockSize
+    dataBlocks = metadata.virtualSize / blockSize + (metadata.virtualSize % blockSize == 0 ? 0 : 1)
+    bitmapBlocks = dataBlocks / chunkRatio + (dataBlocks % chunkRatio == 0 ? 0 : 1)
+    if metadata.hasParent {
+      let (n, overflow) = bitmapBlocks.multipliedReportingOverflow(by: chunkRatio + 1)
+      guard !overflow else {
+        throw VDiskError.corrupt(source.file.path, at: region.offset, "BAT size overflows")
+      }
+      entryCount = n
+    } else {
+      entryCount = dataBlocks == 0 ? 0 : dataBlocks + (dataBlocks - 1) / chunkRatio
+    }
+    let (bytes, overflow) = entryCount.multipliedReportingOverflow(by: 8)
+    guard !overflow, bytes <= region.length else {
+      throw VDiskError.corrupt(
+        source.file.path, at: region.offset,
+        "BAT region (\(hex(region.length)) bytes) cannot hold the \(entryCount) entries a \(metadata.virtualSize)-byte disk of \(blockSize)-byte blocks needs"
+      )
+    }
+  }
+
+  /// Bytes of BAT that cover the whole disk (for the default cache budget).
+  var coverage: UInt64 { entryCount * 8 }
+
+  /// BAT index of payload block `block`: block + floor(block / ChunkRatio).
+  func payloadIndex(_ block: UInt64) -> UInt64 { block + block / chunkRatio }
+
+  /// BAT index of the sector bitmap of chunk `chunk`: chunk * (ChunkRatio + 1) + ChunkRatio.
+  func bitmapIndex(_ chunk: UInt64) -> UInt64 { chunk * (chunkRatio + 1) + chunkRatio }
+
+  /// The cached page holding entry `index` (its first index and its words).
+  func page(containing index: UInt64) throws -> (first: UInt64, words: [UInt64]) {
+    guard index < entryCount else {
+      throw VDiskError.corrupt(
+        source.file.path, at: region.offset, "BAT index \(index) is past the \(entryCount) entries")
+    }
+    let first = index / Self.pageEntries * Self.pageEntries
+    let count = Int(min(Self.pageEntries, entryCount - first))
+    let offset = region.offset + first * 8
+    let words = try cache.value(for: TableKey(file: source.file, offset: offset), cost: count * 8) {
+      let bytes = try source.readBytes(at: offset, count: count * 8, what: "BAT page")
+      return (0..<count).map { i in
+        var w: UInt64 = 0
+        for b in (0..<8).reversed() { w = w << 8 | UInt64(bytes[i * 8 + b]) }
+        return w
+      }
+    }
+    guard words.count == count else {
+      throw VDiskError.corrupt(
+        source.file.path, at: offset, "BAT page at \(hex(offset)) is shared with other metadata")
+    }
+    return (first, words)
+  }
+
+  func entry(_ index: UInt64) throws -> BATEntry {
+    let p = try page(containing: index)
+    return BATEntry(raw: p.words[Int(index - p.first)])
+  }
+}
