@@ -2,9 +2,13 @@
 public struct TableKey: Hashable, Sendable {
   public var file: UInt64
   public var offset: UInt64
-  public init(file: ImageFile, offset: UInt64) {
+  /// Which kind of table (a driver's own numbering): a hostile image may put two kinds of table
+  /// at one offset, and a lookup must never get back a table of another kind (or size).
+  public var kind: UInt8
+  public init(file: ImageFile, offset: UInt64, kind: UInt8 = 0) {
     self.file = file.id
     self.offset = offset
+    self.kind = kind
   }
 }
 

@@ -1,0 +1,64 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// vdiskfs and QEMU keep each other from writing one image, through QEMU's own locks.
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct LockTests {
+  @Test func aReadWriteMountLocksQemuOut() throws {
+    let scratch = try Scratch("lockcli")
+    defer { scratch.remove() }
+    let image = scratch.file("disk.img")
+    try run("truncate", ["-s", "4M", image])
+    do {
+      let mounted = try MountedImage.mount(image, in: scratch, writable: true)
+      defer { mounted.unmount() }
+      // A QEMU writer is refused. (qemu-img info opens raw images without I/O, and qemu-io -r
+      // shares writes, so neither conflicts; for qcow2, qemu-img info does.)
+      let writer = try run("qemu-io", ["-f", "raw", "-c", "write 0 512", image], check: false)
+      #expect(writer.status != 0)
+      #expect(writer.stderr.contains("Failed to get \"write\" lock"), "\(writer.stderr)")
+      // A second vdiskfs cannot take it either, read-write or read-only.
+      for options in [[String](), ["-o", "ro"]] {
+        let mnt = try scratch.directory("second-\(options.count)")
+        let r = try run("timeout", ["30", vdiskfsBinary, image, mnt] + options, check: false)
+        defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", mnt], check: false) } }
+        #expect(r.status == 8, "\(r.status): \(r.stderr)")
+        #expect(r.stderr.contains("lock"))
+      }
+    }
+    #expect(try run("qemu-io", ["-f", "raw", "-c", "write 0 512", image], check: false).status == 0)
+  }
+
+  @Test func anImageQemuHoldsWritableIsRefusedUnlessForceShared() throws {
+    let scratch = try Scratch("lockcli")
+    defer { scratch.remove() }
+    let image = scratch.file("vm.qcow2")
+    try Qemu.create(image, size: "4M")
+    try Qemu.io(image, ["write -P 0x5c 0 64k"])
+    let socket = scratch.file("nbd.sock")
+    let daemon = try sh(
+      """
+      qemu-storage-daemon --blockdev driver=file,node-name=f,filename=\(image) \
+        --blockdev driver=qcow2,node-name=q,file=f \
+        --nbd-server addr.type=unix,addr.path=\(socket) \
+        --export type=nbd,id=e,node-name=q,writable=on >/dev/null 2>&1 & echo $!
+      """
+    ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    defer { _ = try? sh("kill -TERM \(daemon); while kill -0 \(daemon) 2>/dev/null; do sleep 0.05; done") }
+    try sh("for i in $(seq 1 100); do [ -S \(socket) ] && exit 0; sleep 0.05; done; exit 1")
+    for options in [[String](), ["-o", "ro"]] {
+      let mnt = try scratch.directory("m\(options.count)")
+      let r = try run("timeout", ["30", vdiskfsBinary, image, mnt] + options, check: false)
+      defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", mnt], check: false) } }
+      #expect(r.status == 8, "\(r.status): \(r.stderr)")
+      #expect(r.stderr.contains("vm.qcow2") && r.stderr.contains("force_share"), "\(r.stderr)")
+    }
+    let usage = try run(
+      vdiskfsBinary, [image, try scratch.directory("m9"), "-o", "force_share"], check: false)
+    #expect(usage.status == 2, "\(usage.stderr)")
+    let mounted = try MountedImage.mount(image, in: scratch, ["-o", "ro,force_share"])
+    defer { mounted.unmount() }
+    #expect(try PositionalFile(mounted.diskRaw, flags: O_RDONLY).read(at: 0, count: 2) == [0x5c, 0x5c])
+  }
+}
