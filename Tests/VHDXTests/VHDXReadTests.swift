@@ -147,3 +147,19 @@ import VDiskCore
     #expect(chain.layers.map(\.formatName) == ["qcow2", "vhdx"])
   }
 }
+
+/// A 64 TiB empty disk: opening and asking where data is stay cheap (one BAT pass, no big
+/// allocation).
+@Suite struct VHDXLargeDiskTests {
+  @Test func emptySixtyFourTiBDisk() throws {
+    let scratch = try Scratch("vhdx-64t")
+    defer { scratch.remove() }
+    let image = scratch.file("big.vhdx")
+    try Qemu.create(image, format: "vhdx", size: "64T")
+    try Qemu.io(image, format: "vhdx", ["write -P 0x5F 40T 4k"])
+    let chain = try openChain(image)
+    #expect(chain.virtualSize == 64 << 40)
+    #expect(try chain.seekData(from: 0) == 40 << 40)
+    #expect(try chain.read(at: (40 << 40) + 4095, count: 2) == [0x5F, 0])
+  }
+}
