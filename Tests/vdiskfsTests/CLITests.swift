@@ -168,6 +168,22 @@ struct MountCommandTests {
     #expect(!canOpenForWriting(mnt + "/disk.raw"))
   }
 
+  /// A format without write support mounts read-only without -o ro, and says so in one line.
+  @Test func readOnlyFormatsMountReadOnlyWithOneNotice() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.vmdk")
+    try Qemu.create(img, format: "vmdk", size: "2M")
+    try Qemu.io(img, format: "vmdk", ["write -P 0x3d 0 1M"])
+    let mnt = try scratch.directory("mnt")
+    let r = try run("timeout", ["60", vdiskfsBinary, img, mnt])
+    defer { _ = try? run("fusermount3", ["-u", mnt], check: false) }
+    #expect(r.stderr.contains("writing vmdk images is not supported yet, mounting read-only"), "\(r.stderr)")
+    #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+    #expect(try statFile(mnt + "/disk.raw").st_mode & 0o777 == 0o444)
+    #expect(try compareFiles(mnt + "/disk.raw", try Qemu.rawFile(of: img, scratch: scratch)) == nil)
+  }
+
   /// In the foreground, SIGTERM (and SIGINT, SIGHUP) unmount cleanly and exit 0, even when the
   /// parent shell started the daemon with those signals ignored.
   @Test(arguments: ["TERM", "INT", "HUP"])
