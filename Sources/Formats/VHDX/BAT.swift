@@ -88,7 +88,7 @@ struct BAT: Sendable {
     let first = index / Self.pageEntries * Self.pageEntries
     let count = Int(min(Self.pageEntries, entryCount - first))
     let offset = region.offset + first * 8
-    let words = try cache.value(for: TableKey(file: source.file, offset: offset), cost: count * 8) {
+    let words = try cache.value(for: TableKey(file: source.file, offset: offset, kind: 1), cost: count * 8) {
       let bytes = try source.readBytes(at: offset, count: count * 8, what: "BAT page")
       return (0..<count).map { i in
         var w: UInt64 = 0

@@ -18,7 +18,9 @@ struct SectorBitmap: Sendable {
   func run(blockOffset: UInt64, sector: UInt64, limit: UInt64) throws -> (present: Bool, end: UInt64) {
     let pageStart = sector / Self.pageBits * Self.pageBits
     let offset = blockOffset + pageStart / 8
-    let words = try cache.value(for: TableKey(file: source.file, offset: offset), cost: Int(Self.pageBytes)) {
+    let words = try cache.value(
+      for: TableKey(file: source.file, offset: offset, kind: 2), cost: Int(Self.pageBytes)
+    ) {
       let bytes = try source.readBytes(at: offset, count: Int(Self.pageBytes), what: "sector bitmap")
       return (0..<Int(Self.pageBytes / 8)).map { i in
         var w: UInt64 = 0
