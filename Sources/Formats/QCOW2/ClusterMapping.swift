@@ -14,10 +14,14 @@ struct ClusterMapping: Sendable {
   let l2CoverageBits: UInt32
   /// 8 bytes per entry, or 16 with extended L2 entries (qcow2 spec, "Extended L2 Entries").
   let wordsPerEntry: Int
+  /// When the layer is writable, its writer owns the L1 table and the dirty L2 tables, and
+  /// every lookup goes through it.
+  let writer: QCOW2Writer?
 
-  init(file: ImageFile, header: QCOW2Header, cache: MetadataCache) throws {
+  init(file: ImageFile, header: QCOW2Header, cache: MetadataCache, writer: QCOW2Writer? = nil) throws {
     self.file = file
     self.cache = cache
+    self.writer = writer
     clusterBits = header.clusterBits
     l2CoverageBits = header.clusterBits + header.l2Bits
     wordsPerEntry = header.hasExtendedL2 ? 2 : 1
@@ -25,7 +29,7 @@ struct ClusterMapping: Sendable {
       path: file.path, version: header.version, clusterBits: header.clusterBits,
       extendedL2: header.hasExtendedL2, hasDataFile: header.hasExternalDataFile)
     // The header checked that these entries lie within the file and within 64 MiB.
-    let count = Int(header.l1EntriesNeeded)
+    let count = writer == nil ? Int(header.l1EntriesNeeded) : 0
     if count == 0 {
       l1 = []
     } else {
@@ -42,6 +46,7 @@ struct ClusterMapping: Sendable {
 
   /// The L2 table for L1 index `index`, or nil when the L1 entry is unallocated.
   func l2Table(_ index: Int) throws -> (offset: UInt64, words: [UInt64])? {
+    if let writer { return try writer.l2Table(l1Index: index) }
     guard index < l1.count else { return nil }
     let offset = l1[index] & L2EntryDecoder.offsetMask
     guard offset != 0 else { return nil }

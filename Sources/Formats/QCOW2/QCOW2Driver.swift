@@ -6,6 +6,8 @@ public enum QCOW2Driver {
 
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let header = try QCOW2Header(file: file)
+    let writable = context.writable
+    if writable { try QCOW2Writer.checkCanWrite(header, path: file.path) }
     var dataFile: ImageFile?
     if let name = header.externalDataFileName {
       dataFile = try context.openRelated(name, by: file.path, what: "external data file")
@@ -20,8 +22,9 @@ public enum QCOW2Driver {
     return LayerPlan(file: file, parent: parent, metadataCoverage: header.l2CoverageBytes) {
       [dataFile] backing, cache in
       try QCOW2Layer(
-        file: file, header: header, backing: backing, dataFile: dataFile, metadataCache: cache, logger: logger
-      )
+        file: file, header: header, backing: backing, dataFile: dataFile, metadataCache: cache,
+        logger: logger,
+        writable: writable)
     }
   }
 }

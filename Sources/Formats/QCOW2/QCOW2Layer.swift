@@ -2,7 +2,8 @@ import Logging
 import VDiskCore
 
 /// A qcow2 image (versions 2 and 3) as one layer of a chain: it says where guest bytes live and
-/// decodes compressed clusters; `LayerChain` does the reading. Read-only for now.
+/// decodes compressed clusters; `LayerChain` does the reading. Opened read-write, it also takes
+/// writes (`QCOW2Layer+Write.swift`, through its `QCOW2Writer`).
 public final class QCOW2Layer: ImageLayer {
   public let file: ImageFile
   public let header: QCOW2Header
@@ -13,15 +14,19 @@ public final class QCOW2Layer: ImageLayer {
   public let metadataCache: MetadataCache
   let mapping: ClusterMapping
   let compressed: CompressedClusters
+  /// The write side, when the layer was opened read-write.
+  let writer: QCOW2Writer?
 
   public var formatName: String { "qcow2" }
-  public var virtualSize: UInt64 { header.virtualSize }
+  public var virtualSize: UInt64 { writer?.virtualSize ?? header.virtualSize }
 
   /// Opens the layer from an already parsed header. `dataFile` must be given exactly when the
   /// header names an external data file; `backing` is the layer below (nil at the bottom).
+  /// `writable` (the file must be open read-write) makes the layer take writes; images marked
+  /// corrupt or dirty are refused then.
   public init(
     file: ImageFile, header: QCOW2Header, backing: (any ImageLayer)?, dataFile: ImageFile?,
-    metadataCache: MetadataCache, logger: Logger
+    metadataCache: MetadataCache, logger: Logger, writable: Bool = false
   ) throws {
     if header.hasExternalDataFile, dataFile == nil {
       throw VDiskError(
@@ -34,7 +39,12 @@ public final class QCOW2Layer: ImageLayer {
     self.backing = backing
     self.dataFile = header.hasExternalDataFile ? dataFile : nil
     self.metadataCache = metadataCache
-    mapping = try ClusterMapping(file: file, header: header, cache: metadataCache)
+    writer =
+      writable
+      ? try QCOW2Writer(
+        file: file, header: header, hasBacking: backing != nil || header.backingFileName != nil,
+        cache: metadataCache) : nil
+    mapping = try ClusterMapping(file: file, header: header, cache: metadataCache, writer: writer)
     compressed = CompressedClusters(file: file, clusterSize: Int(header.clusterSize))
     if header.isCorrupt {
       logger.warning(
