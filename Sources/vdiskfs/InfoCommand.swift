@@ -24,7 +24,7 @@ struct InfoCommand: ParsableCommand {
   @Flag(help: "Show every image of the backing chain, top first.")
   var backingChain = false
 
-  @Option(help: "Image format: qcow2 or raw (default: probed).")
+  @Option(help: "Image format: qcow2, raw, vmdk, vhdx, vpc or vdi (default: probed).")
   var format: String?
 
   func run() throws {

@@ -26,7 +26,7 @@ struct MountCommand: ParsableCommand {
       \(ExitCodes.helpText)
       """)
 
-  @Argument(help: "The disk image (qcow2 or raw; its backing chain is opened too).")
+  @Argument(help: "The disk image (qcow2, raw, vmdk, vhdx, vpc, vdi; its backing chain is opened too).")
   var image: String
 
   @Argument(help: "An empty directory to mount on.")
@@ -43,7 +43,10 @@ struct MountCommand: ParsableCommand {
   @Flag(name: [.customShort("d"), .customLong("debug")], help: "Debug logging (implies -f).")
   var debug = false
 
-  @Option(help: "Image format of IMAGE: qcow2 or raw (default: probed; raw only if nothing else matches).")
+  @Option(
+    help:
+      "Format of IMAGE: qcow2, raw, vmdk, vhdx, vpc or vdi (default: probed; raw only if nothing else matches)."
+  )
   var format: String?
 
   @Option(

@@ -10,7 +10,7 @@ struct VDiskFS: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vdiskfs",
     abstract:
-      "Mount a virtual-machine disk image (qcow2, raw; with its backing chain) as one raw file, disk.raw.",
+      "Mount a virtual-machine disk image (qcow2, vmdk, vhdx, vhd, vdi, raw; with its backing chain) as one raw file, disk.raw.",
     discussion: """
       Examples:
         vdiskfs vm.qcow2 /mnt/vm               # /mnt/vm/disk.raw is the guest disk
