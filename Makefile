@@ -59,7 +59,7 @@ install: release
 uninstall:
 	$(SUDO) rm -f $(PREFIX)/bin/vdiskfs
 
-# Sequential read of a 1 GiB fully allocated qcow2: vdiskfs vs qemu-storage-daemon vs the raw file.
+# Sequential read of 1 GiB images (qcow2, vmdk, vpc, vhdx): vdiskfs vs qemu-storage-daemon vs the raw file.
 bench: release
 	$(SUDO) scripts/bench-dd.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
