@@ -92,7 +92,7 @@ public final class QCOW2Layer: ImageLayer {
       fullBacking = name.hasPrefix("/") ? name : directory(of: file.path) + "/" + name
     }
     return ImageInfo(
-      format: "qcow2", filename: file.path, virtualSize: header.virtualSize, clusterSize: header.clusterSize,
+      format: "qcow2", filename: file.path, virtualSize: virtualSize, clusterSize: header.clusterSize,
       backingFilename: header.backingFileName, fullBackingFilename: fullBacking,
       backingFormat: header.backingFormat, dirtyFlag: header.isDirty,
       formatSpecific: header.formatSpecificInfo)
