@@ -24,16 +24,12 @@ import VDiskCore
     try Qemu.scatterPatterns(topDir + "/top.qcow2", size: 4 << 20, count: 30, seed: 3)
     try Qemu.io(topDir + "/top.qcow2", ["write -z 1M 64k"])
 
-    // Open by a relative path from another working directory, as a user would.
-    // (Only this test changes the working directory; every other test uses absolute paths.)
-    let previous = FileManager.default.currentDirectoryPath
-    try #require(FileManager.default.changeCurrentDirectoryPath(scratch.path))
-    let chain: LayerChain
-    do {
-      defer { FileManager.default.changeCurrentDirectoryPath(previous) }
-      chain = try openChain("vm/top.qcow2")
-    }
-
+    // Open by a relative path, as a user would. (Without chdir: the working directory is
+    // process-wide, and changing it would disturb tests running in parallel.)
+    let cwdDepth = FileManager.default.currentDirectoryPath.split(separator: "/").count
+    let relative = String(repeating: "../", count: cwdDepth) + String(topDir.dropFirst()) + "/top.qcow2"
+    #expect(!relative.hasPrefix("/"))
+    let chain = try openChain(relative)
     #expect(chain.layers.count == 3)
     #expect(chain.layers.map(\.formatName) == ["qcow2", "qcow2", "raw"])
     #expect(

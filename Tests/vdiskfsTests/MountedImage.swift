@@ -28,8 +28,19 @@ struct MountedImage {
     if (try? run("fusermount3", ["-u", mountpoint], check: false))?.status != 0 {
       _ = try? run("fusermount3", ["-u", "-z", mountpoint], check: false)
     }
-    // The daemon exits asynchronously after the unmount; wait a little for /proc/mounts to agree.
+    // The daemon exits after the unmount (writing back what it holds): wait for /proc/mounts to
+    // agree and for the process to be gone, so that its image locks are released.
     for _ in 0..<50 where isMounted(mountpoint) { usleep(20_000) }
+    waitForDaemonExit(mountpoint)
+  }
+}
+
+/// Waits (up to 10 s) until no vdiskfs process serves `mountpoint`.
+func waitForDaemonExit(_ mountpoint: String) {
+  for _ in 0..<500 {
+    let r = try? run("pgrep", ["-f", "^\(vdiskfsBinary) .* \(mountpoint)( |$)"], check: false)
+    if r?.status != 0 { return }
+    usleep(20_000)
   }
 }
 

@@ -44,6 +44,7 @@ struct RawWriteTests {
     #expect(UInt64(try statFile(mounted.diskRaw).st_size) == size + (1 << 20))
     // Shrinking needs -o allow_shrink.
     #expect(try run("truncate", ["-s", "\(size)", mounted.diskRaw], check: false).status != 0)
+    disk.close()
     mounted.unmount()
     unmounted = true
     try run("truncate", ["-s", "\(size + (1 << 20))", mirrorPath])

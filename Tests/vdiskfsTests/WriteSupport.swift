@@ -23,7 +23,7 @@ func expectSameContent(
 
 /// An open file for positional I/O on a mounted disk.raw or a mirror file.
 final class PositionalFile {
-  let fd: Int32
+  private(set) var fd: Int32
   let path: String
 
   init(_ path: String, flags: Int32 = O_RDWR) throws {
@@ -32,7 +32,14 @@ final class PositionalFile {
     guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
   }
 
-  deinit { close(fd) }
+  deinit { close() }
+
+  /// Closes the file (before unmounting: a file still open makes the mount busy). Closing a
+  /// file on disk.raw makes vdiskfs write everything back (FUSE flush).
+  func close() {
+    if fd >= 0 { _ = Glibc.close(fd) }
+    fd = -1
+  }
 
   func write(_ bytes: [UInt8], at offset: UInt64) throws {
     let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
