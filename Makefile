@@ -59,9 +59,11 @@ install: release
 uninstall:
 	$(SUDO) rm -f $(PREFIX)/bin/vdiskfs
 
-# Sequential read of 1 GiB images (qcow2, vmdk, vpc, vhdx): vdiskfs vs qemu-storage-daemon vs the raw file.
+# Sequential read of 1 GiB images (qcow2, vmdk, vpc, vhdx) and qcow2 writes: vdiskfs vs
+# qemu-storage-daemon (vs the raw file), as ratios.
 bench: release
 	$(SUDO) scripts/bench-dd.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	$(SUDO) scripts/bench-write.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
 	rm -rf .build
