@@ -279,4 +279,37 @@ struct WriteMountTests {
     #expect(content[0] == 0x71 && content[(8 << 20) - 1] == 0x71 && content[8 << 20] == 0)
     #expect(content[Int(bigger) - 4096] == 0x72)
   }
+
+  /// Punching a hole over a backing file that has data there: the range reads as zeros, SEEK_HOLE
+  /// sees the hole right away, and qemu-img map agrees after unmount.
+  @Test func punchedHolesReadAsZerosAndSeekAsHoles() throws {
+    let scratch = try Scratch("wholes")
+    defer { scratch.remove() }
+    let base = scratch.file("base.qcow2")
+    try Qemu.create(base, size: "8M")
+    try Qemu.io(base, ["write -P 0x5e 0 8M"])
+    let image = scratch.file("top.qcow2")
+    try Qemu.create(image, size: "8M", backing: base, backingFormat: "qcow2")
+    try Qemu.io(image, ["write -P 0x6f 0 4M"])
+    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
+    var unmounted = false
+    defer { if !unmounted { mounted.unmount() } }
+    let disk = try PositionalFile(mounted.diskRaw)
+    try disk.zero(at: 1 << 20, length: 1 << 20, punch: true)  // over data in the top
+    try disk.zero(at: 5 << 20, length: 1 << 20, punch: true)  // over data only in the backing file
+    try disk.zero(at: 7 << 20, length: 512 << 10, punch: false)  // zero range
+    #expect(try disk.read(at: 1 << 20, count: 1 << 20).allSatisfy { $0 == 0 })
+    #expect(try disk.read(at: 5 << 20, count: 1 << 20).allSatisfy { $0 == 0 })
+    #expect(try disk.read(at: 7 << 20, count: 512 << 10).allSatisfy { $0 == 0 })
+    #expect(try disk.read(at: 6 << 20, count: 1) == [0x5e])
+    let expected: [Range<UInt64>] = [
+      0..<(1 << 20), (2 << 20)..<(5 << 20), (6 << 20)..<(7 << 20), (7 << 20) + (512 << 10)..<(8 << 20),
+    ]
+    #expect(try dataRuns(of: mounted.diskRaw) == expected)
+    disk.close()
+    mounted.unmount()
+    unmounted = true
+    try expectCleanCheck(image)
+    #expect(try qemuDataRuns(image) == expected)
+  }
 }

@@ -27,13 +27,6 @@ final class CompressedClusters: Sendable {
     cache = TableCache(budget: min(max(4 * clusterSize, 1 << 20), 16 << 20))
   }
 
-  /// Takes the compression type from the image's header (already validated by whoever opened
-  /// the layer); prefer passing `header.compressionType` to the designated initializer.
-  convenience init(file: ImageFile, clusterSize: Int) {
-    let type = (try? QCOW2Header(file: file))?.compressionType ?? 0
-    self.init(file: file, clusterSize: clusterSize, compressionType: type)
-  }
-
   /// How many clusters have been inflated (cache misses that decoded).
   var decompressionCount: Int { inflations.load(ordering: .relaxed) }
 

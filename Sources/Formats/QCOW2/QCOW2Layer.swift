@@ -45,7 +45,8 @@ public final class QCOW2Layer: ImageLayer {
         file: file, header: header, hasBacking: backing != nil || header.backingFileName != nil,
         cache: metadataCache) : nil
     mapping = try ClusterMapping(file: file, header: header, cache: metadataCache, writer: writer)
-    compressed = CompressedClusters(file: file, clusterSize: Int(header.clusterSize))
+    compressed = CompressedClusters(
+      file: file, clusterSize: Int(header.clusterSize), compressionType: header.compressionType)
     if header.isCorrupt {
       logger.warning(
         "image is marked corrupt (incompatible feature bit 1); opening read-only",

@@ -8,9 +8,8 @@ struct VHDBlockTable: Sendable {
   static let unallocated: UInt32 = 0xFFFF_FFFF
   /// BAT entries per cached page (one 4 KiB read).
   static let pageEntries = 1024
-  /// Bitmaps are cached under their host offset with this bit set, so that a hostile image whose
-  /// bitmap overlaps its BAT cannot make the two share a cache entry.
-  static let bitmapKeyTag: UInt64 = 1 << 63
+  /// Cache kind of sector-bitmap entries, apart from BAT pages (kind 0) at the same offset.
+  static let bitmapKind: UInt8 = 1
 
   let file: ImageFile
   let cache: MetadataCache
@@ -90,7 +89,7 @@ struct VHDBlockTable: Sendable {
   /// bitmap": MSB first).
   func bitmap(at start: UInt64) throws -> [UInt64] {
     let count = Int(bitmapSize)
-    return try cache.value(for: TableKey(file: file, offset: start | Self.bitmapKeyTag), cost: count) {
+    return try cache.value(for: TableKey(file: file, offset: start, kind: Self.bitmapKind), cost: count) {
       let bytes = try file.readBytes(at: start, count: count, what: "sector bitmap")
       return stride(from: 0, to: count, by: 8).map { i in
         bytes[i..<i + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
