@@ -67,19 +67,7 @@ import VDiskCore
     let qemuData = try Qemu.map(converted).filter(\.data).map { ($0.start, $0.length) }
     var ours: [(UInt64, UInt64)] = []
     try chain.forEachStatus { if $0.isData { ours.append(($0.offset, $0.length)) } }
-    #expect(Self.merged(ours) == Self.merged(qemuData))
-  }
-
-  static func merged(_ ranges: [(UInt64, UInt64)]) -> [Range<UInt64>] {
-    var out: [Range<UInt64>] = []
-    for (start, length) in ranges {
-      if let last = out.last, last.upperBound == start {
-        out[out.count - 1] = last.lowerBound..<(start + length)
-      } else {
-        out.append(start..<(start + length))
-      }
-    }
-    return out
+    #expect(mergedDataRanges(ours) == mergedDataRanges(qemuData))
   }
 
   @Test func zstdOverAZlibBackingFile() throws {

@@ -200,7 +200,7 @@ struct WriteMountTests {
     try Qemu.create(image, size: "256M")
     let common = [
       "--name=v", "--rw=randwrite", "--bs=4k", "--numjobs=4", "--size=32M", "--offset_increment=64M",
-      "--verify=crc32c", "--randseed=7", "--ioengine=psync", "--group_reporting",
+      "--verify=crc32c", "--randseed=7", "--ioengine=psync", "--group_reporting", "--verify_state_save=0",
     ]
     do {
       let mounted = try MountedImage.mount(image, in: scratch, writable: true)
