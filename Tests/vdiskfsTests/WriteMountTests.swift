@@ -221,7 +221,7 @@ struct WriteMountTests {
 
   /// `--overlay`: writes land in a new qcow2 over the base; the base never changes; QEMU checks
   /// and reads the overlay.
-  @Test(arguments: ["raw", "qcow2"])
+  @Test(arguments: ["raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi"])
   func overlayKeepsTheBaseUnchanged(_ baseFormat: String) throws {
     let scratch = try Scratch("woverlay")
     defer { scratch.remove() }
