@@ -79,15 +79,15 @@ func makeOperations() -> fuse_lowlevel_ops {
       entry.ino = fuse_ino_t(node.inode)
       entry.generation = 1
       entry.attr = statBuffer(try ctx.tree.attributes(of: node.inode))
-      entry.attr_timeout = ctx.attributeTimeout
-      entry.entry_timeout = ctx.attributeTimeout
+      entry.attr_timeout = ctx.timeout(for: node)
+      entry.entry_timeout = ctx.timeout(for: node)
       fuse_reply_entry(req, &entry)
     }
   }
   ops.getattr = { req, ino, _ in
     handle(req) { ctx in
       var st = statBuffer(try ctx.tree.attributes(of: ino))
-      fuse_reply_attr(req, &st, ctx.attributeTimeout)
+      fuse_reply_attr(req, &st, ctx.timeout(for: try ctx.tree.node(ino)))
     }
   }
   ops.setattr = { req, ino, attr, toSet, _ in
@@ -190,7 +190,7 @@ func makeOperations() -> fuse_lowlevel_ops {
   }
   ops.statfs = { req, _ in
     handle(req) { ctx in
-      let bytes = ctx.tree.views.reduce(UInt64(0)) { $0 + $1.chain.virtualSize }
+      let bytes = ctx.tree.views.reduce(UInt64(0)) { $0 + $1.content.size }
       var s = statvfs()
       s.f_bsize = 4096
       s.f_frsize = 4096

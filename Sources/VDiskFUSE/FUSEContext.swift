@@ -29,6 +29,12 @@ final class FUSEContext: Sendable {
     self.readAheadKilobytes = options.readAheadKilobytes
   }
 
+  /// How long the kernel may cache a node's attributes and name: briefly for entries that can
+  /// change while mounted (snapshots QEMU adds or deletes, re-read partition tables).
+  func timeout(for node: VirtualNode) -> Double {
+    node.isVolatile ? min(1, attributeTimeout) : attributeTimeout
+  }
+
   /// Called after mounting: remembers the device whose read-ahead to raise.
   func scheduleReadAhead(device: String) {
     guard readAheadKilobytes != nil else { return }

@@ -6,49 +6,7 @@ import VDiskCore
   import Glibc
 #endif
 
-/// One guest disk as a file of the tree: a layer chain and whether it may be written.
-public struct DiskView: Sendable {
-  public let chain: LayerChain
-  public let writable: Bool
-  /// `-o allow_shrink`: truncating disk.raw smaller shrinks the virtual disk.
-  public let allowShrink: Bool
-  /// `st_blocks` source, computed on first use and kept until a write changes the view.
-  let allocation: AllocationCache
-
-  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
-    self.chain = chain
-    self.writable = writable
-    self.allowShrink = allowShrink
-    self.allocation = AllocationCache()
-  }
-}
-
-/// Bytes held as data by a chain, computed on first use, forgotten when the view is written.
-final class AllocationCache: Sendable {
-  private let bytes = Mutex<UInt64?>(nil)
-
-  /// Forgets the cached value after the view changed (recomputed on the next stat).
-  func invalidate() { bytes.withLock { $0 = nil } }
-
-  /// The chain's allocated bytes; a failure is logged once and reported (and kept) as 0.
-  func value(for chain: LayerChain, logger: Logger) -> UInt64 {
-    bytes.withLock { cached in
-      if let cached { return cached }
-      let computed: UInt64
-      do {
-        computed = try chain.allocatedBytes()
-      } catch {
-        logger.warning("cannot compute allocated size, reporting 0 blocks: \(error)")
-        computed = 0
-      }
-      cached = computed
-      return computed
-    }
-  }
-}
-
-/// A node of the virtual tree. Inodes are assigned in creation order from 1 (the root); a
-/// node's name is unique among its siblings.
+/// One inode of the tree.
 public struct VirtualNode: Sendable {
   public enum Kind: Sendable {
     case directory
@@ -60,6 +18,8 @@ public struct VirtualNode: Sendable {
   /// The parent's inode (the root is its own parent).
   public let parent: UInt64
   public let kind: Kind
+  /// Whether the node can change while mounted (cached briefly by the kernel).
+  public let isVolatile: Bool
 
   public var isDirectory: Bool {
     if case .directory = kind { return true }
@@ -106,68 +66,39 @@ public struct DirectoryEntry: Sendable, Equatable {
   public var isDirectory: Bool
 }
 
-/// The inode model of the mounted file system: `/`, `/disk.raw` and (in later issues)
-/// `partitions/`, `snapshots/<name>/`, `layers/<n>-<name>/` directories of views. Pure Swift;
-/// the FUSE callbacks translate its answers. Built once with `Builder` and then immutable, so
-/// every query is lock-free.
+/// The inode model of the mounted file system, over a `TreeSource` (`/`, `disk.raw`,
+/// `partitions/`, `snapshots/<name>/`, `layers/<n>-<name>/`). Pure Swift; the FUSE callbacks
+/// translate its answers. Inodes are stable per entry key and never reused; directory lookups
+/// and listings refresh from the source when its version changed.
 public final class VirtualTree: Sendable {
   public static let rootInode: UInt64 = 1
 
-  /// Collects nodes before the tree is frozen.
-  public struct Builder {
-    fileprivate var nodes: [VirtualNode]
-    fileprivate var children: [UInt64: [UInt64]] = [:]
-
-    public init() {
-      nodes = [
-        VirtualNode(inode: VirtualTree.rootInode, name: "/", parent: VirtualTree.rootInode, kind: .directory)
-      ]
-    }
-
-    /// Adds a directory named `name` in directory `parent`; returns its inode.
-    @discardableResult
-    public mutating func addDirectory(named name: String, in parent: UInt64 = VirtualTree.rootInode) -> UInt64
-    {
-      add(name: name, parent: parent, kind: .directory)
-    }
-
-    /// Adds a file showing `view` named `name` in directory `parent`; returns its inode.
-    @discardableResult
-    public mutating func addFile(
-      named name: String, view: DiskView, in parent: UInt64 = VirtualTree.rootInode
-    ) -> UInt64 {
-      add(name: name, parent: parent, kind: .file(view))
-    }
-
-    private mutating func add(name: String, parent: UInt64, kind: VirtualNode.Kind) -> UInt64 {
-      precondition(
-        !name.isEmpty && !name.contains("/") && name != "." && name != "..", "bad node name \(name)")
-      let parentIndex = Int(parent) - 1
-      precondition(
-        nodes.indices.contains(parentIndex) && nodes[parentIndex].isDirectory, "parent is no directory")
-      precondition(
-        !(children[parent] ?? []).contains { nodes[Int($0) - 1].name == name }, "duplicate name \(name)")
-      let inode = UInt64(nodes.count + 1)
-      nodes.append(VirtualNode(inode: inode, name: name, parent: parent, kind: kind))
-      children[parent, default: []].append(inode)
-      return inode
-    }
+  struct State {
+    var version: UInt64?
+    var nodes: [UInt64: VirtualNode] = [:]
+    var children: [UInt64: [UInt64]] = [:]
+    var inodeByKey: [String: UInt64] = [:]
+    var nextInode: UInt64 = 2
   }
 
-  /// Nodes by inode - 1.
-  private let nodes: [VirtualNode]
-  private let children: [UInt64: [UInt64]]
+  private let source: any TreeSource
+  private let state = Mutex(State())
   public let metadata: NodeMetadata
   private let logger: Logger
 
-  public init(_ builder: Builder, metadata: NodeMetadata = NodeMetadata(), logger: Logger) {
-    self.nodes = builder.nodes
-    self.children = builder.children
+  public init(source: any TreeSource, metadata: NodeMetadata = NodeMetadata(), logger: Logger) {
+    self.source = source
     self.metadata = metadata
     self.logger = logger
+    refresh()
   }
 
-  /// The tree of this foundation: `/` (inode 1) holding `disk.raw` (inode 2), the whole chain.
+  /// A fixed tree built with `Builder`.
+  public convenience init(_ builder: Builder, metadata: NodeMetadata = NodeMetadata(), logger: Logger) {
+    self.init(source: StaticTreeSource(builder.entries), metadata: metadata, logger: logger)
+  }
+
+  /// `/` holding just `disk.raw`, the whole chain.
   public convenience init(
     chain: LayerChain, writable: Bool, allowShrink: Bool = false, metadata: NodeMetadata = NodeMetadata(),
     logger: Logger
@@ -178,74 +109,164 @@ public final class VirtualTree: Sendable {
     self.init(builder, metadata: metadata, logger: logger)
   }
 
-  /// Whether writes reach the chain (views marked writable whose top layer can be written).
-  static let writesImplemented = true
+  /// Collects the entries of a fixed tree; inodes are handed out in insertion order (root 1).
+  public struct Builder {
+    fileprivate var entries: [TreeEntry] = []
+    private var paths: [UInt64: [String]] = [VirtualTree.rootInode: []]
+    private var next: UInt64 = 2
 
-  public var nodeCount: Int { nodes.count }
+    public init() {}
 
-  /// All file views (for statfs).
-  public var views: [DiskView] {
-    nodes.compactMap {
-      if case .file(let view) = $0.kind { return view }
-      return nil
+    @discardableResult
+    public mutating func addDirectory(named name: String, in parent: UInt64 = VirtualTree.rootInode) -> UInt64
+    {
+      add(name, parent, .directory)
+    }
+
+    @discardableResult
+    public mutating func addFile(
+      named name: String, view: DiskView, in parent: UInt64 = VirtualTree.rootInode
+    )
+      -> UInt64
+    {
+      add(name, parent, .file(view))
+    }
+
+    private mutating func add(_ name: String, _ parent: UInt64, _ kind: TreeEntry.Kind) -> UInt64 {
+      let path = (paths[parent] ?? []) + [name]
+      entries.append(TreeEntry(path: path, kind: kind))
+      let inode = next
+      next += 1
+      paths[inode] = path
+      return inode
     }
   }
 
-  /// The node with `inode`, or ENOENT.
+  // MARK: Refreshing from the source
+
+  /// Rebuilds the inode table when the source's version changed.
+  func refresh() {
+    let version = source.version()
+    guard state.withLock({ $0.version }) != version else { return }
+    let entries = source.entries()
+    state.withLock { s in
+      guard s.version != version else { return }
+      var nodes: [UInt64: VirtualNode] = [
+        Self.rootInode: VirtualNode(
+          inode: Self.rootInode, name: "/", parent: Self.rootInode, kind: .directory, isVolatile: false)
+      ]
+      var children: [UInt64: [UInt64]] = [:]
+      var byPath: [[String]: UInt64] = [[]: Self.rootInode]
+      for entry in entries {
+        guard let name = entry.path.last, Self.isValidName(name),
+          let parent = byPath[Array(entry.path.dropLast())], nodes[parent]?.isDirectory == true,
+          byPath[entry.path] == nil
+        else {
+          logger.debug("skipping tree entry \(entry.path.joined(separator: "/"))")
+          continue
+        }
+        let inode: UInt64
+        if let known = s.inodeByKey[entry.key] {
+          inode = known
+        } else {
+          inode = s.nextInode
+          s.nextInode += 1
+          s.inodeByKey[entry.key] = inode
+        }
+        let kind: VirtualNode.Kind =
+          switch entry.kind {
+          case .directory: .directory
+          case .file(let view): .file(view)
+          }
+        nodes[inode] = VirtualNode(
+          inode: inode, name: name, parent: parent, kind: kind, isVolatile: entry.isVolatile)
+        children[parent, default: []].append(inode)
+        byPath[entry.path] = inode
+      }
+      s.nodes = nodes
+      s.children = children
+      s.version = version
+    }
+  }
+
+  static func isValidName(_ name: String) -> Bool {
+    !name.isEmpty && name != "." && name != ".." && !name.contains("/") && !name.contains("\0")
+      && name.utf8.count <= 255
+  }
+
+  // MARK: Queries
+
+  public var nodeCount: Int { state.withLock { $0.nodes.count } }
+
+  /// All file views (for statfs and flushing).
+  public var views: [DiskView] {
+    state.withLock { s in
+      s.nodes.values.compactMap {
+        if case .file(let view) = $0.kind { return view }
+        return nil
+      }
+    }
+  }
+
+  /// The node with `inode`, or ENOENT (also for nodes gone since the last refresh).
   public func node(_ inode: UInt64) throws -> VirtualNode {
-    guard inode >= 1, inode <= UInt64(nodes.count) else { throw FileSystemError(ENOENT) }
-    return nodes[Int(inode) - 1]
+    guard let node = state.withLock({ $0.nodes[inode] }) else { throw FileSystemError(ENOENT) }
+    return node
   }
 
   public func lookup(parent: UInt64, name: String) throws -> VirtualNode {
+    refresh()
     let directory = try node(parent)
     guard directory.isDirectory else { throw FileSystemError(ENOTDIR) }
     switch name {
     case ".": return directory
     case "..": return try node(directory.parent)
     default:
-      guard let inode = children[parent]?.first(where: { nodes[Int($0) - 1].name == name }) else {
-        throw FileSystemError(ENOENT)
+      let found = state.withLock { s in
+        (s.children[parent] ?? []).first { s.nodes[$0]?.name == name }
       }
-      return try node(inode)
+      guard let found else { throw FileSystemError(ENOENT) }
+      return try node(found)
     }
   }
 
   public func attributes(of inode: UInt64) throws -> NodeAttributes {
     let n = try node(inode)
     var a = NodeAttributes(
-      inode: inode, isDirectory: true, permissions: 0o555, linkCount: 2, size: 0, blocks: 0,
+      inode: inode, isDirectory: true, permissions: 0o555, linkCount: 2, size: 4096, blocks: 0,
       uid: metadata.uid, gid: metadata.gid, seconds: metadata.seconds, nanoseconds: metadata.nanoseconds)
     switch n.kind {
     case .directory:
-      let subdirectories = (children[inode] ?? []).filter { nodes[Int($0) - 1].isDirectory }.count
+      let subdirectories = state.withLock { s in
+        (s.children[inode] ?? []).filter { s.nodes[$0]?.isDirectory == true }.count
+      }
       a.linkCount = 2 + UInt32(subdirectories)
-      a.size = 4096
-      a.blocks = 0
-      a.permissions = 0o555
     case .file(let view):
       a.isDirectory = false
       a.linkCount = 1
       a.permissions = view.writable ? 0o644 : 0o444
-      a.size = view.chain.virtualSize
-      a.blocks = (view.allocation.value(for: view.chain, logger: logger) + 511) / 512
+      a.size = view.content.size
+      a.blocks = (view.allocation.value(for: view.content, logger: logger) + 511) / 512
     }
     return a
   }
 
   /// `.`, `..` and the children of directory `inode`, in a stable order.
   public func entries(of inode: UInt64) throws -> [DirectoryEntry] {
+    refresh()
     let directory = try node(inode)
     guard directory.isDirectory else { throw FileSystemError(ENOTDIR) }
-    var list = [
-      DirectoryEntry(name: ".", inode: inode, isDirectory: true),
-      DirectoryEntry(name: "..", inode: directory.parent, isDirectory: true),
-    ]
-    for child in children[inode] ?? [] {
-      let c = nodes[Int(child) - 1]
-      list.append(DirectoryEntry(name: c.name, inode: c.inode, isDirectory: c.isDirectory))
+    return state.withLock { s in
+      var list = [
+        DirectoryEntry(name: ".", inode: inode, isDirectory: true),
+        DirectoryEntry(name: "..", inode: directory.parent, isDirectory: true),
+      ]
+      for child in s.children[inode] ?? [] {
+        guard let c = s.nodes[child] else { continue }
+        list.append(DirectoryEntry(name: c.name, inode: c.inode, isDirectory: c.isDirectory))
+      }
+      return list
     }
-    return list
   }
 
   /// Checks that file `inode` may be opened with `flags` (open(2) flags); returns its view.
@@ -253,7 +274,7 @@ public final class VirtualTree: Sendable {
   public func open(_ inode: UInt64, flags: Int32) throws -> DiskView {
     let view = try fileView(inode)
     let wantsWrite = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC) != 0
-    if wantsWrite && !(view.writable && Self.writesImplemented) { throw FileSystemError(EROFS) }
+    if wantsWrite && !view.writable { throw FileSystemError(EROFS) }
     return view
   }
 
@@ -267,22 +288,22 @@ public final class VirtualTree: Sendable {
   public func read(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
     -> Int
   {
-    let view = try fileView(inode)
-    let size = view.chain.virtualSize
+    let content = try fileView(inode).content
+    let size = content.size
     guard offset < size, buffer.count > 0 else { return 0 }
     let count = Int(min(UInt64(buffer.count), size - offset))
-    return try view.chain.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
+    return try content.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
   }
 
   public enum SeekKind: Sendable { case data, hole }
 
   /// SEEK_DATA / SEEK_HOLE on file `inode`; ENXIO when there is no such offset.
   public func seek(_ inode: UInt64, from offset: UInt64, to kind: SeekKind) throws -> UInt64 {
-    let chain = try fileView(inode).chain
+    let content = try fileView(inode).content
     let answer =
       switch kind {
-      case .data: try chain.seekData(from: offset)
-      case .hole: try chain.seekHole(from: offset)
+      case .data: try content.seekData(from: offset)
+      case .hole: try content.seekHole(from: offset)
       }
     guard let answer else { throw FileSystemError(ENXIO) }
     return answer
@@ -291,18 +312,15 @@ public final class VirtualTree: Sendable {
   /// Any write to file `inode` (data or size): EROFS unless its view is writable.
   @discardableResult
   public func checkWritable(_ inode: UInt64) throws -> DiskView {
-    guard case .file(let view) = try node(inode).kind, view.writable && Self.writesImplemented else {
-      throw FileSystemError(EROFS)
-    }
+    guard case .file(let view) = try node(inode).kind, view.writable else { throw FileSystemError(EROFS) }
     return view
   }
 
-  /// Writes `data` to file `inode` at `offset`; past the end of the disk, ENOSPC (disk.raw has a
-  /// fixed size until truncated larger). Returns the bytes written.
+  /// Writes `data` to file `inode` at `offset`; past the end, ENOSPC. Returns the bytes written.
   public func write(_ inode: UInt64, _ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Int {
     let view = try checkWritable(inode)
-    defer { view.allocation.invalidate() }
-    return try view.chain.write(data, at: offset)
+    defer { modified(view, offset..<offset + UInt64(data.count)) }
+    return try view.content.write(data, at: offset)
   }
 
   /// `fallocate` on file `inode`: PUNCH_HOLE (with KEEP_SIZE, as the kernel requires) and
@@ -314,17 +332,17 @@ public final class VirtualTree: Sendable {
     let keepSize: Int32 = 0x01
     let punchHole: Int32 = 0x02
     let zeroRange: Int32 = 0x10
-    let size = view.chain.virtualSize
+    let size = view.content.size
     let (end, overflow) = offset.addingReportingOverflow(length)
     guard !overflow else { throw FileSystemError(EINVAL) }
     switch mode & ~keepSize {
     case punchHole where mode & keepSize != 0:
-      defer { view.allocation.invalidate() }
-      try view.chain.discard(at: offset, length: length, mode: .punchHole)
+      defer { modified(view, offset..<end) }
+      try view.content.discard(at: offset, length: length, mode: .punchHole)
     case zeroRange:
       guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
-      defer { view.allocation.invalidate() }
-      try view.chain.discard(at: offset, length: length, mode: .zeroRange)
+      defer { modified(view, offset..<end) }
+      try view.content.discard(at: offset, length: length, mode: .zeroRange)
     case 0:
       guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
     default:
@@ -337,22 +355,30 @@ public final class VirtualTree: Sendable {
   public func sync(_ inode: UInt64) throws {
     let view = try fileView(inode)
     guard view.writable else { return }
-    try view.chain.flush()
+    try view.content.flush()
   }
 
   /// `truncate` of file `inode` to `size`: grows the virtual disk; shrinking only with
-  /// `allowShrink` (EINVAL otherwise).
+  /// `allowShrink` (EINVAL otherwise); partitions cannot be resized (EINVAL).
   public func resize(_ inode: UInt64, to size: UInt64) throws {
     let view = try checkWritable(inode)
-    guard size != view.chain.virtualSize else { return }
-    defer { view.allocation.invalidate() }
-    guard size > view.chain.virtualSize || view.allowShrink else { throw FileSystemError(EINVAL) }
-    try view.chain.writableTop.resize(to: size, allowShrink: view.allowShrink)
+    let old = view.content.size
+    guard size != old else { return }
+    guard size > old || view.allowShrink else { throw FileSystemError(EINVAL) }
+    defer { modified(view, min(old, size)..<max(old, size)) }
+    try view.content.resize(to: size, allowShrink: view.allowShrink)
   }
 
   /// Writes back every writable view (unmount, SIGTERM).
   public func syncAll() throws {
-    for view in views where view.writable { try view.chain.flush() }
+    for view in views where view.writable { try view.content.flush() }
+  }
+
+  /// A view changed: every view's st_blocks is recomputed (views share storage), and the source
+  /// hears of it (partition tables may have changed).
+  private func modified(_ view: DiskView, _ range: Range<UInt64>) {
+    for v in views { v.allocation.invalidate() }
+    source.didModify(view, range: range)
   }
 
   private func fileView(_ inode: UInt64) throws -> DiskView {
