@@ -19,27 +19,25 @@ struct ClusterMapping: Sendable {
   let writer: QCOW2Writer?
 
   init(file: ImageFile, header: QCOW2Header, cache: MetadataCache, writer: QCOW2Writer? = nil) throws {
+    // The header checked that these entries lie within the file and within 64 MiB.
+    let count = writer == nil ? Int(header.l1EntriesNeeded) : 0
+    let l1 = try file.readL1Table(at: header.l1TableOffset, count: count)
+    self.init(file: file, header: header, l1: l1, cache: cache, writer: writer)
+  }
+
+  /// A mapping over an L1 table already in memory (`l1`: the entries the virtual size needs, as
+  /// stored), such as an internal snapshot's.
+  init(file: ImageFile, header: QCOW2Header, l1: [UInt64], cache: MetadataCache, writer: QCOW2Writer? = nil) {
     self.file = file
     self.cache = cache
     self.writer = writer
+    self.l1 = l1
     clusterBits = header.clusterBits
     l2CoverageBits = header.clusterBits + header.l2Bits
     wordsPerEntry = header.hasExtendedL2 ? 2 : 1
     decoder = L2EntryDecoder(
       path: file.path, version: header.version, clusterBits: header.clusterBits,
       extendedL2: header.hasExtendedL2, hasDataFile: header.hasExternalDataFile)
-    // The header checked that these entries lie within the file and within 64 MiB.
-    let count = writer == nil ? Int(header.l1EntriesNeeded) : 0
-    if count == 0 {
-      l1 = []
-    } else {
-      l1 = try [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
-        try file.readExactly(
-          into: UnsafeMutableRawBufferPointer(buffer), at: header.l1TableOffset, what: "L1 table")
-        for i in 0..<count { buffer[i] = UInt64(bigEndian: buffer[i]) }
-        initialized = count
-      }
-    }
   }
 
   var clusterSize: UInt64 { 1 << UInt64(clusterBits) }
@@ -144,5 +142,71 @@ struct ClusterMapping: Sendable {
       }
     }
     return (length, first ?? .unallocated)
+  }
+
+  /// The answer to `ImageLayer.extent(at:maxLength:)` for a layer with this mapping: the run at
+  /// `offset` as an `Extent`, raw data in `dataFile` when the image has one.
+  func extent(at offset: UInt64, maxLength: UInt64, dataFile: ImageFile?) throws -> Extent {
+    let run = try run(at: offset, maxLength: maxLength)
+    let m: Mapping
+    var source = file
+    switch run.kind {
+    case .unallocated:
+      m = .unallocated
+    case .zero:
+      m = .zero
+    case .data(let hostOffset):
+      m = .data(hostOffset: hostOffset)
+      if let dataFile { source = dataFile }
+    case .compressed(let hostOffset, let length):
+      let cluster = offset & ~(clusterSize - 1)
+      m = .compressed(
+        CompressedDescriptor(
+          hostOffset: hostOffset, compressedLength: length, guestOffset: cluster,
+          decompressedLength: Int(clusterSize)))
+    }
+    return Extent(offset: offset, length: run.length, mapping: m, file: source)
+  }
+
+  /// The host cluster the L2 entry of guest `offset` keeps, whatever the cluster reads as: QEMU
+  /// reports its offset in `qemu-img map` also for zero clusters that keep their allocation and
+  /// for unallocated subclusters of an allocated cluster. Returns the host offset of the byte at
+  /// `offset` (nil when the entry names no uncompressed host cluster) and how far that answer
+  /// holds: to the end of the cluster, or of the L2 table's coverage when the L1 entry is empty.
+  /// On entry `offset` lies inside the virtual disk and `maxLength >= 1`.
+  func keptHostCluster(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, hostOffset: UInt64?) {
+    let l1Index = Int(offset >> UInt64(l2CoverageBits))
+    let (end, overflow) = offset.addingReportingOverflow(maxLength)
+    let limit = overflow ? UInt64.max : end
+    guard let table = try l2Table(l1Index) else {
+      return (min(limit, (UInt64(l1Index) + 1) << UInt64(l2CoverageBits)) - offset, nil)
+    }
+    let guestCluster = offset & ~(clusterSize - 1)
+    let length = min(limit, guestCluster + clusterSize) - offset
+    let index = Int((offset >> UInt64(clusterBits)) & ((1 << UInt64(l2CoverageBits - clusterBits)) - 1))
+    let word = index * wordsPerEntry
+    guard word < table.words.count else {
+      throw VDiskError.corrupt(file.path, at: table.offset, "L2 index \(index) outside its table")
+    }
+    let entry = table.words[word]
+    guard entry & L2EntryDecoder.compressedFlag == 0 else { return (length, nil) }
+    let host = entry & L2EntryDecoder.offsetMask
+    guard host != 0 || (decoder.hasDataFile && entry & L2EntryDecoder.copiedFlag != 0) else {
+      return (length, nil)
+    }
+    return (length, host + (offset - guestCluster))
+  }
+}
+
+extension ImageFile {
+  /// Reads an L1 table of `count` entries at `offset` (native order); throws `.corrupt` when it
+  /// runs past end-of-file.
+  func readL1Table(at offset: UInt64, count: Int, what: String = "L1 table") throws -> [UInt64] {
+    guard count > 0 else { return [] }
+    return try [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
+      try readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: what)
+      for i in 0..<count { buffer[i] = UInt64(bigEndian: buffer[i]) }
+      initialized = count
+    }
   }
 }

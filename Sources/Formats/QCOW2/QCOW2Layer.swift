@@ -58,25 +58,7 @@ public final class QCOW2Layer: ImageLayer {
   public var decompressionCount: Int { compressed.decompressionCount }
 
   public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
-    let run = try mapping.run(at: offset, maxLength: maxLength)
-    let m: Mapping
-    var source = file
-    switch run.kind {
-    case .unallocated:
-      m = .unallocated
-    case .zero:
-      m = .zero
-    case .data(let hostOffset):
-      m = .data(hostOffset: hostOffset)
-      if let dataFile { source = dataFile }
-    case .compressed(let hostOffset, let length):
-      let cluster = offset & ~(header.clusterSize - 1)
-      m = .compressed(
-        CompressedDescriptor(
-          hostOffset: hostOffset, compressedLength: length, guestOffset: cluster,
-          decompressedLength: Int(header.clusterSize)))
-    }
-    return Extent(offset: offset, length: run.length, mapping: m, file: source)
+    try mapping.extent(at: offset, maxLength: maxLength, dataFile: dataFile)
   }
 
   public func decode(
