@@ -34,6 +34,8 @@ let package = Package(
     .target(name: "VDI", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VDI"),
     // Probing by magic and opening whole backing chains.
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
+    // Partition tables (MBR, GPT) of a disk view: pure parsing.
+    .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
     .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "CFuse", logging]),
     // The CLI: parse, open, run.
