@@ -53,6 +53,8 @@ let package = Package(
     .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "QCOW2", "VDiskCore", "TestSupport"]),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "TestSupport"]),
+    .testTarget(
+      name: "PartitionsTests", dependencies: ["Partitions", "VDiskCore", "ImageFormats", "TestSupport"]),
   ],
   swiftLanguageModes: [.v6]
 )
