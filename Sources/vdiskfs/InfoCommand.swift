@@ -1,10 +1,11 @@
 import ArgumentParser
 import ImageFormats
 import Logging
+import QCOW2
 import VDiskCore
 
 /// `vdiskfs info IMAGE [--output human|json] [--backing-chain]`: what the image says about
-/// itself, with qemu-img info's JSON field names.
+/// itself (and its internal snapshots), with qemu-img info's JSON field names.
 struct InfoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "info",
@@ -31,12 +32,7 @@ struct InfoCommand: ParsableCommand {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
     options.openBacking = backingChain
-    if let name = format {
-      guard let f = ImageFormat(rawValue: name.lowercased()) else {
-        throw CLIFailure(code: ExitCodes.usage, message: "unknown format '\(name)'")
-      }
-      options.format = f
-    }
+    options.format = try Self.imageFormat(format)
     let chain: LayerChain
     do {
       chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
@@ -44,18 +40,53 @@ struct InfoCommand: ParsableCommand {
       throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
     }
     let layers = backingChain ? chain.layers : [chain.top]
-    var infos = layers.map { layer -> (ImageInfo, UInt64) in
-      (layer.info, diskUsage(of: layer.file))
+    var infos: [(info: ImageInfo, actualSize: UInt64, snapshots: [SnapshotRow])] = []
+    for layer in layers {
+      do {
+        infos.append((layer.info, diskUsage(of: layer.file), try Self.snapshotRows(of: layer)))
+      } catch let error as VDiskError {
+        throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
+      }
     }
     // Show the top image by the name the user gave, like qemu-img does.
     infos[0].0.filename = image
     switch output {
     case .json:
-      let objects = infos.map { InfoRendering.jsonObject($0.0, actualSize: $0.1) }
+      let objects = infos.map {
+        InfoRendering.jsonObject($0.info, actualSize: $0.actualSize, snapshots: $0.snapshots)
+      }
       let value: InfoValue = backingChain ? .array(objects) : objects[0]
       print(InfoRendering.json(value))
     case .human:
-      print(infos.map { InfoRendering.human($0.0, actualSize: $0.1) }.joined(separator: "\n"), terminator: "")
+      print(
+        infos.map { InfoRendering.human($0.info, actualSize: $0.actualSize, snapshots: $0.snapshots) }
+          .joined(separator: "\n"), terminator: "")
+    }
+  }
+  /// `--format NAME` as an `ImageFormat` (nil: probe); an unknown name is a usage error.
+  static func imageFormat(_ name: String?) throws -> ImageFormat? {
+    guard let name else { return nil }
+    guard let f = ImageFormat(rawValue: name.lowercased()) else {
+      throw CLIFailure(code: ExitCodes.usage, message: "unknown format '\(name)'")
+    }
+    return f
+  }
+
+  /// The internal snapshots of `layer` as qemu-img lists them (empty for formats without any).
+  /// qcow2 layers are asked directly for the fields `SnapshotInfo` does not carry (icount).
+  static func snapshotRows(of layer: any ImageLayer) throws -> [SnapshotRow] {
+    if let qcow2 = layer as? QCOW2Layer {
+      return try qcow2.snapshotTable().map {
+        SnapshotRow(
+          id: $0.id, name: $0.name, vmStateSize: $0.vmStateSize, dateSeconds: $0.dateSeconds,
+          dateNanoseconds: $0.dateNanoseconds, vmClockNanoseconds: $0.vmClockNanoseconds, icount: $0.icount)
+      }
+    }
+    guard let source = layer as? any SnapshotSource else { return [] }
+    return try source.snapshots().map {
+      SnapshotRow(
+        id: $0.id, name: $0.name, vmStateSize: $0.vmStateSize, dateSeconds: $0.dateSeconds,
+        dateNanoseconds: $0.dateNanoseconds, vmClockNanoseconds: $0.vmClockNanoseconds, icount: nil)
     }
   }
 }

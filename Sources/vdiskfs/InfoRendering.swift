@@ -4,10 +4,24 @@ import VDiskCore
   import Glibc
 #endif
 
+/// One internal snapshot as `qemu-img snapshot -l` / `qemu-img info` list it.
+struct SnapshotRow: Equatable {
+  var id: String
+  var name: String
+  var vmStateSize: UInt64
+  var dateSeconds: UInt32
+  var dateNanoseconds: UInt32
+  var vmClockNanoseconds: UInt64
+  /// nil when the image records none (qemu-img then prints none).
+  var icount: UInt64?
+}
+
 /// Turns `ImageInfo` into qemu-img-info-shaped JSON or human text.
 enum InfoRendering {
-  static func jsonObject(_ info: ImageInfo, actualSize: UInt64) -> InfoValue {
-    var fields: [InfoField] = [
+  static func jsonObject(_ info: ImageInfo, actualSize: UInt64, snapshots: [SnapshotRow] = []) -> InfoValue {
+    var fields: [InfoField] = []
+    if !snapshots.isEmpty { fields.append(InfoField("snapshots", .array(snapshots.map(snapshotObject)))) }
+    fields += [
       InfoField("virtual-size", .integer(Int64(clamping: info.virtualSize))),
       InfoField("filename", .string(info.filename)),
     ]
@@ -29,6 +43,23 @@ enum InfoRendering {
       if let f = info.backingFormat { fields.append(InfoField("backing-filename-format", .string(f))) }
     }
     if let dirty = info.dirtyFlag { fields.append(InfoField("dirty-flag", .bool(dirty))) }
+    return .object(fields)
+  }
+
+  /// A `snapshots` element with qemu-img info's field names, in its order. QEMU's fields are
+  /// signed 64-bit integers.
+  static func snapshotObject(_ s: SnapshotRow) -> InfoValue {
+    var fields: [InfoField] = []
+    if let icount = s.icount { fields.append(InfoField("icount", .integer(Int64(bitPattern: icount)))) }
+    fields += [
+      InfoField("vm-clock-nsec", .integer(Int64(s.vmClockNanoseconds % 1_000_000_000))),
+      InfoField("name", .string(s.name)),
+      InfoField("date-sec", .integer(Int64(s.dateSeconds))),
+      InfoField("date-nsec", .integer(Int64(s.dateNanoseconds))),
+      InfoField("vm-clock-sec", .integer(Int64(s.vmClockNanoseconds / 1_000_000_000))),
+      InfoField("id", .string(s.id)),
+      InfoField("vm-state-size", .integer(Int64(bitPattern: s.vmStateSize))),
+    ]
     return .object(fields)
   }
 
@@ -68,7 +99,7 @@ enum InfoRendering {
     return out + "\""
   }
 
-  static func human(_ info: ImageInfo, actualSize: UInt64) -> String {
+  static func human(_ info: ImageInfo, actualSize: UInt64, snapshots: [SnapshotRow] = []) -> String {
     var lines = [
       "image: \(info.filename)",
       "file format: \(info.format)",
@@ -82,6 +113,10 @@ enum InfoRendering {
       if let f = info.backingFormat { lines.append("backing file format: \(f)") }
     }
     if let dirty = info.dirtyFlag, dirty { lines.append("dirty flag: yes") }
+    if !snapshots.isEmpty {
+      lines.append("Snapshot list:")
+      lines += snapshotTable(snapshots)
+    }
     if !info.formatSpecific.isEmpty {
       lines.append("Format specific information:")
       for field in info.formatSpecific { lines.append("    \(field.key): \(plain(field.value))") }
@@ -97,6 +132,62 @@ enum InfoRendering {
     case .array(let items): "[" + items.map(plain).joined(separator: ", ") + "]"
     case .object(let fields): fields.map { "\($0.key)=\(plain($0.value))" }.joined(separator: ", ")
     }
+  }
+
+  /// The lines of `qemu-img snapshot -l` after "Snapshot list:" (QEMU's `bdrv_snapshot_dump`:
+  /// header `%-10s%-17s%8s%20s%13s%11s`, rows `%-9s %-16s %8s%20s%13s%11s`, local time).
+  static func snapshotTable(_ snapshots: [SnapshotRow]) -> [String] {
+    func left(_ s: String, _ width: Int) -> String {
+      s + String(repeating: " ", count: max(0, width - s.utf8.count))
+    }
+    func right(_ s: String, _ width: Int) -> String {
+      String(repeating: " ", count: max(0, width - s.utf8.count)) + s
+    }
+    var lines = [
+      left("ID", 10) + left("TAG", 17) + right("VM SIZE", 8) + right("DATE", 20) + right("VM CLOCK", 13)
+        + right("ICOUNT", 11)
+    ]
+    for s in snapshots {
+      let seconds = s.vmClockNanoseconds / 1_000_000_000
+      let clock =
+        digits(seconds / 3600, 2) + ":" + digits((seconds / 60) % 60, 2) + ":" + digits(seconds % 60, 2) + "."
+        + digits((s.vmClockNanoseconds / 1_000_000) % 1000, 3)
+      let icount = s.icount.map { String(Int64(bitPattern: $0)) } ?? ""
+      lines.append(
+        left(s.id, 9) + " " + left(s.name, 16) + " " + right(qemuSize(s.vmStateSize), 8)
+          + right(localDate(s.dateSeconds), 20) + right(clock, 13) + right(icount, 11))
+    }
+    return lines
+  }
+
+  /// `value` in decimal, zero-padded to `width` digits (printf `%0Nd`).
+  static func digits(_ value: UInt64, _ width: Int) -> String {
+    let text = String(value)
+    return String(repeating: "0", count: max(0, width - text.count)) + text
+  }
+
+  /// `2024-05-01 12:00:00` in local time (strftime `%Y-%m-%d %H:%M:%S`).
+  static func localDate(_ seconds: UInt32) -> String {
+    var time = time_t(seconds)
+    var parts = tm()
+    guard localtime_r(&time, &parts) != nil else { return "" }
+    var buffer = [CChar](repeating: 0, count: 64)
+    let n = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S", &parts)
+    return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
+  /// QEMU's `size_to_str`: three significant digits and a binary unit (`0 B`, `1.5 MiB`).
+  static func qemuSize(_ bytes: UInt64) -> String {
+    let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]
+    var exponent: Int32 = 0
+    _ = frexp(Double(bytes) / (1000.0 / 1024.0), &exponent)
+    let i = min(max(Int((exponent - 1) / 10), 0), suffixes.count - 1)
+    let value = Double(bytes) / Double(UInt64(1) << UInt64(i * 10))
+    var buffer = [CChar](repeating: 0, count: 32)
+    let n = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%0.3g", $0) }
+    let number = String(
+      decoding: buffer[0..<Int(max(0, min(n, 31)))].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return number + " " + suffixes[i] + "B"
   }
 
   /// `1 GiB`, `196 KiB`, `512 B`, like qemu-img.

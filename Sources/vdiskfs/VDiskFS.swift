@@ -21,7 +21,7 @@ struct VDiskFS: ParsableCommand {
       \(ExitCodes.helpText)
       """,
     version: "0.1.0",
-    subcommands: [MountCommand.self, InfoCommand.self],
+    subcommands: [MountCommand.self, InfoCommand.self, MapCommand.self],
     defaultSubcommand: MountCommand.self)
 
   static func main() {
