@@ -6,7 +6,7 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 
 # Debian packages the build, the tests and the demo need.
 DEBS := libfuse3-dev fuse3 zlib1g-dev libzstd-dev pkg-config qemu-utils qemu-system-common \
-        fio gdisk fdisk dosfstools e2fsprogs util-linux
+        fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build release test lint format demo install uninstall bench clean

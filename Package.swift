@@ -37,7 +37,7 @@ let package = Package(
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
-    .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "CFuse", logging]),
+    .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", logging]),
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs", dependencies: ["VDiskCore", "ImageFormats", "VDiskFUSE", argumentParser, logging]),

@@ -38,3 +38,20 @@ public protocol SnapshotSource: ImageLayer {
   /// A read-only layer showing snapshot `id` (same backing file as this layer).
   func snapshotLayer(id: String) throws -> any ImageLayer
 }
+
+extension SnapshotInfo {
+  /// Directory names for `snapshots/`: the snapshot names made path-safe. `/` and NUL become `_`;
+  /// an empty name, `.` and `..` become the id; names longer than 200 bytes are cut; names that
+  /// then collide are all told apart by `@id`. The same function names them in `vdiskfs info`.
+  public static func directoryNames(_ snapshots: [SnapshotInfo]) -> [String] {
+    func safe(_ s: SnapshotInfo) -> String {
+      var name = String(s.name.map { $0 == "/" || $0 == "\0" ? "_" : $0 })
+      while name.utf8.count > 200 { name.removeLast() }
+      return name.isEmpty || name == "." || name == ".." ? s.id : name
+    }
+    let names = snapshots.map(safe)
+    var counts: [String: Int] = [:]
+    for n in names { counts[n, default: 0] += 1 }
+    return zip(snapshots, names).map { s, n in counts[n, default: 0] > 1 ? "\(n)@\(s.id)" : n }
+  }
+}

@@ -38,9 +38,9 @@ public final class FUSESession: @unchecked Sendable {
     }
     self.options = options
     self.logger = logger
-    let tree = VirtualTree(
-      chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink,
-      metadata: Self.metadata(of: chain.top.file), logger: logger)
+    let source = MountTree(
+      chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink, logger: logger)
+    let tree = VirtualTree(source: source, metadata: Self.metadata(of: chain.top.file), logger: logger)
     context = FUSEContext(tree: tree, options: options, logger: logger)
     let retained = retainUserdata(context)
     userdata = retained
