@@ -41,7 +41,8 @@ public final class SliceView: ByteView {
   public func read(into buffer: UnsafeMutableRawBufferPointer, at position: UInt64) throws -> Int {
     guard position < size, buffer.count > 0 else { return 0 }
     let n = Int(min(UInt64(buffer.count), size - position))
-    return try parent.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]), at: offset + position)
+    return try parent.read(
+      into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]), at: offset + position)
   }
 
   public func write(_ data: UnsafeRawBufferPointer, at position: UInt64) throws -> Int {
@@ -49,7 +50,8 @@ public final class SliceView: ByteView {
     guard !overflow, end <= size else {
       throw VDiskError(
         .noSpace, path: "partition", offset: position,
-        "write of \(data.count) bytes at \(hex(position)) reaches past the end of the partition (size \(hex(size)))")
+        "write of \(data.count) bytes at \(hex(position)) reaches past the end of the partition (size \(hex(size)))"
+      )
     }
     return try parent.write(data, at: offset + position)
   }
@@ -62,11 +64,13 @@ public final class SliceView: ByteView {
   public func flush() throws { try parent.flush() }
 
   public func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    throw VDiskError(.invalidArgument, path: "partition", "a partition's size is fixed by the partition table")
+    throw VDiskError(
+      .invalidArgument, path: "partition", "a partition's size is fixed by the partition table")
   }
 
   public func seekData(from position: UInt64) throws -> UInt64? {
-    guard position < size, let found = try parent.seekData(from: offset + position), found < offset + size else {
+    guard position < size, let found = try parent.seekData(from: offset + position), found < offset + size
+    else {
       return nil
     }
     return found - offset
