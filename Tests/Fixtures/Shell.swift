@@ -175,3 +175,7 @@ public var mountTestsEnabled: Bool {
   canMountFUSE || ProcessInfo.processInfo.environment["CI"] != nil
     || ProcessInfo.processInfo.environment["VDISKFS_REQUIRE_MOUNT_TESTS"] == "1"
 }
+
+/// Loop devices are few here (/dev/loop0–7, and no udev to make more): tests that attach them
+/// take this gate, so that parallel tests never run out.
+public let loopDeviceGate = DispatchSemaphore(value: 2)

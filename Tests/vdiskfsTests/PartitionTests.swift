@@ -7,6 +7,8 @@ import Testing
 @Suite(.enabled(if: mountTestsEnabled, "needs root, /dev/fuse and loop devices"))
 struct PartitionTests {
   @Test func ext4PartitionInsideAQcow2ReadsBackIntact() throws {
+    loopDeviceGate.wait()
+    defer { loopDeviceGate.signal() }
     let scratch = try Scratch("part")
     defer { scratch.remove() }
     let files = try scratch.directory("files")

@@ -85,6 +85,8 @@ struct WriteMountTests {
   /// The real workload: mkfs.ext4 on a loop device over disk.raw, a few thousand files, fstrim,
   /// then QEMU's check and e2fsck on the result, and every file's checksum.
   @Test func ext4WorkloadWithFstrim() throws {
+    loopDeviceGate.wait()
+    defer { loopDeviceGate.signal() }
     let scratch = try Scratch("wext4")
     defer { scratch.remove() }
     let image = scratch.file("fs.qcow2")
