@@ -40,7 +40,8 @@ let package = Package(
     .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", logging]),
     // The CLI: parse, open, run.
     .executableTarget(
-      name: "vdiskfs", dependencies: ["VDiskCore", "ImageFormats", "VDiskFUSE", argumentParser, logging]),
+      name: "vdiskfs",
+      dependencies: ["VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", argumentParser, logging]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", logging], path: "Tests/Fixtures"),

@@ -116,6 +116,8 @@ enum InfoRendering {
     if !snapshots.isEmpty {
       lines.append("Snapshot list:")
       lines += snapshotTable(snapshots)
+      lines.append("Snapshot directories (when mounted):")
+      lines += snapshotDirectories(snapshots)
     }
     if !info.formatSpecific.isEmpty {
       lines.append("Format specific information:")
@@ -158,6 +160,18 @@ enum InfoRendering {
           + right(localDate(s.dateSeconds), 20) + right(clock, 13) + right(icount, 11))
     }
     return lines
+  }
+
+  /// `    snapshots/<dir>/    ID <id>` for each snapshot, with the names the mount gives them.
+  static func snapshotDirectories(_ snapshots: [SnapshotRow]) -> [String] {
+    let infos = snapshots.map {
+      SnapshotInfo(
+        id: $0.id, name: $0.name, virtualSize: 0, vmStateSize: $0.vmStateSize, dateSeconds: $0.dateSeconds,
+        dateNanoseconds: $0.dateNanoseconds, vmClockNanoseconds: $0.vmClockNanoseconds)
+    }
+    return zip(snapshots, SnapshotInfo.directoryNames(infos)).map { row, directory in
+      "    snapshots/\(directory)/    ID \(row.id)"
+    }
   }
 
   /// `value` in decimal, zero-padded to `width` digits (printf `%0Nd`).
