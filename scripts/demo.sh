@@ -59,9 +59,15 @@ else
   exit 1
 fi
 
-step "Clean up: unmount the partition, detach the loop device, unmount vdiskfs"
+step "Or without offsets: vdiskfs shows each partition as its own file"
 umount "$root"
 losetup -d "$loopdev"
 loopdev=""
+show ls -l "$mnt/partitions"
+show mount -o loop,ro "$mnt/partitions/p1.raw" "$root"
+show cat "$root/etc/hostname"
+
+step "Clean up: unmount the partition, unmount vdiskfs"
+umount "$root"
 show fusermount3 -u "$mnt"
 echo "demo finished"
