@@ -75,27 +75,7 @@ struct ClusterMapping: Sendable {
   func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, kind: ClusterKind) {
     let end = offset + maxLength
     var position = offset
-    var first: ClusterKind?
-    var length: UInt64 = 0
-
-    // Adds a piece to the run; false when it does not continue it.
-    func extend(_ kind: ClusterKind, _ pieceLength: UInt64) -> Bool {
-      guard let head = first else {
-        first = kind
-        length = pieceLength
-        return true
-      }
-      switch (head, kind) {
-      case (.unallocated, .unallocated), (.zero, .zero):
-        break
-      case (.data(let h), .data(let next)) where h + length == next:
-        break
-      default:
-        return false
-      }
-      length += pieceLength
-      return true
-    }
+    var run = RunAccumulator<ClusterKind>()
 
     let subclusterBits: UInt64 = wordsPerEntry == 2 ? UInt64(clusterBits) - 5 : UInt64(clusterBits)
     let subclusterMask = (UInt64(1) << subclusterBits) - 1
@@ -103,7 +83,7 @@ struct ClusterMapping: Sendable {
       let l1Index = Int(position >> UInt64(l2CoverageBits))
       let tableEnd = min(end, (UInt64(l1Index) + 1) << UInt64(l2CoverageBits))
       guard let table = try l2Table(l1Index) else {
-        guard extend(.unallocated, tableEnd - position) else { break }
+        guard run.extend(.unallocated, tableEnd - position) else { break }
         position = tableEnd
         continue
       }
@@ -130,18 +110,18 @@ struct ClusterMapping: Sendable {
         case .compressed:
           // Compressed clusters have no subclusters: the piece runs to the end of the cluster.
           pieceEnd = min(tableEnd, guestCluster + clusterSize)
-          guard first == nil else { return (length, first ?? kind) }
-          return (pieceEnd - position, kind)
+          guard let first = run.first else { return (pieceEnd - position, kind) }
+          return (run.length, first)
         case .data(let host):
           kind = .data(hostOffset: host + within)
         case .zero, .unallocated:
           break
         }
-        guard extend(kind, pieceEnd - position) else { return (length, first ?? kind) }
+        guard run.extend(kind, pieceEnd - position) else { return (run.length, run.first ?? kind) }
         position = pieceEnd
       }
     }
-    return (length, first ?? .unallocated)
+    return (run.length, run.first ?? .unallocated)
   }
 
   /// The answer to `ImageLayer.extent(at:maxLength:)` for a layer with this mapping: the run at

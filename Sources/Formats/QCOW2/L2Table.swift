@@ -12,6 +12,15 @@ enum ClusterKind: Equatable {
   case compressed(hostOffset: UInt64, length: Int)
 }
 
+extension ClusterKind: RunPiece {
+  var rawHostOffset: UInt64? {
+    if case .data(let host) = self { return host }
+    return nil
+  }
+
+  var mergesWhenEqual: Bool { self == .zero || self == .unallocated }
+}
+
 /// Decodes L2 entries (qcow2 spec, "Cluster mapping", "Extended L2 Entries").
 struct L2EntryDecoder: Sendable {
   /// qcow2 spec, "L1 table entry" / "Standard Cluster Descriptor": bits 9–55 hold the offset.

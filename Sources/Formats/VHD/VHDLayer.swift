@@ -42,24 +42,7 @@ public final class VHDLayer: ImageLayer {
     let hole: Mapping = isDifferencing ? .unallocated : .zero
     let end = offset + maxLength
     var position = offset
-    var first: Mapping?
-    var length: UInt64 = 0
-
-    // Adds a piece to the run; false when it does not continue it.
-    func extend(_ mapping: Mapping, _ pieceLength: UInt64) -> Bool {
-      guard let head = first else {
-        first = mapping
-        length = pieceLength
-        return true
-      }
-      switch (head, mapping) {
-      case (.unallocated, .unallocated), (.zero, .zero): break
-      case (.data(let h), .data(let next)) where h + length == next: break
-      default: return false
-      }
-      length += pieceLength
-      return true
-    }
+    var answer = RunAccumulator<Mapping>()
 
     scan: while position < end {
       let block = Int(position / table.blockSize)
@@ -67,7 +50,7 @@ public final class VHDLayer: ImageLayer {
       let blockEnd = min(end, blockStart + table.blockSize)
       let sector = try table.entry(block)
       if sector == VHDBlockTable.unallocated {
-        guard extend(hole, blockEnd - position) else { break }
+        guard answer.extend(hole, blockEnd - position) else { break }
         position = blockEnd
         continue
       }
@@ -79,11 +62,11 @@ public final class VHDLayer: ImageLayer {
         let run = bitmap.runLength(from: s, limit: limit)
         let pieceEnd = min(blockEnd, blockStart + UInt64(s + run) * 512)
         let mapping: Mapping = bitmap.sectorBit(s) ? .data(hostOffset: data + (position - blockStart)) : hole
-        guard extend(mapping, pieceEnd - position) else { break scan }
+        guard answer.extend(mapping, pieceEnd - position) else { break scan }
         position = pieceEnd
       }
     }
-    return Extent(offset: offset, length: length, mapping: first ?? hole, file: file)
+    return Extent(offset: offset, length: answer.length, mapping: answer.first ?? hole, file: file)
   }
 
   public var info: ImageInfo {

@@ -1,13 +1,20 @@
 import VDiskCore
 
 /// What one extent says about a run of its own sectors.
-enum GrainPiece: Sendable, Equatable {
+enum GrainPiece: Sendable, Equatable, RunPiece {
   case unallocated
   case zero
   /// Stored raw at this host offset of the extent's file.
   case data(UInt64)
   /// A compressed grain stored at this host offset (its marker, when the extent has markers).
   case compressed(UInt64)
+
+  var rawHostOffset: UInt64? {
+    if case .data(let host) = self { return host }
+    return nil
+  }
+
+  var mergesWhenEqual: Bool { self == .zero || self == .unallocated }
 }
 
 /// The two-level grain mapping of hosted sparse ("KDMV") and ESX sparse ("COWD") extents: a
@@ -96,23 +103,7 @@ struct GrainDirectory: Sendable {
   func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, piece: GrainPiece) {
     let end = offset + min(maxLength, capacity - offset)
     var position = offset
-    var first: GrainPiece?
-    var length: UInt64 = 0
-
-    func extend(_ piece: GrainPiece, _ pieceLength: UInt64) -> Bool {
-      guard let head = first else {
-        first = piece
-        length = pieceLength
-        return true
-      }
-      switch (head, piece) {
-      case (.unallocated, .unallocated), (.zero, .zero): break
-      case (.data(let h), .data(let next)) where h + length == next: break
-      default: return false
-      }
-      length += pieceLength
-      return true
-    }
+    var run = RunAccumulator<GrainPiece>()
 
     var tablesRead = 0
     while position < end, tablesRead < Self.maxTablesPerRun {
@@ -121,7 +112,7 @@ struct GrainDirectory: Sendable {
       let table = try table(index)
       tablesRead += 1
       if let whole = table.piece {
-        guard extend(whole, tableEnd - position) else { break }
+        guard run.extend(whole, tableEnd - position) else { break }
         position = tableEnd
         continue
       }
@@ -145,13 +136,13 @@ struct GrainDirectory: Sendable {
           piece = compressed ? .compressed(host) : .data(host + (position - grainStart))
         }
         if case .compressed = piece {
-          guard first == nil else { return (length, first ?? piece) }
+          guard run.first == nil else { return (run.length, run.first ?? piece) }
           return (pieceEnd - position, piece)
         }
-        guard extend(piece, pieceEnd - position) else { return (length, first ?? piece) }
+        guard run.extend(piece, pieceEnd - position) else { return (run.length, run.first ?? piece) }
         position = pieceEnd
       }
     }
-    return (length, first ?? .unallocated)
+    return (run.length, run.first ?? .unallocated)
   }
 }

@@ -145,29 +145,14 @@ struct SESparseExtent: Sendable {
   func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, piece: GrainPiece) {
     let end = offset + min(maxLength, capacity - offset)
     var position = offset
-    var first: GrainPiece?
-    var length: UInt64 = 0
-    func extend(_ piece: GrainPiece, _ pieceLength: UInt64) -> Bool {
-      guard let head = first else {
-        first = piece
-        length = pieceLength
-        return true
-      }
-      switch (head, piece) {
-      case (.unallocated, .unallocated), (.zero, .zero): break
-      case (.data(let h), .data(let next)) where h + length == next: break
-      default: return false
-      }
-      length += pieceLength
-      return true
-    }
+    var run = RunAccumulator<GrainPiece>()
     var tablesRead = 0
     while position < end, tablesRead < GrainDirectory.maxTablesPerRun {
       tablesRead += 1
       let index = position / Self.tableCoverage
       let tableEnd = min(end, (index + 1) * Self.tableCoverage)
       guard let table = try table(index) else {
-        guard extend(.unallocated, tableEnd - position) else { break }
+        guard run.extend(.unallocated, tableEnd - position) else { break }
         position = tableEnd
         continue
       }
@@ -176,11 +161,11 @@ struct SESparseExtent: Sendable {
         let pieceEnd = min(tableEnd, grainStart + Self.grainSize)
         let slot = Int((position / Self.grainSize) % UInt64(Self.tableEntries))
         let piece = try decode(table[slot], slot: slot, table: index) + (position - grainStart)
-        guard extend(piece, pieceEnd - position) else { return (length, first ?? piece) }
+        guard run.extend(piece, pieceEnd - position) else { return (run.length, run.first ?? piece) }
         position = pieceEnd
       }
     }
-    return (length, first ?? .unallocated)
+    return (run.length, run.first ?? .unallocated)
   }
 
   /// A grain-table entry: the top nibble is its type (vmdk-sesparse-notes.md, "Address
