@@ -59,11 +59,19 @@ install: release
 uninstall:
 	$(SUDO) rm -f $(PREFIX)/bin/vdiskfs
 
-# Sequential read of 1 GiB images (qcow2, vmdk, vpc, vhdx) and qcow2 writes: vdiskfs vs
-# qemu-storage-daemon (vs the raw file), as ratios.
+# Benchmarks/bench.sh (issue 6): vdiskfs vs qemu-storage-daemon vs the libyal mount tools vs the
+# raw file; sequential and random reads of qcow2 (plain, compressed, chain), vmdk, vhdx, vpc, vdi;
+# qcow2 writes; RSS; mount latency; micro benchmarks and a callgrind count of the hot path.
+# Results in Benchmarks/results/. QUICK=1, SIZE_MB, RUNS, FIO_TIME, FORMATS override.
 bench: release
-	$(SUDO) scripts/bench-dd.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
-	$(SUDO) scripts/bench-write.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	@missing=$$(for p in fio libqcow-utils libvmdk-utils libvhdi-utils valgrind binutils openssl python3; do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
+	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
 	rm -rf .build

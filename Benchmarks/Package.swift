@@ -1,0 +1,45 @@
+// swift-tools-version: 6.1
+// Micro benchmarks of vdiskfs's hot path (ordo-one/benchmark) and a fixed read workload for
+// `valgrind --tool=callgrind`. A separate package, so the root package stays free of benchmark
+// dependencies.
+//
+// The root package has no library products, so a `.package(path: "..")` dependency cannot reach
+// VDiskCore / QCOW2 / ImageFormats. Instead Sources/<Target> here are symlinks to the root's
+// source folders: the same code compiled in release mode in this package, no edit to the root.
+import PackageDescription
+
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
+let package = Package(
+  name: "vdiskfs-benchmarks",
+  platforms: [.macOS(.v15)],
+  dependencies: [
+    .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+  ],
+  targets: [
+    // The root's sources (symlinks), built as in the root's Package.swift.
+    .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
+    .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
+    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging]),
+    .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging]),
+    .target(name: "VHDX", dependencies: ["VDiskCore", logging]),
+    .target(name: "VHD", dependencies: ["VDiskCore", logging]),
+    .target(name: "VDI", dependencies: ["VDiskCore", logging]),
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
+
+    // The workloads, shared by the ordo-one benchmarks and the callgrind executable.
+    .target(name: "HotPathWorkloads", dependencies: ["VDiskCore", "ImageFormats", logging]),
+    // `HotPathCallgrind IMAGE...`: one fixed, deterministic read workload (for callgrind).
+    .executableTarget(name: "HotPathCallgrind", dependencies: ["HotPathWorkloads"]),
+    .executableTarget(
+      name: "HotPath",
+      dependencies: ["HotPathWorkloads", "VDiskCore", .product(name: "Benchmark", package: "benchmark")],
+      path: "Benchmarks/HotPath",
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+  ],
+  swiftLanguageModes: [.v6]
+)
