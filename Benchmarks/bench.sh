@@ -281,7 +281,9 @@ micro_benchmarks() {
   mapfile -t images < <("$bin/HotPathCallgrind" --make "$work/hotpath")
   if (cd "$here" && HOTPATH_IMAGES="$work/hotpath" swift package --allow-writing-to-package-directory \
     benchmark --target HotPath --no-progress --format markdown >"$work/micro.md" 2>"$work/micro.err"); then
-    cp "$work/micro.md" "$results/$stamp-micro.md"
+    # Only the tables (the tool prints its interposer warnings with colour codes before them).
+    { echo "## Micro benchmarks (ordo-one/benchmark, Benchmarks/Package.swift)"; echo
+      sed -n '/^## Baseline/,$p' "$work/micro.md" | sed 's/^## Baseline/Baseline/'; } >"$results/$stamp-micro.md"
   else
     log "ordo-one benchmark run failed: $(tail -5 "$work/micro.err")"
   fi
