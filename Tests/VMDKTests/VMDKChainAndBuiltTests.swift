@@ -58,13 +58,15 @@ import VMDK
     let child = scratch.file("child.vmdk")
     try Qemu.create(child, format: "vmdk", size: "8M", backing: "base.vmdk", backingFormat: "vmdk")
     let parentCID = try #require(try descriptorValue(child, "parentCID"))
-    let other = parentCID == "00000001" ? "00000002" : "00000001"
-    try replaceText(child, "parentCID=\(parentCID)", "parentCID=\(other)")
+    // (QEMU writes CIDs with %x, not zero-padded: the line's length varies, so the descriptor is
+    // edited as text, not patched in place.)
+    let other = parentCID == "1" ? "2" : "1"
+    try replaceInDescriptor(child, "parentCID=\(parentCID)\n", "parentCID=\(other)\n")
     expectVDiskError(.corrupt, ["parentCID", "child.vmdk", "base.vmdk", "does not match"]) {
       _ = try openChain(child)
     }
     // "ffffffff" means no parent: the hint is ignored.
-    try replaceText(child, "parentCID=\(other)", "parentCID=ffffffff")
+    try replaceInDescriptor(child, "parentCID=\(other)\n", "parentCID=ffffffff\n")
     let chain = try openChain(child)
     #expect(chain.layers.count == 1)
     _ = base

@@ -133,3 +133,30 @@ func expectRangesMatch(
 func pattern(_ seed: UInt8, count: Int) -> [UInt8] {
   (0..<count).map { UInt8(truncatingIfNeeded: Int(seed) &* 31 &+ $0 / 512 &+ ($0 & 7)) | 1 }
 }
+
+/// Replaces `old` by `new` in the descriptor embedded in a sparse extent: the descriptor text is
+/// rewritten up to its NUL padding, which absorbs a longer text (the padding must hold it).
+func replaceInDescriptor(_ path: String, _ old: String, _ new: String) throws {
+  let bytes = try readFile(path)
+  let marker = Array("# Disk DescriptorFile".utf8)
+  let limit = min(bytes.count, 1 << 20) - marker.count
+  guard limit >= 0, let start = (0...limit).first(where: { Array(bytes[$0..<$0 + marker.count]) == marker })
+  else {
+    Issue.record("no embedded descriptor in \(path)")
+    return
+  }
+  let end = bytes[start...].firstIndex(of: 0) ?? bytes.count
+  let text = String(decoding: bytes[start..<end], as: UTF8.self)
+  guard text.contains(old) else {
+    Issue.record("\(old) not found in the descriptor of \(path)")
+    return
+  }
+  var updated = Array(text.replacingOccurrences(of: old, with: new).utf8)
+  let paddingEnd = bytes[end...].firstIndex { $0 != 0 } ?? bytes.count
+  guard start + updated.count < paddingEnd else {
+    Issue.record("the descriptor of \(path) has no room for the edit")
+    return
+  }
+  updated += [UInt8](repeating: 0, count: max(0, end - start - updated.count))
+  try patch(path, at: UInt64(start), bytes: updated)
+}
