@@ -117,6 +117,34 @@ import VDiskCore
     try Self.expectConsistent(image, mirror: mirror, scratch: scratch)
   }
 
+  @Test func inPlaceWritesCopyNothing() throws {
+    let scratch = try Scratch("qwrite-inplace")
+    defer { scratch.remove() }
+    let image = scratch.file("full.qcow2")
+    try Qemu.create(image, size: "1M")
+    try Qemu.io(image, ["write -P 0x33 0 1M", "write -z 512k 64k"])
+    var mirror = try Qemu.rawContent(of: image, scratch: scratch)
+    do {
+      let chain = try openWritable(image)
+      let layer = try chain.writableTop
+      // An allocated cluster with refcount 1 is written in place: the 4 KiB alone, no fill.
+      let inPlace = try layer.prepareWrite(at: 65536 + 100, length: 4096)
+      #expect(inPlace.segments.count == 1 && inPlace.segments[0].length == 4096)
+      layer.abortWrite(inPlace)
+      // A zero cluster is filled whole (its other bytes must read as zeros).
+      let zero = try layer.prepareWrite(at: (512 << 10) + 100, length: 4096)
+      #expect(zero.segments.reduce(0) { $0 + $1.length } == 65536)
+      layer.abortWrite(zero)
+      let disk = MirroredDisk(chain: chain, mirror: mirror)
+      try disk.write(at: 65536 + 100, count: 4096)
+      try disk.write(at: (512 << 10) + 100, count: 4096)
+      #expect(try disk.verifyAll() == nil)
+      try chain.flush()
+      mirror = disk.mirror
+    }
+    try Self.expectConsistent(image, mirror: mirror, scratch: scratch)
+  }
+
   @Test func refcountCodecRoundTripsEveryWidth() {
     for order in UInt32(0)...6 {
       let codec = RefcountCodec(order: order)

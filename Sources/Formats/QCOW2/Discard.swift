@@ -31,7 +31,7 @@ extension QCOW2Writer {
   }
 
   func clusters(from offset: UInt64, to end: UInt64) -> ClosedRange<UInt64> {
-    let bits = UInt64(state.withLock { $0.geometry.clusterBits })
+    let bits = UInt64(geometry.clusterBits)
     return (offset >> bits)...((end - 1) >> bits)
   }
 }

@@ -12,6 +12,8 @@ final class QCOW2Writer: Sendable {
   let file: ImageFile
   let state: Mutex<WriteState>
   let locks = ClusterLocks()
+  /// Fixed for the image's life; kept outside `state` so the write path does not lock for it.
+  let geometry: WriteGeometry
   private let size: Atomic<UInt64>
 
   init(file: ImageFile, header: QCOW2Header, hasBacking: Bool, cache: MetadataCache) throws {
@@ -20,6 +22,7 @@ final class QCOW2Writer: Sendable {
     self.file = file
     let initial = try WriteState(file: file, header: header, hasBacking: hasBacking, cache: cache)
     size = Atomic(initial.virtualSize)
+    geometry = initial.geometry
     state = Mutex(initial)
     // qcow2 spec, "autoclear_features": clear bits we do not maintain before writing.
     if header.version >= 3, header.autoclearFeatures != 0 {
@@ -66,19 +69,19 @@ final class QCOW2Writer: Sendable {
     let held = clusters(from: offset, to: end)
     locks.acquire(held)
     do {
-      let (writes, allocated) = try state.withLock { s in try s.planWrite(from: offset, to: end) }
+      let (writes, ticket) = try state.withLock { s in
+        let (writes, allocated) = try s.planWrite(from: offset, to: end)
+        let ticket = s.nextTicket
+        s.nextTicket += 1
+        s.pending[ticket] = PendingWrite(clusters: held, writes: writes, allocated: allocated)
+        return (writes, ticket)
+      }
       let segments: [WriteSegment]
       do {
         segments = try self.segments(for: writes, layer: layer, from: offset, to: end)
       } catch {
-        if let allocated { state.withLock { s in try? s.free(allocated) } }
+        abortWrite(PreparedWrite(segments: [], ticket: ticket), releasing: false)
         throw error
-      }
-      let ticket = state.withLock { s in
-        let ticket = s.nextTicket
-        s.nextTicket += 1
-        s.pending[ticket] = PendingWrite(clusters: held, writes: writes, allocated: allocated)
-        return ticket
       }
       return PreparedWrite(segments: segments, ticket: ticket)
     } catch {
@@ -98,13 +101,19 @@ final class QCOW2Writer: Sendable {
   }
 
   func abortWrite(_ prepared: PreparedWrite) {
+    abortWrite(prepared, releasing: true)
+  }
+
+  /// Forgets a prepared write, freeing its new clusters; releases its cluster locks unless the
+  /// caller (`prepareWrite` failing) does that itself.
+  private func abortWrite(_ prepared: PreparedWrite, releasing: Bool) {
     let held = state.withLock { s -> ClosedRange<UInt64>? in
       guard let pending = s.pending.removeValue(forKey: prepared.ticket) else { return nil }
       // Never linked: the new clusters can be freed at once (a leak if this fails).
       if let allocated = pending.allocated { try? s.free(allocated) }
       return pending.clusters
     }
-    if let held { locks.release(held) }
+    if releasing, let held { locks.release(held) }
   }
 
   /// The segments of a planned write: guest bytes where they land, plus fill read from the
@@ -114,7 +123,7 @@ final class QCOW2Writer: Sendable {
   private func segments(for writes: [ClusterWrite], layer: QCOW2Layer, from offset: UInt64, to end: UInt64)
     throws -> [WriteSegment]
   {
-    let (clusterSize, units) = state.withLock { ($0.clusterSize, $0.geometry.units) }
+    let (clusterSize, units) = (geometry.clusterSize, geometry.units)
     let unitSize = clusterSize / UInt64(units)
     let view = LayerChain(top: layer)
     let diskEnd = virtualSize

@@ -160,11 +160,13 @@ extension WriteState {
     guard references > 0 else { throw corrupt("data cluster \(hex(host)) has refcount 0") }
     if entry & Self.copied != 0, references == 1 {
       // In place. A preallocated zero cluster becomes data (its other bytes read as zeros);
-      // with subclusters, only touched units not yet allocated need fill.
+      // with subclusters, only touched units not yet allocated need fill; without them the
+      // cluster's other bytes are already its data (filling them cost a 60 KiB read and write
+      // per 4 KiB write).
       plan.host = host
       plan.isNew = false
       plan.newWord = isZero ? host | Self.copied : nil
-      plan.fill = isZero ? g.allUnits : plan.touched & ~allocatedUnits
+      plan.fill = isZero ? g.allUnits : g.extendedL2 ? plan.touched & ~allocatedUnits : 0
       return
     }
     // Shared with a snapshot (or a stale COPIED flag): copy to a new cluster, drop the old one.
