@@ -5,7 +5,7 @@ SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 
 # Debian packages the build, the tests and the demo need.
-DEBS := libfuse3-dev fuse3 zlib1g-dev libzstd-dev pkg-config qemu-utils qemu-system-common \
+DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev pkg-config qemu-utils qemu-system-common \
         fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -21,7 +21,8 @@ let package = Package(
       name: "CFuse", path: "CShims/CFuse",
       cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
       linkerSettings: [.linkedLibrary("fuse3")]),
-    .target(name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z")]),
+    .target(
+      name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
 
     // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.

@@ -21,7 +21,7 @@ let package = Package(
   ],
   targets: [
     // The root's sources (symlinks), built as in the root's Package.swift.
-    .target(name: "CZlib", linkerSettings: [.linkedLibrary("z")]),
+    .target(name: "CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
     .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
     .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging]),

@@ -40,16 +40,39 @@ final class CompressedClusters: Sendable {
         .invalidArgument, path: file.path, offset: descriptor.hostOffset,
         "read of \(buffer.count) bytes at \(skipping) lies outside a compressed cluster")
     }
+    if skipping == 0, buffer.count == clusterSize, cache.get(descriptor.hostOffset) == nil {
+      // A whole cluster (sequential reads): decode straight into the reply, without caching a
+      // cluster that will not be asked for again.
+      try decompress(descriptor, into: buffer)
+      return
+    }
     let cluster = try cache.value(for: descriptor.hostOffset, cost: clusterSize) {
-      compressionType == 1 ? try decompressZstd(descriptor) : try inflate(descriptor)
+      try [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in
+        try decompress(descriptor, into: UnsafeMutableRawBufferPointer(out))
+        initialized = clusterSize
+      }
     }
     cluster.withUnsafeBytes { source in
       buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[skipping..<(skipping + buffer.count)]))
     }
   }
 
-  /// The compressed bytes of a cluster. The length is an upper bound (whole sectors); input past
-  /// end-of-file reads as zeros.
+  /// Decompresses the cluster of `descriptor` into `out` (`clusterSize` bytes, all initialized
+  /// on return even when it throws).
+  private func decompress(_ descriptor: CompressedDescriptor, into out: UnsafeMutableRawBufferPointer) throws
+  {
+    do {
+      if compressionType == 1 {
+        try decompressZstd(descriptor, into: out)
+      } else {
+        try inflate(descriptor, into: out)
+      }
+    } catch {
+      out.initializeMemory(as: UInt8.self, repeating: 0)
+      throw error
+    }
+  }
+
   private func input(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
     var input = [UInt8](repeating: 0, count: max(0, descriptor.compressedLength))
     try input.withUnsafeMutableBytes { try file.readFillingZeros(into: $0, at: descriptor.hostOffset) }
@@ -58,15 +81,12 @@ final class CompressedClusters: Sendable {
 
   /// A zstd-compressed cluster (compression_type 1). Like QEMU's qcow2_zstd_decompress, success
   /// means the frame filled the whole cluster; the input may be only partly consumed.
-  private func decompressZstd(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
+  private func decompressZstd(_ descriptor: CompressedDescriptor, into out: UnsafeMutableRawBufferPointer)
+    throws
+  {
     let input = try input(descriptor)
-    var produced = -1
-    let output = [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in
-      if let base = out.baseAddress { base.initialize(repeating: 0, count: clusterSize) }
-      initialized = clusterSize
-      input.withUnsafeBytes { src in
-        produced = czstd_decompress(src.baseAddress, src.count, out.baseAddress, out.count)
-      }
+    let produced = input.withUnsafeBytes { src in
+      czstd_decompress(src.baseAddress, src.count, out.baseAddress, out.count)
     }
     guard produced == clusterSize else {
       throw VDiskError.corrupt(
@@ -75,23 +95,13 @@ final class CompressedClusters: Sendable {
       )
     }
     inflations.add(1, ordering: .relaxed)
-    return output
   }
 
-  private func inflate(_ descriptor: CompressedDescriptor) throws -> [UInt8] {
+  private func inflate(_ descriptor: CompressedDescriptor, into out: UnsafeMutableRawBufferPointer) throws {
     let input = try input(descriptor)
     var produced = 0
-    var status: Int32 = 0
-    let output = [UInt8](unsafeUninitializedCapacity: clusterSize) { out, initialized in
-      input.withUnsafeBytes { src in
-        status = czlib_inflate(
-          src.baseAddress, src.count, out.baseAddress, out.count, Self.windowBits, &produced)
-      }
-      // Zero whatever the stream did not produce, so the array is fully initialized either way.
-      if produced < clusterSize, let base = out.baseAddress {
-        (base + produced).initialize(repeating: 0, count: clusterSize - produced)
-      }
-      initialized = clusterSize
+    let status = input.withUnsafeBytes { src in
+      czlib_inflate(src.baseAddress, src.count, out.baseAddress, out.count, Self.windowBits, &produced)
     }
     // Like QEMU's qcow2_zlib_decompress: success means the output cluster was filled; the input
     // may be only partly consumed because its length is known only to the sector.
@@ -102,6 +112,5 @@ final class CompressedClusters: Sendable {
       )
     }
     inflations.add(1, ordering: .relaxed)
-    return output
   }
 }
