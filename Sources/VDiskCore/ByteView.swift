@@ -14,6 +14,13 @@ public protocol ByteView: AnyObject, Sendable {
   func seekHole(from offset: UInt64) throws -> UInt64?
   /// Bytes held as data (st_blocks).
   func allocatedBytes() throws -> UInt64
+  /// Where the `count` bytes at `offset` (clamped to the view) are, for zero-copy replies; nil
+  /// when they must be read through `read(into:at:)` (see `LayerChain.readPieces`).
+  func readPieces(at offset: UInt64, count: Int, maxPieces: Int) throws -> [ReadPiece]?
+}
+
+extension ByteView {
+  public func readPieces(at offset: UInt64, count: Int, maxPieces: Int) throws -> [ReadPiece]? { nil }
 }
 
 extension LayerChain: ByteView {
@@ -43,6 +50,12 @@ public final class SliceView: ByteView {
     let n = Int(min(UInt64(buffer.count), size - position))
     return try parent.read(
       into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n]), at: offset + position)
+  }
+
+  public func readPieces(at position: UInt64, count: Int, maxPieces: Int) throws -> [ReadPiece]? {
+    guard position < size, count > 0 else { return [] }
+    let n = Int(min(UInt64(count), size - position))
+    return try parent.readPieces(at: offset + position, count: n, maxPieces: maxPieces)
   }
 
   public func write(_ data: UnsafeRawBufferPointer, at position: UInt64) throws -> Int {

@@ -8,99 +8,110 @@ import Synchronization
 /// the whole budget is still kept (alone), so a lookup never thrashes on one oversized table.
 /// Loading happens outside the lock: two threads missing on the same key may both load it, and
 /// the second insert simply replaces the first.
-public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: Sendable {
+///
+/// A hit takes the lock shared and stamps the entry with a logical clock, so concurrent readers
+/// never wait for each other (the read path of every request goes through here). Recency is the
+/// stamp; an insert that must evict sorts the entries by stamp once into an eviction queue and
+/// takes victims from it, skipping entries touched since they were queued.
+public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unchecked Sendable {
   public struct Statistics: Sendable, Equatable {
     public var hits = 0
     public var misses = 0
     public var evictions = 0
   }
 
-  private struct Node {
-    var key: Key
-    var value: Value
-    var cost: Int
-    var prev: Int  // towards most recently used; -1 at the head
-    var next: Int  // towards least recently used; -1 at the tail
+  private final class Entry: Sendable {
+    let key: Key
+    let value: Value
+    let cost: Int
+    let lastUsed: Atomic<UInt64>
+
+    init(key: Key, value: Value, cost: Int, stamp: UInt64) {
+      self.key = key
+      self.value = value
+      self.cost = cost
+      self.lastUsed = Atomic(stamp)
+    }
   }
 
-  private struct State {
-    var index: [Key: Int] = [:]
-    var nodes: [Node?] = []
-    var free: [Int] = []
-    var head = -1  // most recently used
-    var tail = -1  // least recently used
-    var totalCost = 0
-    var stats = Statistics()
-
-    mutating func unlink(_ i: Int) {
-      guard let node = nodes[i] else { return }
-      if node.prev >= 0 { nodes[node.prev]?.next = node.next } else { head = node.next }
-      if node.next >= 0 { nodes[node.next]?.prev = node.prev } else { tail = node.prev }
-      nodes[i]?.prev = -1
-      nodes[i]?.next = -1
-    }
-
-    mutating func pushFront(_ i: Int) {
-      nodes[i]?.prev = -1
-      nodes[i]?.next = head
-      if head >= 0 { nodes[head]?.prev = i }
-      head = i
-      if tail < 0 { tail = i }
-    }
-
-    mutating func remove(_ i: Int) {
-      guard let node = nodes[i] else { return }
-      unlink(i)
-      index[node.key] = nil
-      totalCost -= node.cost
-      nodes[i] = nil
-      free.append(i)
-    }
+  /// An eviction candidate: the entry's stamp when queued (weak, so the queue keeps nothing alive).
+  private struct Candidate {
+    let stamp: UInt64
+    weak var entry: Entry?
   }
 
   public let budget: Int
-  private let state = Mutex(State())
+  private let lock = ReadWriteLock()
+  private let clock = Atomic<UInt64>(0)
+  private let hits = Atomic<Int>(0)
+  private let misses = Atomic<Int>(0)
+  private let evictions = Atomic<Int>(0)
+  // Guarded by `lock`.
+  private var index: [Key: Entry] = [:]
+  private var costSum = 0
+  private var queue: [Candidate] = []
+  private var queueHead = 0
 
   /// - Parameter budget: the most the cached entries may cost together, in bytes.
   public init(budget: Int) {
     self.budget = max(0, budget)
   }
 
+  @inline(__always)
+  private func tick() -> UInt64 {
+    clock.wrappingAdd(1, ordering: .relaxed).newValue
+  }
+
   /// The cached value for `key`, marking it most recently used; nil when absent.
   public func get(_ key: Key) -> Value? {
-    state.withLock { s in
-      guard let i = s.index[key], let node = s.nodes[i] else {
-        s.stats.misses += 1
-        return nil
-      }
-      s.stats.hits += 1
-      s.unlink(i)
-      s.pushFront(i)
-      return node.value
+    guard let entry = lock.withReadLock({ index[key] }) else {
+      misses.wrappingAdd(1, ordering: .relaxed)
+      return nil
     }
+    hits.wrappingAdd(1, ordering: .relaxed)
+    entry.lastUsed.store(tick(), ordering: .relaxed)
+    return entry.value
   }
 
   /// Caches `value` under `key` as most recently used, evicting least-recently-used entries
   /// until the total cost fits the budget.
   public func insert(_ key: Key, _ value: Value, cost: Int) {
-    state.withLock { s in
-      if let old = s.index[key] { s.remove(old) }
-      let node = Node(key: key, value: value, cost: max(0, cost), prev: -1, next: -1)
-      let i: Int
-      if let reused = s.free.popLast() {
-        i = reused
-        s.nodes[i] = node
-      } else {
-        i = s.nodes.count
-        s.nodes.append(node)
+    let entry = Entry(key: key, value: value, cost: max(0, cost), stamp: tick())
+    lock.withWriteLock {
+      if let old = index[key] { costSum -= old.cost }
+      index[key] = entry
+      costSum += entry.cost
+      while costSum > budget, let victim = nextVictim(sparing: entry) {
+        index[victim.key] = nil
+        costSum -= victim.cost
+        evictions.wrappingAdd(1, ordering: .relaxed)
       }
-      s.index[key] = i
-      s.totalCost += node.cost
-      s.pushFront(i)
-      while s.totalCost > budget, s.tail >= 0, s.tail != i {
-        s.remove(s.tail)
-        s.stats.evictions += 1
+    }
+  }
+
+  /// The least recently used entry other than `spared`, or nil when there is none. Call with the
+  /// lock held exclusively. A queued entry stamped again since it was queued is newer than every
+  /// untouched one still queued, so it is dropped from the queue (it is queued again at the next
+  /// rebuild). After a rebuild the first live candidate is taken even if touched meanwhile, so
+  /// concurrent hits cannot keep eviction from finishing.
+  private func nextVictim(sparing spared: Entry) -> Entry? {
+    var rebuilt = false
+    while true {
+      if queueHead >= queue.count {
+        guard !rebuilt else { return nil }
+        queue = index.values.lazy.filter { $0 !== spared }
+          .map { Candidate(stamp: $0.lastUsed.load(ordering: .relaxed), entry: $0) }
+          .sorted { $0.stamp < $1.stamp }
+        queueHead = 0
+        rebuilt = true
+        if queue.isEmpty { return nil }
       }
+      let candidate = queue[queueHead]
+      queue[queueHead].entry = nil
+      queueHead += 1
+      guard let entry = candidate.entry, entry !== spared, index[entry.key] === entry else { continue }
+      if !rebuilt && entry.lastUsed.load(ordering: .relaxed) != candidate.stamp { continue }
+      return entry
     }
   }
 
@@ -114,29 +125,32 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: Sendab
   }
 
   public func remove(_ key: Key) {
-    state.withLock { s in
-      if let i = s.index[key] { s.remove(i) }
+    lock.withWriteLock {
+      if let old = index.removeValue(forKey: key) { costSum -= old.cost }
     }
   }
 
   public func removeAll() {
-    state.withLock { s in s = State(stats: s.stats) }
+    lock.withWriteLock {
+      index = [:]
+      costSum = 0
+      queue = []
+      queueHead = 0
+    }
   }
 
-  public var count: Int { state.withLock { $0.index.count } }
-  public var totalCost: Int { state.withLock { $0.totalCost } }
-  public var statistics: Statistics { state.withLock { $0.stats } }
+  public var count: Int { lock.withReadLock { index.count } }
+  public var totalCost: Int { lock.withReadLock { costSum } }
+  public var statistics: Statistics {
+    Statistics(
+      hits: hits.load(ordering: .relaxed), misses: misses.load(ordering: .relaxed),
+      evictions: evictions.load(ordering: .relaxed))
+  }
 
   /// Keys from most to least recently used (for tests and diagnostics).
   public var keysByRecency: [Key] {
-    state.withLock { s in
-      var keys: [Key] = []
-      var i = s.head
-      while i >= 0, let node = s.nodes[i] {
-        keys.append(node.key)
-        i = node.next
-      }
-      return keys
+    lock.withReadLock {
+      index.values.map { ($0.lastUsed.load(ordering: .relaxed), $0.key) }.sorted { $0.0 > $1.0 }.map(\.1)
     }
   }
 }

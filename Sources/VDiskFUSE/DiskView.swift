@@ -10,12 +10,14 @@ public struct DiskView: Sendable {
   public let allowShrink: Bool
   /// `st_blocks` source, computed on first use and kept until a write changes the view.
   let allocation: AllocationCache
+  let cachedOpens: CachedOpens
 
   public init(content: any ByteView, writable: Bool, allowShrink: Bool = false) {
     self.content = content
     self.writable = writable
     self.allowShrink = allowShrink
     self.allocation = AllocationCache()
+    self.cachedOpens = CachedOpens()
   }
 
   public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
@@ -23,16 +25,14 @@ public struct DiskView: Sendable {
   }
 }
 
-/// Bytes held as data by a view, computed on first use, forgotten when the view is written.
+/// Bytes held as data by a view, computed on first use and kept while the tree's write
+/// generation stays the same (any write to any view may change it: views share storage).
 final class AllocationCache: Sendable {
-  private let bytes = Mutex<UInt64?>(nil)
+  private let cached = Mutex<(generation: UInt64, bytes: UInt64)?>(nil)
 
-  /// Forgets the cached value after the view changed (recomputed on the next stat).
-  func invalidate() { bytes.withLock { $0 = nil } }
-
-  func value(for view: any ByteView, logger: Logger) -> UInt64 {
-    bytes.withLock { cached in
-      if let cached { return cached }
+  func value(for view: any ByteView, generation: UInt64, logger: Logger) -> UInt64 {
+    cached.withLock { cached in
+      if let cached, cached.generation == generation { return cached.bytes }
       let computed: UInt64
       do {
         computed = try view.allocatedBytes()
@@ -40,8 +40,18 @@ final class AllocationCache: Sendable {
         logger.warning("cannot compute allocated size, reporting 0 blocks: \(error)")
         computed = 0
       }
-      cached = computed
+      cached = (generation, computed)
       return computed
     }
   }
+}
+
+/// How many open handles of a view use the page cache. Writes through a direct-I/O handle
+/// (which the kernel does not reconcile with cached pages) invalidate the cache only while some.
+final class CachedOpens: Sendable {
+  private let count = Atomic<Int>(0)
+
+  func opened() { count.add(1, ordering: .relaxed) }
+  func closed() { count.subtract(1, ordering: .relaxed) }
+  var any: Bool { count.load(ordering: .relaxed) > 0 }
 }

@@ -57,16 +57,54 @@ func statBuffer(_ a: NodeAttributes) -> stat {
   return st
 }
 
+/// Reads shorter than this are copied: libfuse splices only from 2 pages up, and for small
+/// replies the pipe round trip costs more than the copy it saves.
+private let spliceMinimum = 16 << 10
+
+/// Replies to a read of `size` bytes at `offset` of `view` with file ranges and zeros, spliced
+/// by the kernel; false (nothing sent) when the range needs decoding or is too fragmented.
+private func replySpliced(
+  _ req: fuse_req_t?, _ view: DiskView, _ size: Int, _ offset: UInt64, pipeCapacity: Int
+) throws -> Bool {
+  // libfuse's pipe-size rule: a page for the header, one per piece and one spare, plus the data.
+  let page = 4096
+  let maxPieces = min(Int(CFUSE_MAX_PIECES), (pipeCapacity - 16 - size) / page - 2)
+  guard maxPieces >= 1,
+    let pieces = try view.content.readPieces(at: offset, count: size, maxPieces: maxPieces),
+    !pieces.isEmpty
+  else { return false }
+  var zeros = 0
+  let c = pieces.map { piece -> cfuse_piece in
+    switch piece {
+    case .file(let file, let hostOffset, let length):
+      return cfuse_piece(fd: file.descriptor.rawValue, offset: off_t(hostOffset), size: length)
+    case .zeros(let length):
+      zeros += length
+      return cfuse_piece(fd: -1, offset: 0, size: length)
+    }
+  }
+  guard zeros <= cfuse_zero_bytes else { return false }
+  let result = c.withUnsafeBufferPointer { cfuse_reply_pieces(req, $0.baseAddress, $0.count) }
+  // The request is answered (or gone) either way; libfuse logged a failure to send.
+  _ = result
+  return true
+}
+
 /// The operations table. Built in a library function (a global `var` table is rejected, and
 /// closures in main.swift would be main-actor isolated and trap on libfuse's threads);
 /// `fuse_session_new` copies it.
 func makeOperations() -> fuse_lowlevel_ops {
   var ops = fuse_lowlevel_ops()
-  ops.`init` = { _, conn in
-    guard let conn else { return }
+  ops.`init` = { userdata, conn in
+    guard let conn, let userdata else { return }
+    let ctx = Unmanaged<FUSEContext>.fromOpaque(userdata).takeUnretainedValue()
     // Reads of one file handle may run concurrently (we are stateless per read).
     if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
       conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
+    }
+    if ctx.spliceCapacity > 0 {
+      let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
+      conn.pointee.want |= conn.pointee.capable & splice
     }
     // max_read/max_write stay as negotiated (1 MiB): setting max_read here without the matching
     // `-o max_read` mount option would kill the mount.
@@ -112,23 +150,51 @@ func makeOperations() -> fuse_lowlevel_ops {
         fi.pointee.keep_cache = ctx.keepCache ? 1 : 0
         fi.pointee.noflush = 1
       }
-      fuse_reply_open(req, fi)
+      // O_DIRECT writers (fio, databases, qemu with cache=none) get direct I/O and parallel
+      // writes: without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock across each
+      // direct write, so 4 writers run one at a time. libfuse 3.14 has no field for that bit, so
+      // the open reply is built here.
+      let direct = ctx.directWrites && view.writable && fi.pointee.flags & cfuse_o_direct != 0
+      if !direct { view.cachedOpens.opened() }
+      let handle = OpenFile.handle(for: view, direct: direct)
+      fi.pointee.fh = handle
+      let sent =
+        direct
+        ? cfuse_reply_open_flags(req, handle, CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_PARALLEL_DIRECT_WRITES)
+        : fuse_reply_open(req, fi)
+      if sent != 0 {
+        // The kernel never saw the open (interrupted): no release will come for this handle.
+        OpenFile.release(handle: handle)
+      }
     }
   }
-  ops.read = { req, ino, size, offset, _ in
+  ops.read = { req, ino, size, offset, fi in
     handle(req) { ctx in
       guard offset >= 0 else { throw FileSystemError(EINVAL) }
+      let view = try OpenFile.from(handle: fi?.pointee.fh ?? 0)?.view ?? ctx.tree.fileView(ino)
+      if ctx.spliceCapacity > 0, size >= spliceMinimum,
+        try replySpliced(req, view, size, UInt64(offset), pipeCapacity: ctx.spliceCapacity)
+      {
+        return
+      }
       try ctx.buffers.withBuffer(count: size) { buffer in
-        let n = try ctx.tree.read(ino, into: buffer, at: UInt64(offset))
+        let n = try ctx.tree.read(view: view, into: buffer, at: UInt64(offset))
         fuse_reply_buf(req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), n)
       }
     }
   }
-  ops.write = { req, ino, buf, size, offset, _ in
+  ops.write = { req, ino, buf, size, offset, fi in
     handle(req) { ctx in
       guard offset >= 0 else { throw FileSystemError(EINVAL) }
+      let open = OpenFile.from(handle: fi?.pointee.fh ?? 0)
+      let view = try open?.view ?? ctx.tree.checkWritable(ino)
       let written = try ctx.tree.write(
-        ino, UnsafeRawBufferPointer(start: buf, count: size), at: UInt64(offset))
+        view: view, UnsafeRawBufferPointer(start: buf, count: size), at: UInt64(offset))
+      if open?.direct == true, view.cachedOpens.any {
+        // Pages other (buffered) opens cached are stale now; the kernel drops them only for
+        // writes through the page cache.
+        ctx.invalidateCache(inode: ino, offset: offset, length: written)
+      }
       fuse_reply_write(req, written)
     }
   }
@@ -151,7 +217,8 @@ func makeOperations() -> fuse_lowlevel_ops {
       fuse_reply_err(req, 0)
     }
   }
-  ops.release = { req, _, _ in
+  ops.release = { req, _, fi in
+    if let fi { OpenFile.release(handle: fi.pointee.fh) }
     fuse_reply_err(req, 0)
   }
   ops.opendir = { req, ino, fi in

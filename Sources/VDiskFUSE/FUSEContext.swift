@@ -1,3 +1,4 @@
+import CFuse
 import Logging
 import Synchronization
 
@@ -20,10 +21,37 @@ final class FUSEContext: Sendable {
   private let pendingReadAheadDevice = Mutex<String?>(nil)
   private let readAheadPending = Atomic<Bool>(false)
 
+  /// Answer reads by splicing file ranges (`FUSE_CAP_SPLICE_WRITE`) when the reply fits the
+  /// largest pipe this process can make, in bytes (0: never splice). libfuse falls back to
+  /// allocating and copying a reply that does not fit, and stops growing that thread's pipe, so
+  /// `replySpliced` checks the fit first.
+  let spliceCapacity: Int
+
+  /// The session (an `OpaquePointer`'s bits), for cache invalidation notices; 0 until attached.
+  private let session = Atomic<UInt>(0)
+
+  func attach(session pointer: OpaquePointer) {
+    session.store(UInt(bitPattern: UnsafeRawPointer(pointer)), ordering: .releasing)
+  }
+
+  /// Tells the kernel to drop its cached pages of `inode` in the range (best effort).
+  func invalidateCache(inode: UInt64, offset: Int, length: Int) {
+    guard let pointer = OpaquePointer(bitPattern: session.load(ordering: .acquiring)) else { return }
+    _ = fuse_lowlevel_notify_inval_inode(pointer, fuse_ino_t(inode), off_t(offset), off_t(length))
+  }
+
+  /// Open O_DIRECT handles of writable views with direct I/O and parallel writes. Not with a
+  /// single worker: invalidating a buffered opener's pages from a write handler may wait on a
+  /// read that only another worker could answer.
+  let directWrites: Bool
+
   init(tree: VirtualTree, options: MountOptions, logger: Logger) {
+    self.directWrites = options.threads > 1
+    let capacity = options.splice ? cfuse_pipe_capacity(4 << 20) : 0
+    self.spliceCapacity = capacity >= 256 << 10 ? capacity : 0
     self.tree = tree
     self.logger = logger
-    self.buffers = ReadBufferPool(bufferSize: 1 << 20, retained: options.threads + 2)
+    self.buffers = ReadBufferPool(bufferSize: 1 << 20)
     self.attributeTimeout = options.readOnly ? 3600 : 1
     self.keepCache = options.keepCache
     self.readAheadKilobytes = options.readAheadKilobytes

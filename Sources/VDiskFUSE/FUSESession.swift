@@ -56,6 +56,7 @@ public final class FUSESession: @unchecked Sendable {
         "libfuse rejected the mount options \(options.arguments.dropFirst().joined(separator: " "))")
     }
     session = made
+    context.attach(session: made)
   }
 
   deinit {

@@ -8,8 +8,10 @@ public struct MountOptions: Sendable {
   /// Let users other than the mounting one in (`-o allow_other`; the kernel then checks the
   /// modes, `default_permissions` is always on).
   public var allowOther: Bool = false
-  /// Maximum worker threads of the multi-threaded loop.
-  public var threads: Int = 8
+  /// Maximum worker threads of the multi-threaded loop. Measured on 2 CPUs (fio 4 KiB random
+  /// read, 4 jobs): 2–4 threads ≈ 200–220 k IOPS, 8 threads ≈ 180 k (more threads, more
+  /// context switches, no more parallelism); sequential reads do not gain from more than 4.
+  public var threads: Int = 4
   /// libfuse's `-d`: every request is logged (through `installFUSELogRouting`, at debug level).
   public var debug: Bool = false
   /// The source column of /proc/mounts (the CLI passes the image path).
@@ -20,8 +22,14 @@ public struct MountOptions: Sendable {
   /// (`keep_cache`); the content cannot change while mounted.
   public var keepCache: Bool = true
   /// Tuning: raise the FUSE connection's read-ahead to this many KiB after mounting (root only,
-  /// best effort; the kernel default is 128), or nil to leave it.
-  public var readAheadKilobytes: Int? = 1024
+  /// best effort; the kernel default is 128), or nil to leave it. 960 rather than 1024: a
+  /// read-ahead request must fit a 1 MiB pipe (the unprivileged `pipe-max-size`) with libfuse's
+  /// page-per-piece headroom to be spliced; measured with dd bs=1M on a warm 512 MiB qcow2,
+  /// 960 + splice ≈ 3.3 GB/s, 1024 without splice ≈ 2.9 GB/s.
+  public var readAheadKilobytes: Int? = 960
+  /// Tuning: answer reads of uncompressed data by splicing the image's pages into the reply
+  /// (see `FUSEContext.spliceCapacity`).
+  public var splice: Bool = true
 
   public init() {}
 

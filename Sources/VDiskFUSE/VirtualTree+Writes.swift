@@ -8,7 +8,12 @@ import VDiskCore
 extension VirtualTree {
   /// Writes `data` to file `inode` at `offset`; past the end, ENOSPC. Returns the bytes written.
   public func write(_ inode: UInt64, _ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Int {
-    let view = try checkWritable(inode)
+    try write(view: checkWritable(inode), data, at: offset)
+  }
+
+  /// Writes `data` to `view` (an open file's view) at `offset`, as `write(_:_:at:)`.
+  public func write(view: DiskView, _ data: UnsafeRawBufferPointer, at offset: UInt64) throws -> Int {
+    guard view.writable else { throw FileSystemError(EROFS) }
     defer { modified(view, offset..<offset + UInt64(data.count)) }
     return try view.content.write(data, at: offset)
   }
@@ -65,9 +70,9 @@ extension VirtualTree {
   }
 
   /// A view changed: every view's st_blocks is recomputed (views share storage), and the source
-  /// hears of it (partition tables may have changed).
+  /// hears of it (partition tables may have changed). Cheap: it runs after every write.
   func modified(_ view: DiskView, _ range: Range<UInt64>) {
-    for v in views { v.allocation.invalidate() }
+    writeGeneration.add(1, ordering: .releasing)
     source.didModify(view, range: range)
   }
 }

@@ -83,6 +83,8 @@ public final class VirtualTree: Sendable {
 
   let source: any TreeSource
   private let state = Mutex(State())
+  /// Counts writes (data, discard, resize) to any view: cached `st_blocks` older than it are stale.
+  let writeGeneration = Atomic<UInt64>(0)
   public let metadata: NodeMetadata
   private let logger: Logger
 
@@ -246,7 +248,9 @@ public final class VirtualTree: Sendable {
       a.linkCount = 1
       a.permissions = view.writable ? 0o644 : 0o444
       a.size = view.content.size
-      a.blocks = (view.allocation.value(for: view.content, logger: logger) + 511) / 512
+      let generation = writeGeneration.load(ordering: .acquiring)
+      a.blocks =
+        (view.allocation.value(for: view.content, generation: generation, logger: logger) + 511) / 512
     }
     return a
   }
@@ -288,7 +292,14 @@ public final class VirtualTree: Sendable {
   public func read(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
     -> Int
   {
-    let content = try fileView(inode).content
+    try read(view: fileView(inode), into: buffer, at: offset)
+  }
+
+  /// Reads `view` (an open file's view) at `offset`, as `read(_:into:at:)`.
+  public func read(view: DiskView, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    -> Int
+  {
+    let content = view.content
     let size = content.size
     guard offset < size, buffer.count > 0 else { return 0 }
     let count = Int(min(UInt64(buffer.count), size - offset))

@@ -16,9 +16,12 @@ struct MountCommand: ParsableCommand {
       Also runs as a mount helper: `mount -t fuse.vdiskfs IMAGE MOUNTPOINT -o ro`, or in /etc/fstab: \
       `/var/lib/vm/vm.qcow2 /mnt/vm fuse.vdiskfs ro,allow_other 0 0`.
 
-      -o options: ro, rw (mounts read-only for now: writing is not implemented yet), allow_other, \
-      debug, format=FMT, cache_size=SIZE, threads=N, fsname=NAME, and the mount flags nodev, nosuid, \
-      noexec, noatime and their opposites.
+      -o options: ro, rw (the default; writes go to the top image, never to a backing file), \
+      force_share (with ro: read an image another program has open for writing), allow_shrink \
+      (truncate may shrink the disk), allow_other, debug, format=FMT, cache_size=SIZE, threads=N, \
+      fsname=NAME, read_ahead_kb=N (default 960; 0 keeps the kernel's), nosplice (copy read \
+      replies instead of splicing the image's pages), and the mount flags nodev, nosuid, noexec, \
+      noatime and their opposites.
 
       To stop: `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGINT, SIGTERM or SIGHUP to the \
       vdiskfs process.
@@ -55,7 +58,7 @@ struct MountCommand: ParsableCommand {
       valueName: "size"))
   var cacheSize: String?
 
-  @Option(help: "Maximum FUSE worker threads (default: 8).")
+  @Option(help: "Maximum FUSE worker threads (default: 4).")
   var threads: Int?
 
   @Flag(
@@ -113,6 +116,10 @@ struct MountCommand: ParsableCommand {
       }
       mountOptions.threads = t
     }
+    if let kilobytes = parsed.readAheadKilobytes {
+      mountOptions.readAheadKilobytes = kilobytes == 0 ? nil : kilobytes
+    }
+    mountOptions.splice = !parsed.noSplice
     mountOptions.fsname = parsed.fsname ?? (chain.top.file.path)
     mountOptions.libfuseOptions = parsed.passThrough
 

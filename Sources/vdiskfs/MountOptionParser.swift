@@ -12,6 +12,10 @@ struct ParsedMountOptions: Equatable {
   var fsname: String?
   var forceShare = false
   var allowShrink = false
+  /// `read_ahead_kb=N`: the mount's read-ahead in KiB (0 leaves the kernel's default).
+  var readAheadKilobytes: Int?
+  /// `nosplice`: copy read replies through a buffer instead of splicing the image's pages.
+  var noSplice = false
   /// Passed through to libfuse unchanged (mount flags it understands).
   var passThrough: [String] = []
 }
@@ -42,6 +46,8 @@ enum MountOptionParser {
       case "cache_size", "cache-size": result.cacheSize = try parseSize(try require(value, key), option: key)
       case "threads": result.threads = try parseThreads(try require(value, key))
       case "fsname": result.fsname = try require(value, key)
+      case "read_ahead_kb": result.readAheadKilobytes = try parseReadAhead(try require(value, key))
+      case "nosplice": result.noSplice = true
       case "subtype": result.passThrough.append(option)
       case _ where passThrough.contains(key): result.passThrough.append(option)
       case _ where ignored.contains(key) || key.hasPrefix("x-") || key == "comment": continue
@@ -49,6 +55,13 @@ enum MountOptionParser {
       }
     }
     return result
+  }
+
+  private static func parseReadAhead(_ text: String) throws(UsageError) -> Int {
+    guard let n = Int(text), (0...65536).contains(n) else {
+      throw UsageError("read_ahead_kb: '\(text)' is not a number of KiB from 0 to 65536")
+    }
+    return n
   }
 
   private static func split(_ option: String) -> (String, String?) {

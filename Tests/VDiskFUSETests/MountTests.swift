@@ -72,7 +72,7 @@ struct MountTests {
       try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
         .first { $0.split(separator: " ")[4] == Substring(m.mountpoint) }?.split(separator: " ")[2])
     let readAhead = try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
-    #expect(readAhead == "1024\n")
+    #expect(readAhead == "\(try #require(MountOptions().readAheadKilobytes))\n")
 
     let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
     #expect(mounts.contains("\(m.layer.file.path) \(m.mountpoint) fuse.vdiskfs ro,"))

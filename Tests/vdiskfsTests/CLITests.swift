@@ -19,6 +19,18 @@ import Testing
     #expect(r.stderr.contains("frobnicate"))
   }
 
+  @Test func badReadAheadIsAUsageError() throws {
+    let scratch = try Scratch("cli")
+    defer { scratch.remove() }
+    let img = scratch.file("a.qcow2")
+    try Qemu.create(img, size: "1M")
+    for bad in ["read_ahead_kb=lots", "read_ahead_kb=-1", "read_ahead_kb=70000", "read_ahead_kb"] {
+      let r = try run(vdiskfsBinary, [img, scratch.path, "-o", "ro,\(bad)"], check: false)
+      #expect(r.status == 2, "\(bad)")
+      #expect(r.stderr.contains("read_ahead_kb"), "\(bad)")
+    }
+  }
+
   @Test func missingImageIsNotFound() throws {
     let scratch = try Scratch("cli")
     defer { scratch.remove() }

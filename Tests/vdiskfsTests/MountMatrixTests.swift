@@ -159,6 +159,26 @@ struct MountMatrixTests {
     try Self.check(fixture)
   }
 
+  /// The copy path (`nosplice`) and a chosen read-ahead serve the same bytes; the read-ahead
+  /// reaches the mount's bdi.
+  @Test func copyRepliesAndReadAheadOption() throws {
+    let scratch = try Scratch("e2e-opts")
+    defer { scratch.remove() }
+    let image = try Self.fixtures[0].make(scratch)
+    let oracle = try Qemu.rawFile(of: image, format: Self.fixtures[0].format, scratch: scratch)
+    let mounted = try MountedImage.mount(image, in: scratch, ["-o", "ro,nosplice,read_ahead_kb=256"])
+    defer { mounted.unmount() }
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    let ddCopy = scratch.file("dd.raw")
+    try run("dd", ["if=\(mounted.diskRaw)", "of=\(ddCopy)", "bs=1M", "status=none"])
+    #expect(try compareFiles(ddCopy, oracle) == nil)
+    let device = try #require(
+      try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
+        .first { $0.split(separator: " ")[4] == Substring(mounted.mountpoint) }?.split(separator: " ")[2])
+    let readAhead = try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
+    #expect(readAhead == "256\n")
+  }
+
   static func check(_ fixture: Fixture) throws {
     let scratch = try Scratch("e2e")
     defer { scratch.remove() }

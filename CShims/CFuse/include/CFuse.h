@@ -24,6 +24,8 @@ struct fuse_args cfuse_args_init(int argc, char **argv);
 /// Glibc module does not set; exposed as constants (the swift-nio CNIOLinux way).
 extern const int cfuse_seek_data;
 extern const int cfuse_seek_hole;
+/// `O_DIRECT` (also `_GNU_SOURCE`-only).
+extern const int cfuse_o_direct;
 
 /// Where formatted libfuse log lines go: `message` is one line without its trailing newline,
 /// valid only during the call.
@@ -34,6 +36,36 @@ typedef void (*cfuse_log_sink)(enum fuse_log_level level, const char *message);
 /// stack buffer and passes the text to `sink`. libfuse's hook is process-wide, so the sink is too
 /// (stored atomically). Passing NULL restores libfuse's default (stderr).
 void cfuse_set_log_sink(cfuse_log_sink sink);
+
+/// One piece of a read reply: `size` bytes of file `fd` at `offset`, or (`fd` < 0) `size` zero
+/// bytes.
+struct cfuse_piece {
+  int fd;
+  off_t offset;
+  size_t size;
+};
+
+/// The most pieces `cfuse_reply_pieces` takes.
+#define CFUSE_MAX_PIECES 64
+
+/// Replies to a read with `pieces` through `fuse_reply_data`: with `FUSE_CAP_SPLICE_WRITE` the
+/// file ranges are spliced into /dev/fuse (one copy in the kernel instead of `pread` into a
+/// buffer and `writev` out of it). Zero pieces come from a static zero buffer, so their total
+/// must not exceed `cfuse_zero_bytes`. Returns libfuse's result (0 or a negative errno).
+int cfuse_reply_pieces(fuse_req_t req, const struct cfuse_piece *pieces, size_t count);
+extern const size_t cfuse_zero_bytes;
+
+/// The largest pipe this process can make, up to `limit` bytes (0 when it cannot make one):
+/// libfuse splices a reply only through a pipe that holds it plus a page per piece and two
+/// more, and `/proc/sys/fs/pipe-max-size` (1 MiB) binds processes without CAP_SYS_RESOURCE.
+size_t cfuse_pipe_capacity(size_t limit);
+
+/// Replies to an open with `fh` and the kernel's `FOPEN_*` bits in `open_flags` as given, which
+/// lets us set bits libfuse 3.14's `fuse_file_info` has no field for (FOPEN_PARALLEL_DIRECT_WRITES,
+/// kernel 6.2). The reply is `struct fuse_open_out` of the kernel ABI.
+int cfuse_reply_open_flags(fuse_req_t req, uint64_t fh, uint32_t open_flags);
+#define CFUSE_FOPEN_DIRECT_IO (1u << 0)
+#define CFUSE_FOPEN_PARALLEL_DIRECT_WRITES (1u << 6)
 
 #ifdef __cplusplus
 }
