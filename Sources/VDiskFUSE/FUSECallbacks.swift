@@ -106,6 +106,7 @@ func makeOperations() -> fuse_lowlevel_ops {
       let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
       conn.pointee.want |= conn.pointee.capable & splice
     }
+    if let maxRead = ctx.maxRead { conn.pointee.max_read = UInt32(maxRead) }
     // max_read/max_write stay as negotiated (1 MiB): setting max_read here without the matching
     // `-o max_read` mount option would kill the mount.
   }

@@ -45,7 +45,12 @@ final class FUSEContext: Sendable {
   /// read that only another worker could answer.
   let directWrites: Bool
 
+  /// `MountOptions.maxRead`, told to the kernel in `init` (the mount option alone kills the
+  /// mount with EPROTO).
+  let maxRead: Int?
+
   init(tree: VirtualTree, options: MountOptions, logger: Logger) {
+    self.maxRead = options.maxRead
     self.directWrites = options.threads > 1
     let capacity = options.splice ? cfuse_pipe_capacity(4 << 20) : 0
     self.spliceCapacity = capacity >= 256 << 10 ? capacity : 0

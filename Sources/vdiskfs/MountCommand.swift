@@ -19,7 +19,7 @@ struct MountCommand: ParsableCommand {
       -o options: ro, rw (the default; writes go to the top image, never to a backing file), \
       force_share (with ro: read an image another program has open for writing), allow_shrink \
       (truncate may shrink the disk), allow_other, debug, format=FMT, cache_size=SIZE, threads=N, \
-      fsname=NAME, read_ahead_kb=N (default 960; 0 keeps the kernel's), nosplice (copy read \
+      fsname=NAME, read_ahead_kb=N (default 3840; 0 keeps the kernel's), nosplice (copy read \
       replies instead of splicing the image's pages), and the mount flags nodev, nosuid, noexec, \
       noatime and their opposites.
 

@@ -34,13 +34,15 @@ struct AdapterTests {
       o.arguments == [
         "vdiskfs", "-o", "fsname=/images/a\\,b\\\\c.qcow2", "-o", "subtype=vdiskfs", "-o",
         "default_permissions",
-        "-o", "ro", "-o", "noatime",
+        "-o", "ro", "-o", "max_read=983040", "-o", "noatime",
       ])
     o.readOnly = false
     o.allowOther = true
     o.debug = true
     o.libfuseOptions = []
+    o.maxRead = nil
     #expect(o.arguments.contains("allow_other") && !o.arguments.contains("ro") && o.arguments[1] == "-d")
+    #expect(!o.arguments.contains { $0.hasPrefix("max_read") })
   }
 
   @Test func mountinfoFieldsAreUnescaped() {

@@ -39,6 +39,8 @@ struct BAT: Sendable {
   let bitmapBlocks: UInt64
   /// Entries the BAT must hold.
   let entryCount: UInt64
+  /// A differencing disk: its BAT interleaves sector bitmap entries, read through the cache.
+  let differencing: Bool
 
   init(_ source: ReplayedFile, region: RegionTable.Region, metadata: VHDXMetadata, cache: MetadataCache)
     throws
@@ -52,6 +54,7 @@ struct BAT: Sendable {
     chunkRatio = (Self.sectorsPerChunk * metadata.logicalSectorSize) / blockSize
     dataBlocks = metadata.virtualSize / blockSize + (metadata.virtualSize % blockSize == 0 ? 0 : 1)
     bitmapBlocks = dataBlocks / chunkRatio + (dataBlocks % chunkRatio == 0 ? 0 : 1)
+    differencing = metadata.hasParent
     if metadata.hasParent {
       let (n, overflow) = bitmapBlocks.multipliedReportingOverflow(by: chunkRatio + 1)
       guard !overflow else {
@@ -70,8 +73,14 @@ struct BAT: Sendable {
     }
   }
 
-  /// Bytes of BAT that cover the whole disk (for the default cache budget).
-  var coverage: UInt64 { entryCount * 8 }
+  /// Bytes of metadata that cover the whole disk as the cache holds it (for the default cache
+  /// budget): the BAT at 8 bytes an entry, and for a differencing disk its sector bitmaps (one
+  /// bit per logical sector).
+  var coverage: UInt64 {
+    // A sector bitmap block is 1 MiB (one bit for each of a chunk's 2^23 sectors).
+    let (bitmaps, overflow) = bitmapBlocks.multipliedReportingOverflow(by: 1 << 20)
+    return entryCount * 8 + (!differencing ? 0 : overflow ? UInt64.max / 2 : bitmaps)
+  }
 
   /// BAT index of payload block `block`: block + floor(block / ChunkRatio).
   func payloadIndex(_ block: UInt64) -> UInt64 { block + block / chunkRatio }
