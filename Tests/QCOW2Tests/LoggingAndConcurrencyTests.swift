@@ -25,11 +25,8 @@ struct CapturingLogHandler: LogHandler {
     set { metadata[key] = newValue }
   }
 
-  func log(
-    level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-    function: String, line: UInt
-  ) {
-    store.append("\(level) \(message) \(metadata.map { "\($0)" } ?? "")")
+  func log(event: LogEvent) {
+    store.append("\(event.level) \(event.message) \(event.metadata.map { "\($0)" } ?? "")")
   }
 }
 
