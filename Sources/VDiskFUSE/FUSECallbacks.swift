@@ -151,17 +151,23 @@ func makeOperations() -> fuse_lowlevel_ops {
         fi.pointee.keep_cache = ctx.keepCache ? 1 : 0
         fi.pointee.noflush = 1
       }
-      // O_DIRECT writers (fio, databases, qemu with cache=none) get direct I/O and parallel
-      // writes: without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock across each
-      // direct write, so 4 writers run one at a time. libfuse 3.14 has no field for that bit, so
-      // the open reply is built here.
-      let direct = ctx.directWrites && view.writable && fi.pointee.flags & cfuse_o_direct != 0
+      // O_DIRECT opens (fio, databases, qemu with cache=none) get direct I/O, and writers
+      // parallel writes: without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock
+      // across each direct write, so 4 writers run one at a time. libfuse 3.14 has no field for
+      // that bit, so the open reply is built here. On a read-only view FOPEN_DIRECT_IO only
+      // takes the kernel's synchronous read path instead of its async-DIO one: fio 4 KiB random
+      // read, 4 jobs, vhdx, medians of 5: 229 k -> 240 k IOPS.
+      let direct = (ctx.directWrites || !view.writable) && fi.pointee.flags & cfuse_o_direct != 0
       if !direct { view.cachedOpens.opened() }
       let handle = OpenFile.handle(for: view, direct: direct)
       fi.pointee.fh = handle
       let sent =
         direct
-        ? cfuse_reply_open_flags(req, handle, CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_PARALLEL_DIRECT_WRITES)
+        ? cfuse_reply_open_flags(
+          req, handle,
+          view.writable
+            ? CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_PARALLEL_DIRECT_WRITES
+            : CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_NOFLUSH)
         : fuse_reply_open(req, fi)
       if sent != 0 {
         // The kernel never saw the open (interrupted): no release will come for this handle.

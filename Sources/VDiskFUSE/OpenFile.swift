@@ -3,8 +3,8 @@
 /// entry left the tree (a deleted snapshot), as an unlinked file does.
 final class OpenFile: Sendable {
   let view: DiskView
-  /// Opened with O_DIRECT on a writable view: answered with `FOPEN_DIRECT_IO` and
-  /// `FOPEN_PARALLEL_DIRECT_WRITES`, so the kernel neither caches nor serializes its writes.
+  /// Opened with O_DIRECT: answered with `FOPEN_DIRECT_IO` (and on a writable view
+  /// `FOPEN_PARALLEL_DIRECT_WRITES`), so the kernel neither caches nor serializes its I/O.
   let direct: Bool
 
   init(_ view: DiskView, direct: Bool) {

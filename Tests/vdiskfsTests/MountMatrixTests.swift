@@ -190,9 +190,12 @@ struct MountMatrixTests {
     #expect(UInt64(st.st_size) == UInt64(try statFile(oracle).st_size))
     #expect(st.st_mode & 0o777 == 0o444)
     #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
-    // 1 MiB reads as well as the kernel's own read sizes.
+    // 1 MiB reads as well as the kernel's own read sizes, and O_DIRECT reads (direct I/O opens).
     let ddCopy = scratch.file("dd.raw")
     try run("dd", ["if=\(mounted.diskRaw)", "of=\(ddCopy)", "bs=1M", "status=none"])
     #expect(try compareFiles(ddCopy, oracle) == nil)
+    let directCopy = scratch.file("direct.raw")
+    try run("dd", ["if=\(mounted.diskRaw)", "of=\(directCopy)", "bs=192k", "iflag=direct", "status=none"])
+    #expect(try compareFiles(directCopy, oracle) == nil)
   }
 }

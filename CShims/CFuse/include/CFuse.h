@@ -65,6 +65,7 @@ size_t cfuse_pipe_capacity(size_t limit);
 /// kernel 6.2). The reply is `struct fuse_open_out` of the kernel ABI.
 int cfuse_reply_open_flags(fuse_req_t req, uint64_t fh, uint32_t open_flags);
 #define CFUSE_FOPEN_DIRECT_IO (1u << 0)
+#define CFUSE_FOPEN_NOFLUSH (1u << 5)
 #define CFUSE_FOPEN_PARALLEL_DIRECT_WRITES (1u << 6)
 
 #ifdef __cplusplus
