@@ -100,7 +100,7 @@ import VDiskCore
     let image = scratch.file("vm.qcow2")
     try Qemu.create(image, size: "4M")
     let export = scratch.file("export")
-    FileManager.default.createFile(atPath: export, contents: nil)
+    #expect(FileManager.default.createFile(atPath: export, contents: nil))
     let daemon = try sh(
       """
       qemu-storage-daemon --blockdev driver=file,node-name=f,filename=\(image) \

@@ -243,6 +243,6 @@ import VDiskCore
   @Test func readErrorsOfTheViewAreThrown() throws {
     let failure = VDiskError(.io, path: "disk", "boom", errno: 5)
     let disk = MemoryDisk(size: 1 << 20, failure: failure)
-    #expect(throws: failure) { _ = try PartitionTable.read(disk, logger: CapturedLogs().logger) }
+    #expect(throws: failure) { _ = try PartitionTable.read(disk, logger: CapturedLogs().logger()) }
   }
 }

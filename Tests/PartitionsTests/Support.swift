@@ -7,43 +7,15 @@ import VDiskCore
 
 @testable import Partitions
 
-// MARK: - Logs
-
-/// Collects log messages for assertions.
-final class CapturedLogs: Sendable {
-  private let lines = Mutex<[String]>([])
-  func append(_ line: String) { lines.withLock { $0.append(line) } }
-  var all: [String] { lines.withLock { $0 } }
-  /// Lines at warning level or above.
-  var warnings: [String] { all.filter { !$0.hasPrefix("debug") && !$0.hasPrefix("trace") } }
-  func contains(_ fragment: String) -> Bool { all.contains { $0.contains(fragment) } }
-
-  /// A logger writing here.
-  var logger: Logger { Logger(label: "partitions-test") { _ in CapturingLogHandler(store: self) } }
-}
-
-struct CapturingLogHandler: LogHandler {
-  let store: CapturedLogs
-  var metadata: Logger.Metadata = [:]
-  var logLevel: Logger.Level = .trace
-
-  subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-    get { metadata[key] }
-    set { metadata[key] = newValue }
-  }
-
-  func log(event: LogEvent) {
-    store.append("\(event.level) \(event.message)")
-  }
-}
-
 /// Reads the table of `view` with a fresh log capture, timing it.
 func readTable(_ view: any ByteView) throws -> (partitions: [Partition], logs: CapturedLogs, seconds: Double)
 {
   let logs = CapturedLogs()
   let clock = ContinuousClock()
   var partitions: [Partition] = []
-  let elapsed = try clock.measure { partitions = try PartitionTable.read(view, logger: logs.logger) }
+  let elapsed = try clock.measure {
+    partitions = try PartitionTable.read(view, logger: logs.logger(label: "partitions-test"))
+  }
   let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
   return (partitions, logs, seconds)
 }

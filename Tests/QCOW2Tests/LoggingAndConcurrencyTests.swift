@@ -8,28 +8,6 @@ import TestSupport
 import Testing
 import VDiskCore
 
-/// Collects log messages for assertions.
-final class CapturedLogs: Sendable {
-  private let lines = Mutex<[String]>([])
-  func append(_ line: String) { lines.withLock { $0.append(line) } }
-  var all: [String] { lines.withLock { $0 } }
-}
-
-struct CapturingLogHandler: LogHandler {
-  let store: CapturedLogs
-  var metadata: Logger.Metadata = [:]
-  var logLevel: Logger.Level = .trace
-
-  subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-    get { metadata[key] }
-    set { metadata[key] = newValue }
-  }
-
-  func log(event: LogEvent) {
-    store.append("\(event.level) \(event.message) \(event.metadata.map { "\($0)" } ?? "")")
-  }
-}
-
 @Suite struct LoggingAndConcurrencyTests {
   @Test func corruptBitIsLoggedAsAWarning() throws {
     let scratch = try Scratch("corrupt-log")
