@@ -84,9 +84,8 @@ private func replySpliced(
     }
   }
   guard zeros <= cfuse_zero_bytes else { return false }
-  let result = c.withUnsafeBufferPointer { cfuse_reply_pieces(req, $0.baseAddress, $0.count) }
-  // The request is answered (or gone) either way; libfuse logged a failure to send.
-  _ = result
+  // The request is answered (or gone) either way; libfuse logs a failure to send.
+  _ = c.withUnsafeBufferPointer { cfuse_reply_pieces(req, $0.baseAddress, $0.count) }
   return true
 }
 
@@ -106,9 +105,9 @@ func makeOperations() -> fuse_lowlevel_ops {
       let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
       conn.pointee.want |= conn.pointee.capable & splice
     }
+    // Must equal the `-o max_read` mount option (MountOptions.arguments passes it): a
+    // mismatch kills the mount. max_write stays as negotiated (1 MiB).
     if let maxRead = ctx.maxRead { conn.pointee.max_read = UInt32(maxRead) }
-    // max_read/max_write stay as negotiated (1 MiB): setting max_read here without the matching
-    // `-o max_read` mount option would kill the mount.
   }
   ops.lookup = { req, parent, name in
     handle(req) { ctx in

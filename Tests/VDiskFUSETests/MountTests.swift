@@ -68,11 +68,7 @@ struct MountTests {
     #expect(fs.f_bsize == 4096 && fs.f_blocks == UInt(size / 4096) && fs.f_files == 5)
 
     // The first request after INIT raised the connection's read-ahead.
-    let device = try #require(
-      try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
-        .first { $0.split(separator: " ")[4] == Substring(m.mountpoint) }?.split(separator: " ")[2])
-    let readAhead = try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
-    #expect(readAhead == "\(try #require(MountOptions().readAheadKilobytes))\n")
+    #expect(try mountReadAheadKilobytes(m.mountpoint) == MountOptions().readAheadKilobytes)
 
     let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
     #expect(mounts.contains("\(m.layer.file.path) \(m.mountpoint) fuse.vdiskfs ro,"))

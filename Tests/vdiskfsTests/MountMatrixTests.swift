@@ -172,11 +172,7 @@ struct MountMatrixTests {
     let ddCopy = scratch.file("dd.raw")
     try run("dd", ["if=\(mounted.diskRaw)", "of=\(ddCopy)", "bs=1M", "status=none"])
     #expect(try compareFiles(ddCopy, oracle) == nil)
-    let device = try #require(
-      try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8).split(separator: "\n")
-        .first { $0.split(separator: " ")[4] == Substring(mounted.mountpoint) }?.split(separator: " ")[2])
-    let readAhead = try String(contentsOfFile: "/sys/class/bdi/\(device)/read_ahead_kb", encoding: .utf8)
-    #expect(readAhead == "256\n")
+    #expect(try mountReadAheadKilobytes(mounted.mountpoint) == 256)
   }
 
   static func check(_ fixture: Fixture) throws {
