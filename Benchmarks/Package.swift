@@ -23,6 +23,9 @@ let package = Package(
     // The root's sources (symlinks), built as in the root's Package.swift.
     .target(name: "CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    .target(
+      name: "CFuse", cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
+      linkerSettings: [.linkedLibrary("fuse3")]),
     .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
     .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging]),
     .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging]),
@@ -30,6 +33,10 @@ let package = Package(
     .target(name: "VHD", dependencies: ["VDiskCore", logging]),
     .target(name: "VDI", dependencies: ["VDiskCore", logging]),
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
+
+    // `FUSECeiling FILE MOUNTPOINT`: a minimal libfuse server over a raw file (bench.sh's
+    // transport ceiling).
+    .executableTarget(name: "FUSECeiling", dependencies: ["CFuse"]),
 
     // The workloads, shared by the ordo-one benchmarks and the callgrind executable.
     .target(name: "HotPathWorkloads", dependencies: ["VDiskCore", "ImageFormats", logging]),

@@ -8,6 +8,10 @@
 # FORMATS (qcow2 qcow2c chain vmdk vhdx vpc vdi), WRITES=0 to skip qcow2 writes, MICRO=0 to skip
 # the Swift micro benchmarks and the callgrind count, NOTE (free text put into the results).
 #
+# Beside them on the random reads: FUSECeiling (Benchmarks/Sources/FUSECeiling), a minimal libfuse
+# server that preads the raw file with vdiskfs's transport settings: no format, no caches. What it
+# reaches is the ceiling of any /dev/fuse server on the machine; it is not a peer.
+#
 # Every image is made from one deterministic raw (AES-CTR keystream + a pattern per 64 KiB
 # block: ~50 % compressible, no zero block). Every tool's view is compared with
 # `qemu-img convert -O raw` before it is measured; a libyal tool whose bytes differ is reported as
@@ -39,14 +43,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 work=$(mktemp -d /var/tmp/vdiskfs-bench.XXXXXX)
-mkdir -p "$work/mv" "$work/my"
+mkdir -p "$work/mv" "$work/my" "$work/mc"
 touch "$work/qsd.raw"
 qsd_pid=""
 stop_all() {
   set +e
   [ -n "$qsd_pid" ] && kill -TERM "$qsd_pid" 2>/dev/null && wait "$qsd_pid" 2>/dev/null
   qsd_pid=""
-  for m in "$work/mv" "$work/my" "$work/qsd.raw"; do mountpoint -q "$m" && fusermount3 -u "$m"; done
+  for m in "$work/mv" "$work/my" "$work/mc" "$work/qsd.raw"; do mountpoint -q "$m" && fusermount3 -u "$m"; done
   for _ in $(seq 1 100); do pgrep -f "$work/" >/dev/null || break; sleep 0.05; done
   pkill_left=$(pgrep -f "$work/")
   [ -n "$pkill_left" ] && kill -TERM $pkill_left 2>/dev/null
@@ -54,7 +58,7 @@ stop_all() {
 cleanup() {
   set +e
   stop_all
-  for m in "$work/mv" "$work/my" "$work/qsd.raw"; do mountpoint -q "$m" && umount -l "$m"; done
+  for m in "$work/mv" "$work/my" "$work/mc" "$work/qsd.raw"; do mountpoint -q "$m" && umount -l "$m"; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -142,6 +146,11 @@ mount_tool() {
       case $tool in qcowmount) target="$work/my/qcow1" ;; vmdkmount) target="$work/my/vmdk1" ;; vhdimount) target="$work/my/vhdi1" ;; esac
       wait_readable "$target"
       srv_pid=$(pgrep -n -f "^$tool .*$work/my") ;;
+    ceiling)
+      "$CEILING" "$work/disk.raw" "$work/mc" >/dev/null 2>&1 &
+      srv_pid=$!
+      target="$work/mc/disk.raw"
+      wait_readable "$target" ;;
     raw)
       target="$work/disk.raw"; srv_pid="" ;;
   esac
@@ -155,6 +164,7 @@ umount_tool() {
   case $tool in
     qsd) kill -TERM "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid="" ;; # SIGTERM, not fusermount3
     vdiskfs) fusermount3 -u "$work/mv" ;;
+    ceiling) fusermount3 -u "$work/mc"; wait "$srv_pid" 2>/dev/null || true ;;
     raw) ;;
     *) fusermount3 -u "$work/my" ;;
   esac
@@ -223,6 +233,7 @@ read_benchmarks() { # format
       done
     done
   done
+  [ -n "$CEILING" ] && tools+=(ceiling)
   for jobs in 1 4; do
     log "$f: fio 4 KiB random read, $jobs job(s), ${FIO_TIME}s"
     for run in $(seq 1 "$RUNS"); do
@@ -312,6 +323,12 @@ micro_benchmarks() {
   printf 'note\t%s\n' "${NOTE:-}"
 } >>"$meta"
 : >"$work/correct.tsv"; : >"$work/checks.tsv"
+CEILING=""
+if (cd "$here" && swift build -c release --product FUSECeiling >"$work/ceiling-build.log" 2>&1); then
+  CEILING="$(cd "$here" && swift build -c release --show-bin-path)/FUSECeiling"
+else
+  log "FUSECeiling did not build (no transport ceiling measured): $(tail -3 "$work/ceiling-build.log")"
+fi
 make_images
 for f in $FORMATS; do read_benchmarks "$f"; done
 case " $FORMATS " in *" qcow2 "*) [ "$WRITES" = 1 ] && write_benchmarks ;; esac

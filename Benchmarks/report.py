@@ -76,6 +76,10 @@ for w in workloads:
             "vs_qsd": speedup(w, v, peers.get("qsd")),
             "vs_best_peer": speedup(w, v, peers.get(best)) if best else None,
             "vs_raw": speedup(w, v, tools.get("raw", {}).get("median")),
+            # FUSECeiling: a minimal libfuse server over the raw file (no format); not a peer.
+            "vs_ceiling": speedup(w, v, tools.get("ceiling", {}).get("median")),
+            "ceiling_vs_best_peer": speedup(w, tools.get("ceiling", {}).get("median"), peers.get(best))
+            if best else None,
         }
         summary.append(entry)
 
@@ -171,6 +175,17 @@ for w in workloads:
         md.append(f"| {e['image']} | {cell(t.get('vdiskfs'))} | {cell(t.get('qsd'))} | "
                   f"{(yal + ' ' + cell(t[yal])) if yal else '–'} | {cell(t.get('raw'))} | {r(e['vs_qsd'])} | "
                   f"{r(e['vs_best_peer'])}{' (' + e['best_peer'] + ')' if e['best_peer'] else ''} | {r(e['vs_raw'])} |")
+# The transport ceiling.
+ceiling_rows = [e for e in summary if "ceiling" in e["tools"]]
+if ceiling_rows:
+    md += ["", "## Transport ceiling: a minimal libfuse server (FUSECeiling) on the raw file [IOPS]", "",
+           "The same transport settings as vdiskfs (multi-threaded loop, 4 threads, clone_fd, direct I/O for "
+           "O_DIRECT opens) and nothing else: no image format, no cache. It bounds what any /dev/fuse server "
+           "reaches on this machine; it is not a peer.", "",
+           "| workload | image | FUSECeiling | vdiskfs ÷ ceiling | ceiling ÷ best peer |", "|---|---|---|---|---|"]
+    for e in ceiling_rows:
+        md.append(f"| {e['workload']} | {e['image']} | {cell(e['tools']['ceiling'])} | {r(e['vs_ceiling'])} | "
+                  f"{r(e['ceiling_vs_best_peer'])}{' (' + e['best_peer'] + ')' if e['best_peer'] else ''} |")
 # Memory.
 md += ["", "## Peak RSS of each server (VmHWM at the end of each run, max over runs), MiB", "",
        "| workload | image | vdiskfs | qemu-storage-daemon | libyal |", "|---|---|---|---|---|"]
