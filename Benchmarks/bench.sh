@@ -10,7 +10,7 @@
 #
 # Beside them on the random reads: FUSECeiling (Benchmarks/Sources/FUSECeiling), a minimal libfuse
 # server that preads the raw file with vdiskfs's transport settings: no format, no caches. What it
-# reaches is the ceiling of any /dev/fuse server on the machine; it is not a peer.
+# reaches is what the FUSE transport alone allows with those settings; it is not a peer.
 #
 # Every image is made from one deterministic raw (AES-CTR keystream + a pattern per 64 KiB
 # block: ~50 % compressible, no zero block). Every tool's view is compared with

@@ -180,8 +180,8 @@ ceiling_rows = [e for e in summary if "ceiling" in e["tools"]]
 if ceiling_rows:
     md += ["", "## Transport ceiling: a minimal libfuse server (FUSECeiling) on the raw file [IOPS]", "",
            "The same transport settings as vdiskfs (multi-threaded loop, 4 threads, clone_fd, direct I/O for "
-           "O_DIRECT opens) and nothing else: no image format, no cache. It bounds what any /dev/fuse server "
-           "reaches on this machine; it is not a peer.", "",
+           "O_DIRECT opens) and nothing else: no image format, no cache. It shows what the FUSE transport alone "
+           "allows with these settings on this machine; it is not a peer.", "",
            "| workload | image | FUSECeiling | vdiskfs ÷ ceiling | ceiling ÷ best peer |", "|---|---|---|---|---|"]
     for e in ceiling_rows:
         md.append(f"| {e['workload']} | {e['image']} | {cell(e['tools']['ceiling'])} | {r(e['vs_ceiling'])} | "
