@@ -2,8 +2,8 @@
 // MOUNTPOINT/disk.raw, whose reads are `pread`s of FILE. No image format, no cache, no view
 // logic: what the FUSE transport alone costs, with vdiskfs's transport settings (the
 // multi-threaded loop, 4 threads, clone_fd; max_read 960 KiB; direct I/O for O_DIRECT opens).
-// bench.sh measures it beside vdiskfs on the random-read workloads as the ceiling of a
-// /dev/fuse server on the machine. Runs in the foreground; stop it with `fusermount3 -u`.
+// bench.sh measures it beside vdiskfs on the random-read workloads: what the transport alone
+// allows with these settings. Runs in the foreground; stop it with `fusermount3 -u`.
 import CFuse
 
 #if canImport(Glibc)
