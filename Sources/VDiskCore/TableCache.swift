@@ -13,6 +13,10 @@ import Synchronization
 /// never wait for each other (the read path of every request goes through here). Recency is the
 /// stamp; an insert that must evict sorts the entries by stamp once into an eviction queue and
 /// takes victims from it, skipping entries touched since they were queued.
+///
+/// The hit path (`get`, `value(for:cost:load:)`) is `@inlinable` so that the format drivers, in
+/// other modules, get it specialized for their key and value: called generically, every hit
+/// looked up type metadata at run time, which cost more than the rest of the lookup.
 public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unchecked Sendable {
   public struct Statistics: Sendable, Equatable {
     public var hits = 0
@@ -20,11 +24,12 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unche
     public var evictions = 0
   }
 
-  private final class Entry: Sendable {
+  @usableFromInline
+  final class Entry: Sendable {
     let key: Key
-    let value: Value
+    @usableFromInline let value: Value
     let cost: Int
-    let lastUsed: Atomic<UInt64>
+    @usableFromInline let lastUsed: Atomic<UInt64>
 
     init(key: Key, value: Value, cost: Int, stamp: UInt64) {
       self.key = key
@@ -41,13 +46,13 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unche
   }
 
   public let budget: Int
-  private let lock = ReadWriteLock()
-  private let clock = Atomic<UInt64>(0)
-  private let hits = Atomic<Int>(0)
-  private let misses = Atomic<Int>(0)
+  @usableFromInline let lock = ReadWriteLock()
+  @usableFromInline let clock = Atomic<UInt64>(0)
+  @usableFromInline let hits = Atomic<Int>(0)
+  @usableFromInline let misses = Atomic<Int>(0)
   private let evictions = Atomic<Int>(0)
-  // Guarded by `lock`.
-  private var index: [Key: Entry] = [:]
+  // Guarded by `lock` (which is why the run-time exclusivity check, a cost on every hit, is off).
+  @exclusivity(unchecked) @usableFromInline var index: [Key: Entry] = [:]
   private var costSum = 0
   private var queue: [Candidate] = []
   private var queueHead = 0
@@ -57,12 +62,13 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unche
     self.budget = max(0, budget)
   }
 
-  @inline(__always)
-  private func tick() -> UInt64 {
+  @inlinable @inline(__always)
+  func tick() -> UInt64 {
     clock.wrappingAdd(1, ordering: .relaxed).newValue
   }
 
   /// The cached value for `key`, marking it most recently used; nil when absent.
+  @inlinable
   public func get(_ key: Key) -> Value? {
     guard let entry = lock.withReadLock({ index[key] }) else {
       misses.wrappingAdd(1, ordering: .relaxed)
@@ -117,6 +123,7 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unche
 
   /// The cached value for `key`, or the result of `load` (called without the lock held), which
   /// is then cached with `cost`.
+  @inlinable
   public func value(for key: Key, cost: Int, load: () throws -> Value) rethrows -> Value {
     if let hit = get(key) { return hit }
     let value = try load()
