@@ -7,14 +7,20 @@
 /// pool shared under one mutex was the hottest contended lock with 4 concurrent readers.) A
 /// thread's buffer is freed when the thread exits; a nested or oversized request gets a one-off
 /// allocation.
+///
+/// A thread's block is one page of header (an in-use flag) followed by the buffer, so taking and
+/// returning it is a flag flip, not a `pthread_setspecific` call per request.
 final class ReadBufferPool: @unchecked Sendable {
   let bufferSize: Int
-  private var key = pthread_key_t()
+  private static let header = 4096
+  private let key: pthread_key_t
   private let hasKey: Bool
 
   init(bufferSize: Int) {
     self.bufferSize = bufferSize
+    var key = pthread_key_t()
     hasKey = pthread_key_create(&key) { free($0) } == 0
+    self.key = key
   }
 
   deinit {
@@ -30,19 +36,25 @@ final class ReadBufferPool: @unchecked Sendable {
   /// the pool's size and the buffer is not already in use, else a one-off allocation).
   func withBuffer<R>(count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
     guard count <= bufferSize, hasKey else { return try oneOff(count, body) }
-    let base: UnsafeMutableRawPointer
+    let block: UnsafeMutableRawPointer
     if let own = pthread_getspecific(key) {
-      base = own
-      pthread_setspecific(key, nil)
+      block = own
     } else {
       var fresh: UnsafeMutableRawPointer?
-      guard posix_memalign(&fresh, 4096, bufferSize) == 0, let fresh else { return try oneOff(count, body) }
-      base = fresh
+      guard posix_memalign(&fresh, 4096, Self.header + bufferSize) == 0, let fresh,
+        pthread_setspecific(key, fresh) == 0
+      else {
+        free(fresh)
+        return try oneOff(count, body)
+      }
+      fresh.storeBytes(of: false, as: Bool.self)
+      block = fresh
     }
-    defer {
-      if pthread_getspecific(key) == nil { pthread_setspecific(key, base) } else { free(base) }
-    }
-    return try body(UnsafeMutableRawBufferPointer(start: base, count: count))
+    // Only this thread touches its block: the flag needs no atomics.
+    guard !block.load(as: Bool.self) else { return try oneOff(count, body) }
+    block.storeBytes(of: true, as: Bool.self)
+    defer { block.storeBytes(of: false, as: Bool.self) }
+    return try body(UnsafeMutableRawBufferPointer(start: block + Self.header, count: count))
   }
 
   private func oneOff<R>(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
