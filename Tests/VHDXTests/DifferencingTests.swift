@@ -51,6 +51,11 @@ import VDiskCore
     let expected = child.expected(over: parent)
     #expect(firstDifference(try readAll(chain), expected) == nil)
     #expect(firstDifference(try readAll(chain, seed: 5), expected) == nil)
+    #expect(try #require(chain.top as? VHDXLayer).bat.resident != nil)
+    // The same with the BAT (and sector bitmaps) paged through a cache too small to hold it.
+    let paged = try openChain(image, OpenOptions(cacheSize: 0))
+    #expect(try #require(paged.top as? VHDXLayer).bat.resident == nil)
+    #expect(firstDifference(try readAll(paged), expected) == nil)
 
     let top = chain.top
     #expect(try top.extent(at: 4 << 20, maxLength: 1 << 20).mapping == .unallocated)

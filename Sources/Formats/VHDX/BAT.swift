@@ -41,6 +41,13 @@ struct BAT: Sendable {
   let entryCount: UInt64
   /// A differencing disk: its BAT interleaves sector bitmap entries, read through the cache.
   let differencing: Bool
+  /// The whole table, when `loadingResident` read it. A layer is read-only, so its BAT cannot
+  /// change while mounted, and a lookup in a plain array writes no cache line that the workers
+  /// share (a `MetadataCache` hit takes a lock, stamps the entry and retains the page): 4 KiB
+  /// random reads, 4 jobs, vhdx, 2459 instead of 3021 instructions a request (callgrind).
+  private(set) var resident: [UInt64]?
+  /// 4 MiB: the BAT of a 16 TiB disk of 32 MiB blocks.
+  static let residentLimit: UInt64 = 4 << 20
 
   init(_ source: ReplayedFile, region: RegionTable.Region, metadata: VHDXMetadata, cache: MetadataCache)
     throws
@@ -88,6 +95,27 @@ struct BAT: Sendable {
   /// BAT index of the sector bitmap of chunk `chunk`: chunk * (ChunkRatio + 1) + ChunkRatio.
   func bitmapIndex(_ chunk: UInt64) -> UInt64 { chunk * (chunkRatio + 1) + chunkRatio }
 
+  /// This BAT with the whole table read into `resident` when it fits both `residentLimit` and
+  /// the metadata cache's budget (which it then stands in for); else unchanged, its pages going
+  /// through the cache.
+  func loadingResident() throws -> BAT {
+    let bytes = entryCount * 8  // <= region.length, checked in init
+    guard entryCount > 0, bytes <= Self.residentLimit, bytes <= UInt64(cache.budget) else { return self }
+    var copy = self
+    let table = try source.readBytes(at: region.offset, count: Int(bytes), what: "BAT")
+    copy.resident = Self.words(table, count: Int(entryCount))
+    return copy
+  }
+
+  /// `count` little-endian 64-bit words from `bytes`.
+  private static func words(_ bytes: [UInt8], count: Int) -> [UInt64] {
+    (0..<count).map { i in
+      var w: UInt64 = 0
+      for b in (0..<8).reversed() { w = w << 8 | UInt64(bytes[i * 8 + b]) }
+      return w
+    }
+  }
+
   /// The cached page holding entry `index` (its first index and its words).
   func page(containing index: UInt64) throws -> (first: UInt64, words: [UInt64]) {
     guard index < entryCount else {
@@ -98,12 +126,7 @@ struct BAT: Sendable {
     let count = Int(min(Self.pageEntries, entryCount - first))
     let offset = region.offset + first * 8
     let words = try cache.value(for: TableKey(file: source.file, offset: offset, kind: 1), cost: count * 8) {
-      let bytes = try source.readBytes(at: offset, count: count * 8, what: "BAT page")
-      return (0..<count).map { i in
-        var w: UInt64 = 0
-        for b in (0..<8).reversed() { w = w << 8 | UInt64(bytes[i * 8 + b]) }
-        return w
-      }
+      Self.words(try source.readBytes(at: offset, count: count * 8, what: "BAT page"), count: count)
     }
     guard words.count == count else {
       throw VDiskError.corrupt(
@@ -113,6 +136,13 @@ struct BAT: Sendable {
   }
 
   func entry(_ index: UInt64) throws -> BATEntry {
+    if let resident {
+      guard index < entryCount else {
+        throw VDiskError.corrupt(
+          source.file.path, at: region.offset, "BAT index \(index) is past the \(entryCount) entries")
+      }
+      return BATEntry(raw: resident[Int(index)])
+    }
     let p = try page(containing: index)
     return BATEntry(raw: p.words[Int(index - p.first)])
   }

@@ -43,7 +43,7 @@ public enum VHDXDriver {
     let probeBAT = try BAT(source, region: regions.bat, metadata: metadata, cache: MetadataCache(budget: 0))
     let parentName = parent?.recordedName
     return LayerPlan(file: file, parent: parent, metadataCoverage: probeBAT.coverage) { backing, cache in
-      let bat = try BAT(source, region: regions.bat, metadata: metadata, cache: cache)
+      let bat = try BAT(source, region: regions.bat, metadata: metadata, cache: cache).loadingResident()
       return VHDXLayer(
         file: file, header: header, source: source, replayedLogEntries: replayed, regions: regions,
         metadata: metadata, bat: bat, backing: backing, parentName: parentName)

@@ -106,11 +106,16 @@ public final class VHDXLayer: ImageLayer {
     let blockStart = block * blockSize
     let blockEnd = min(blockStart + blockSize, metadata.virtualSize, end)
     let index = bat.payloadIndex(block)
-    if page.map({ index < $0.first || index - $0.first >= UInt64($0.words.count) }) ?? true {
-      page = try bat.page(containing: index)
+    let entry: BATEntry
+    if bat.resident != nil {
+      entry = try bat.entry(index)
+    } else {
+      if page.map({ index < $0.first || index - $0.first >= UInt64($0.words.count) }) ?? true {
+        page = try bat.page(containing: index)
+      }
+      guard let page else { return (.zero, blockEnd) }
+      entry = BATEntry(raw: page.words[Int(index - page.first)])
     }
-    guard let page else { return (.zero, blockEnd) }
-    let entry = BATEntry(raw: page.words[Int(index - page.first)])
     switch entry.state {
     case BATEntry.notPresent:
       return (metadata.hasParent ? .unallocated : .zero, blockEnd)
@@ -168,15 +173,20 @@ public final class VHDXLayer: ImageLayer {
         "\(what()) at \(hex(offset)) (length \(hex(length))) lies outside the file (size \(hex(source.size)))"
       )
     }
+    // Runs on every read: plain comparisons (a list of candidate regions allocated each time).
     let range = offset..<end
-    var clashes: [(String, Range<UInt64>)] = [
-      ("BAT", regions.bat.range), ("metadata region", regions.metadata.range),
-    ]
-    if header.logLength != 0 {
-      clashes.append(("log", header.logOffset..<header.logOffset + UInt64(header.logLength)))
+    var clash: String?
+    if regions.bat.range.overlaps(range) {
+      clash = "BAT"
+    } else if regions.metadata.range.overlaps(range) {
+      clash = "metadata region"
+    } else if header.logLength != 0,
+      (header.logOffset..<header.logOffset + UInt64(header.logLength)).overlaps(range)
+    {
+      clash = "log"
     }
-    if let clash = clashes.first(where: { $0.1.overlaps(range) }) {
-      throw VDiskError.corrupt(file.path, at: offset, "\(what()) at \(hex(offset)) overlaps the \(clash.0)")
+    if let clash {
+      throw VDiskError.corrupt(file.path, at: offset, "\(what()) at \(hex(offset)) overlaps the \(clash)")
     }
     return offset
   }
