@@ -35,10 +35,10 @@ for _ in $(seq 300); do mountpoint -q "$work/mnt" && break; sleep 0.1; done
 mountpoint -q "$work/mnt" || { echo "the server did not mount:" >&2; tail -5 "$work/valgrind.log" >&2; exit 1; }
 cat "$image" >/dev/null # the host page cache holds the image: no disk waits in the measurement
 dd if="$file" of=/dev/null bs=4k count=2000 iflag=direct status=none # warm the server's caches
-callgrind_control -z "$pid" >/dev/null
+callgrind_control -z "$pid" >/dev/null 2>&1
 fio --name=r --filename="$file" --rw=randread --bs=4k --direct=1 --ioengine=psync --numjobs=1 \
   --number_ios="$reads" --randseed=7 --output-format=terse --terse-version=3 >/dev/null 2>&1
-callgrind_control -d "$pid" >/dev/null
+callgrind_control -d "$pid" >/dev/null 2>&1
 for _ in $(seq 50); do [ -s "$work/callgrind.out.1" ] && break; sleep 0.1; done
 callgrind_annotate "$work/callgrind.out.1" 2>/dev/null |
   awk -v n="$reads" '/PROGRAM TOTALS/ { gsub(",", "", $1); printf "instructions/read %.0f\n", $1 / n }'
