@@ -233,7 +233,8 @@ read_benchmarks() { # format
       done
     done
   done
-  [ -n "$CEILING" ] && tools+=(ceiling)
+  # Not beside compressed data: the ceiling preads the raw file, so the ratio would say nothing.
+  [ -n "$CEILING" ] && [ "$f" != qcow2c ] && tools+=(ceiling)
   for jobs in 1 4; do
     log "$f: fio 4 KiB random read, $jobs job(s), ${FIO_TIME}s"
     for run in $(seq 1 "$RUNS"); do

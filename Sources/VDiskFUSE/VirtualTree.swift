@@ -292,18 +292,8 @@ public final class VirtualTree: Sendable {
   public func read(_ inode: UInt64, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
     -> Int
   {
-    try read(view: fileView(inode), into: buffer, at: offset)
-  }
-
-  /// Reads `view` (an open file's view) at `offset`, as `read(_:into:at:)`.
-  public func read(view: DiskView, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
-    -> Int
-  {
-    let content = view.content
-    let size = content.size
-    guard offset < size, buffer.count > 0 else { return 0 }
-    let count = Int(min(UInt64(buffer.count), size - offset))
-    return try content.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count]), at: offset)
+    // `ByteView.read` clamps to the view's size itself (the FUSE read handler relies on that).
+    try fileView(inode).content.read(into: buffer, at: offset)
   }
 
   public enum SeekKind: Sendable { case data, hole }
