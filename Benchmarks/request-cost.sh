@@ -24,9 +24,10 @@ trap cleanup EXIT
 
 # valgrind 3.19 cannot read the DWARF Swift 6.3 emits.
 objcopy --strip-debug "$server" "$work/server"
+file="$work/mnt/disk.raw"
 case $(basename "$server") in
-  FUSECeiling*) args=("$image" "$work/mnt") file="$work/mnt/disk.raw" ;;
-  *) args=("$image" "$work/mnt" -o ro -f) file="$work/mnt/disk.raw" ;;
+  FUSECeiling*) args=("$image" "$work/mnt") ;;
+  *) args=("$image" "$work/mnt" -o ro -f) ;;
 esac
 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" "$work/server" "${args[@]}" \
   >"$work/valgrind.log" 2>&1 &
