@@ -8,6 +8,8 @@ import VDiskCore
 /// `allocationExtent` (SEEK_DATA/SEEK_HOLE); reads simply read the file.
 public final class RawLayer: ImageLayer {
   public let file: ImageFile
+  /// The engine's range locks for writes (unused on a read-only file).
+  public let writeLocks = RangeLocks()
   public var formatName: String { "raw" }
   public var backing: (any ImageLayer)? { nil }
   public var virtualSize: UInt64 { file.size }
@@ -64,10 +66,11 @@ extension RawLayer {
 /// A raw file written in place: guest offset = host offset. Discard writes zeros (punching holes
 /// would need fallocate, which the Swift Glibc module does not export).
 extension RawLayer: WritableLayer {
+  /// Nothing is allocated: writes of different bytes never conflict.
+  public var writeUnit: UInt64 { 1 }
+
   public func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
-    PreparedWrite(segments: [
-      WriteSegment(file: file, hostOffset: offset, content: .guest(guestOffset: offset, length: Int(length)))
-    ])
+    PreparedWrite(targets: [WriteTarget(file: file, hostOffset: offset, guest: offset..<offset + length)])
   }
 
   public func commitWrite(_ prepared: PreparedWrite) throws {}

@@ -25,10 +25,6 @@ extension ByteView {
 
 extension LayerChain: ByteView {
   public var size: UInt64 { virtualSize }
-
-  public func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    try writableTop.resize(to: newSize, allowShrink: allowShrink)
-  }
 }
 
 /// `length` bytes of `parent` from `offset` (a partition of a disk): reads, writes, zeroing and

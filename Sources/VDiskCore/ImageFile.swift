@@ -133,7 +133,11 @@ public final class ImageFile: Sendable {
         e == .noSpace ? .noSpace : .io, path: path, offset: offset,
         "write of \(buffer.count) bytes at \(hex(offset)) failed: \(e)", errno: e.rawValue)
     }
-    let end = offset + UInt64(buffer.count)
+    noteWritten(upTo: offset + UInt64(buffer.count))
+  }
+
+  /// Raises the remembered size to `end` after a write that reached it.
+  func noteWritten(upTo end: UInt64) {
     var current = cachedSize.load(ordering: .relaxed)
     while end > current {
       let (exchanged, original) = cachedSize.compareExchange(

@@ -1,41 +1,36 @@
-/// One piece of a prepared write: where in which host file, and what goes there.
-public struct WriteSegment: Sendable {
-  public enum Content: Sendable {
-    /// `length` guest bytes of the caller's data, starting at guest offset `guestOffset`.
-    case guest(guestOffset: UInt64, length: Int)
-    /// Bytes the layer supplies: copy-on-write head or tail read from the chain, or zeros.
-    case fill([UInt8])
-  }
-
+/// One host-contiguous run of a prepared write: where it lands, and which of its bytes the engine
+/// fills from the disk's current contents.
+///
+/// The run holds guest bytes `guest` at `hostOffset` onwards in `file`. The engine writes the part
+/// of the caller's data that falls inside `guest`, plus every `fill` range (guest bytes outside the
+/// write whose current contents must move into the run: copy-on-write from the backing chain, a
+/// compressed or shared cluster's old bytes, zeros). Bytes of `guest` in neither stay as they are.
+public struct WriteTarget: Sendable {
   public var file: ImageFile
+  /// Host offset of guest byte `guest.lowerBound`.
   public var hostOffset: UInt64
-  public var content: Content
+  public var guest: Range<UInt64>
+  /// Sub-ranges of `guest`, outside the write, ascending and disjoint.
+  public var fill: [Range<UInt64>]
 
-  public init(file: ImageFile, hostOffset: UInt64, content: Content) {
+  public init(file: ImageFile, hostOffset: UInt64, guest: Range<UInt64>, fill: [Range<UInt64>] = []) {
     self.file = file
     self.hostOffset = hostOffset
-    self.content = content
-  }
-
-  public var length: Int {
-    switch content {
-    case .guest(_, let length): length
-    case .fill(let bytes): bytes.count
-    }
+    self.guest = guest
+    self.fill = fill
   }
 }
 
-/// The answer of `prepareWrite`: segments to write, in host order per file, and what the layer
-/// must link afterwards. Opaque to the engine except for `segments`.
+/// The answer of `prepareWrite`: the runs to write and the layer's own record of what to link at
+/// commit (opaque to the engine).
 public struct PreparedWrite: Sendable {
-  public var segments: [WriteSegment]
-  /// Identifies the layer's pending allocation (0 when the write goes in place and there is
-  /// nothing to commit).
-  public var ticket: UInt64
+  public var targets: [WriteTarget]
+  /// What the layer needs back in `commitWrite`/`abortWrite` (nil when there is nothing to link).
+  public var token: (any Sendable)?
 
-  public init(segments: [WriteSegment], ticket: UInt64 = 0) {
-    self.segments = segments
-    self.ticket = ticket
+  public init(targets: [WriteTarget], token: (any Sendable)? = nil) {
+    self.targets = targets
+    self.token = token
   }
 }
 
@@ -47,30 +42,42 @@ public enum DiscardMode: Sendable, Equatable {
   case zeroRange
 }
 
-/// A layer that can be written (the top of a chain opened read-write).
+/// A layer that can be written (the top of a chain opened read-write). The layer implements its
+/// format's allocation and metadata only; the engine (`LayerChain+Write.swift`) holds the range
+/// locks, reads copy-on-write fill through the chain, and does all data I/O.
 ///
-/// A write is two-phase, so that readers never see a cluster linked before its data is on disk
-/// and metadata is ordered for crash safety (DESIGN.md, "Writes"):
-/// 1. `prepareWrite` allocates what the range needs (copy-on-write from the chain, out of zero or
-///    compressed clusters, out of clusters shared with snapshots), holding the affected clusters
-///    against concurrent allocating writes, and returns the host segments to write: guest bytes
-///    plus any fill (head/tail) the layer read, to be merged into as few writes as possible.
-/// 2. The engine writes every segment. 3. `commitWrite` links the new clusters (metadata updates
-///    stay in the layer's cache, dirty, written back in dependency order by `flush`) and releases
-///    the clusters; on a failed data write the engine calls `abortWrite` instead (a leak at worst).
+/// A write is two-phase, so that readers never see a unit linked before its data is written and
+/// metadata is ordered for crash safety (docs/DESIGN.md, "The write path"). With the units of the
+/// range held in `writeLocks`:
+/// 1. `prepareWrite` allocates what the range needs (out of unallocated, zero, compressed or
+///    shared units), without linking it, and returns the host runs to write and what to fill.
+/// 2. The engine reads the fill bytes through the chain (which still shows the old mapping) and
+///    writes fill and guest bytes, one gathered write per host-contiguous run.
+/// 3. `commitWrite` links the new units (metadata updates stay dirty in the layer's cache, written
+///    back in dependency order by `flush` or when the cache needs room); on a failed data write
+///    the engine calls `abortWrite` instead (a leak at worst).
 public protocol WritableLayer: ImageLayer {
+  /// The allocation unit in guest bytes (a cluster, grain or block): the granularity of the
+  /// engine's range locks. A power of two.
+  var writeUnit: UInt64 { get }
+  /// The locks the engine takes on this layer's units (one per layer, whatever views use it).
+  var writeLocks: RangeLocks { get }
+
+  /// On entry `[offset, offset + length)` lies inside the disk, `length > 0`, and its units are
+  /// held. Returns runs that together cover the whole range, each unit of which is in a run.
   func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite
   func commitWrite(_ prepared: PreparedWrite) throws
   func abortWrite(_ prepared: PreparedWrite)
 
-  /// Makes whole clusters (or subclusters) of the range read as zeros per `mode`, freeing host
-  /// clusters where allowed; returns the guest ranges it did not handle (partial edges, or all of
-  /// it where the format cannot mark zeros), which the engine then overwrites with zeros.
+  /// With the units of the range held: makes whole units of the range read as zeros per `mode`,
+  /// freeing host space where allowed; returns the guest ranges it did not handle (partial edges,
+  /// or all of it where the format cannot mark zeros), which the engine then overwrites with zeros.
   func discard(at offset: UInt64, length: UInt64, mode: DiscardMode) throws -> [Range<UInt64>]
 
-  /// Writes dirty metadata back in dependency order, then `fdatasync`s the files.
+  /// Writes dirty metadata back in dependency order, then `fdatasync`s the files. With nothing
+  /// dirty, one `fdatasync` at most.
   func flush() throws
 
-  /// Grows (or, when `allowShrink`, shrinks) the virtual disk.
+  /// With every unit held: grows (or, when `allowShrink`, shrinks) the virtual disk.
   func resize(to newSize: UInt64, allowShrink: Bool) throws
 }

@@ -74,9 +74,13 @@ import VDiskCore
     try Qemu.create(image, size: "1M")
     try Qemu.io(image, ["write -P 0x22 0 64k"])
     let (_, l2) = try firstL2Table(image)
-    let host = try field(image, at: l2, width: 8) & 0x00FF_FFFF_FFFF_FE00
+    let entry = try field(image, at: l2, width: 8)
+    let host = entry & 0x00FF_FFFF_FFFF_FE00
     let block = try field(image, at: try field(image, at: 48, width: 8), width: 8)
     try patch(image, at: block + 2 * (host >> 16), 0, width: 2)  // 16-bit refcounts
+    // Without COPIED the writer must copy the cluster and looks its refcount up (with COPIED it
+    // trusts the flag and writes in place without a lookup, as QEMU does).
+    try patch(image, at: l2, entry & ~(1 << 63), width: 8)
     do {
       let chain = try openWritable(image)
       expectVDiskError(.corrupt, ["refcount 0"]) {

@@ -98,11 +98,11 @@ import VDiskCore
       let layer = try chain.writableTop
       // 64 KiB clusters, 2 KiB subclusters: an aligned 4 KiB write needs no fill at all.
       let aligned = try layer.prepareWrite(at: 65536 + 8192, length: 4096)
-      #expect(aligned.segments.reduce(0) { $0 + $1.length } == 4096)
+      #expect(aligned.bytesWritten(65536 + 8192, 4096) == 4096)
       layer.abortWrite(aligned)
       // An unaligned 1000-byte write fills only the rest of its one subcluster.
       let unaligned = try layer.prepareWrite(at: 65536 + 8192 + 100, length: 1000)
-      #expect(unaligned.segments.reduce(0) { $0 + $1.length } == 2048)
+      #expect(unaligned.bytesWritten(65536 + 8192 + 100, 1000) == 2048)
       layer.abortWrite(unaligned)
       let disk = MirroredDisk(chain: chain, mirror: mirror)
       try disk.write(at: 65536 + 8192 + 100, count: 1000)
@@ -129,11 +129,11 @@ import VDiskCore
       let layer = try chain.writableTop
       // An allocated cluster with refcount 1 is written in place: the 4 KiB alone, no fill.
       let inPlace = try layer.prepareWrite(at: 65536 + 100, length: 4096)
-      #expect(inPlace.segments.count == 1 && inPlace.segments[0].length == 4096)
+      #expect(inPlace.targets.count == 1 && inPlace.bytesWritten(65536 + 100, 4096) == 4096)
       layer.abortWrite(inPlace)
       // A zero cluster is filled whole (its other bytes must read as zeros).
       let zero = try layer.prepareWrite(at: (512 << 10) + 100, length: 4096)
-      #expect(zero.segments.reduce(0) { $0 + $1.length } == 65536)
+      #expect(zero.bytesWritten((512 << 10) + 100, 4096) == 65536)
       layer.abortWrite(zero)
       let disk = MirroredDisk(chain: chain, mirror: mirror)
       try disk.write(at: 65536 + 100, count: 4096)
@@ -148,7 +148,7 @@ import VDiskCore
   @Test func refcountCodecRoundTripsEveryWidth() {
     for order in UInt32(0)...6 {
       let codec = RefcountCodec(order: order)
-      var block = [UInt8](repeating: 0, count: 512)
+      var block = [UInt64](repeating: 0, count: 64)  // 512 bytes, as the writer caches blocks
       let entries = Int(codec.entries(clusterSize: 512))
       for i in 0..<entries { codec.set(&block, i, UInt64(i * 7 + 3) & codec.maxValue) }
       for i in 0..<entries where codec.get(block, i) != UInt64(i * 7 + 3) & codec.maxValue {
@@ -157,10 +157,23 @@ import VDiskCore
       }
     }
     // Sub-byte entries count from the least significant bit (qcow2 spec).
-    var block = [UInt8](repeating: 0, count: 1)
+    var block = [UInt64](repeating: 0, count: 1)
     RefcountCodec(order: 0).set(&block, 0, 1)
-    #expect(block[0] == 1)
+    #expect(block.withUnsafeBytes { $0[0] } == 1)
     RefcountCodec(order: 1).set(&block, 1, 3)
-    #expect(block[0] == 0b1101)
+    #expect(block.withUnsafeBytes { $0[0] } == 0b1101)
+    // Wider entries are big-endian in the file's byte order.
+    RefcountCodec(order: 4).set(&block, 1, 0x0102)
+    #expect(block.withUnsafeBytes { [$0[2], $0[3]] } == [1, 2])
+  }
+}
+
+extension PreparedWrite {
+  /// Bytes the engine writes for this plan of a write of `length` bytes at `offset`: the write's
+  /// own bytes plus every fill range.
+  func bytesWritten(_ offset: UInt64, _ length: UInt64) -> Int {
+    targets.reduce(0) { sum, t in
+      sum + (offset..<offset + length).clamped(to: t.guest).count + t.fill.reduce(0) { $0 + $1.count }
+    }
   }
 }

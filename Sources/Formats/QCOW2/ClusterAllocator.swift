@@ -5,15 +5,29 @@ import VDiskCore
 /// then count them, allocating refcount blocks (self-describing where possible) and growing the
 /// refcount table as needed. Changes stay in memory, dirty, until `writeBack`.
 extension WriteState {
-  /// The refcount block at `offset`, loaded (and checked) on first use.
-  mutating func refcountBlock(at offset: UInt64) throws -> [UInt8] {
-    if let block = blocks[offset] { return block }
+  /// The refcount block at `offset` (its bytes as stored, in 64-bit words): from the cache, or
+  /// loaded (and checked) and cached.
+  mutating func refcountBlock(at offset: UInt64) throws -> [UInt64] {
     guard offset & (clusterSize - 1) == 0, offset >= clusterSize else {
       throw markCorrupt(at: offset, "refcount block offset \(hex(offset)) is invalid")
     }
-    let block = try file.readBytes(at: offset, count: Int(clusterSize), what: "refcount block")
-    blocks[offset] = block
-    return block
+    let size = Int(clusterSize)
+    return try cache.value(for: blockKey(offset), cost: size) {
+      try [UInt64](unsafeUninitializedCapacity: size / 8) { buffer, initialized in
+        try file.readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "refcount block")
+        initialized = size / 8
+      }
+    }
+  }
+
+  func blockKey(_ offset: UInt64) -> TableKey {
+    TableKey(file: file, offset: offset, kind: QCOW2TableKind.refcountBlock)
+  }
+
+  /// Stores a changed refcount block in the cache, dirty.
+  mutating func storeBlock(_ block: [UInt64], at offset: UInt64) {
+    cache.insert(blockKey(offset), block, cost: Int(clusterSize), dirty: true)
+    dirtyBlocks.insert(offset)
   }
 
   /// The refcount of host cluster `cluster` (an index); 0 where no block covers it.
@@ -46,15 +60,17 @@ extension WriteState {
       }
       blockOffset = try allocateRefcountBlock(tableIndex: Int(tableIndex))
     }
+    // Only the writer reads refcount blocks, so taking the block out of the cache while it
+    // changes is safe, and spares a copy of the cluster.
     var block = try refcountBlock(at: blockOffset)
-    blocks[blockOffset] = nil
+    cache.remove(blockKey(blockOffset))
+    defer { storeBlock(block, at: blockOffset) }
     let index = Int(cluster % perBlock)
     let old = geometry.refcounts.get(block, index)
     let (new, overflow): (UInt64, Bool) =
       delta >= 0
       ? old.addingReportingOverflow(UInt64(delta)) : old.subtractingReportingOverflow(UInt64(-delta))
     if overflow || new > geometry.refcounts.maxValue {
-      blocks[blockOffset] = block
       if delta < 0 {
         throw markCorrupt(
           at: cluster * clusterSize, "refcount of cluster \(hex(cluster * clusterSize)) drops below 0")
@@ -65,8 +81,6 @@ extension WriteState {
       )
     }
     geometry.refcounts.set(&block, index, new)
-    blocks[blockOffset] = block
-    dirtyBlocks.insert(blockOffset)
     if new == 0, cluster < freeCursor { freeCursor = cluster }
   }
 
@@ -143,8 +157,7 @@ extension WriteState {
     }
     reserved.append(cluster..<cluster + 1)
     defer { reserved.removeAll { $0 == cluster..<cluster + 1 } }
-    blocks[offset] = [UInt8](repeating: 0, count: Int(clusterSize))
-    dirtyBlocks.insert(offset)
+    storeBlock([UInt64](repeating: 0, count: Int(clusterSize / 8)), at: offset)
     refTable[tableIndex] = offset
     dirtyRefTable.insert(tableIndex)
     refBlockOffsets.insert(offset)

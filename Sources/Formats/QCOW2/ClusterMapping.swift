@@ -7,30 +7,32 @@ struct ClusterMapping: Sendable {
   let file: ImageFile
   let decoder: L2EntryDecoder
   let cache: MetadataCache
-  /// The L1 entries the virtual size needs (qcow2 spec, "L1 table entry"), as stored.
+  /// The L1 entries the virtual size needs (qcow2 spec, "L1 table entry"), as stored; unused
+  /// when `activeL1` is set.
   let l1: [UInt64]
+  /// A writable layer's L1 table, which its writer changes.
+  let activeL1: ActiveL1?
   let clusterBits: UInt32
   /// log2 of the guest bytes one L2 table covers.
   let l2CoverageBits: UInt32
   /// 8 bytes per entry, or 16 with extended L2 entries (qcow2 spec, "Extended L2 Entries").
   let wordsPerEntry: Int
-  /// When the layer is writable, its writer owns the L1 table and the dirty L2 tables, and
-  /// every lookup goes through it.
-  let writer: QCOW2Writer?
 
-  init(file: ImageFile, header: QCOW2Header, cache: MetadataCache, writer: QCOW2Writer? = nil) throws {
+  /// A read-only layer's mapping (its L1 table read now), or a writable one's over its writer's
+  /// `activeL1`. L2 tables come from the chain's cache, where the writer keeps its dirty ones.
+  init(file: ImageFile, header: QCOW2Header, cache: MetadataCache, activeL1: ActiveL1? = nil) throws {
     // The header checked that these entries lie within the file and within 64 MiB.
-    let count = writer == nil ? Int(header.l1EntriesNeeded) : 0
+    let count = activeL1 == nil ? Int(header.l1EntriesNeeded) : 0
     let l1 = try file.readL1Table(at: header.l1TableOffset, count: count)
-    self.init(file: file, header: header, l1: l1, cache: cache, writer: writer)
+    self.init(file: file, header: header, l1: l1, cache: cache, activeL1: activeL1)
   }
 
   /// A mapping over an L1 table already in memory (`l1`: the entries the virtual size needs, as
   /// stored), such as an internal snapshot's.
-  init(file: ImageFile, header: QCOW2Header, l1: [UInt64], cache: MetadataCache, writer: QCOW2Writer? = nil) {
+  init(file: ImageFile, header: QCOW2Header, l1: [UInt64], cache: MetadataCache, activeL1: ActiveL1? = nil) {
     self.file = file
     self.cache = cache
-    self.writer = writer
+    self.activeL1 = activeL1
     self.l1 = l1
     clusterBits = header.clusterBits
     l2CoverageBits = header.clusterBits + header.l2Bits
@@ -44,19 +46,14 @@ struct ClusterMapping: Sendable {
 
   /// The L2 table for L1 index `index`, or nil when the L1 entry is unallocated.
   func l2Table(_ index: Int) throws -> (offset: UInt64, words: [UInt64])? {
-    if let writer { return try writer.l2Table(l1Index: index) }
-    guard index < l1.count else { return nil }
-    let offset = l1[index] & L2EntryDecoder.offsetMask
+    let entry = activeL1?.entry(index) ?? (index < l1.count ? l1[index] : 0)
+    let offset = entry & L2EntryDecoder.offsetMask
     guard offset != 0 else { return nil }
     guard offset & (clusterSize - 1) == 0 else {
       throw VDiskError.corrupt(
         file.path, at: offset, "L2 table offset \(hex(offset)) (L1 index \(index)) is not cluster-aligned")
     }
-    let size = Int(clusterSize)
-    let words = try cache.value(for: TableKey(file: file, offset: offset), cost: size) {
-      try file.readL2Table(at: offset, clusterSize: size)
-    }
-    return (offset, words)
+    return (offset, try file.l2Table(at: offset, clusterSize: Int(clusterSize), cache: cache))
   }
 
   /// Whether subclusters `from…31` all have the same allocation and zero bits (qcow2 spec,

@@ -2,7 +2,8 @@ import VDiskCore
 
 /// Discard (punch hole / zero range): whole clusters (or, with extended L2 entries, whole
 /// subclusters) become zero in the L2 entry and drop their host cluster where allowed; the
-/// partial edges go back to the engine, which writes zeros through `prepareWrite`.
+/// partial edges go back to the engine, which writes zeros through `prepareWrite`. The engine
+/// holds the range's clusters and hands over bounded rounds of a large discard.
 extension QCOW2Writer {
   func discard(at offset: UInt64, length: UInt64, mode: DiscardMode) throws -> [Range<UInt64>] {
     let size = virtualSize
@@ -21,18 +22,14 @@ extension QCOW2Writer {
     var leftovers: [Range<UInt64>] = []
     if offset < start { leftovers.append(offset..<min(start, end)) }
     if stop < end { leftovers.append(stop..<end) }
-    let held = clusters(from: start, to: stop)
-    locks.acquire(held)
-    defer { locks.release(held) }
-    let more = try state.withLock { s in try s.discard(from: start, to: stop, mode: mode) }
+    let more = try state.withLock { s in
+      let more = try s.discard(from: start, to: stop, mode: mode)
+      try s.writeBackIfOverBudget()
+      return more
+    }
     return (leftovers + more.map { $0.clamped(to: offset..<end) }).filter { !$0.isEmpty }.sorted {
       $0.lowerBound < $1.lowerBound
     }
-  }
-
-  func clusters(from offset: UInt64, to end: UInt64) -> ClosedRange<UInt64> {
-    let bits = UInt64(geometry.clusterBits)
-    return (offset >> bits)...((end - 1) >> bits)
   }
 }
 
@@ -116,8 +113,8 @@ extension WriteState {
       }
     }
     let tableOffset = try writableL2(l1Index: l1Index)
-    try setWord(newEntry, table: tableOffset, word: word)
-    if g.extendedL2 { try setWord(newBitmap, table: tableOffset, word: word + 1) }
+    try setWords(
+      g.extendedL2 ? [(word, newEntry), (word + 1, newBitmap)] : [(word, newEntry)], table: tableOffset)
     pendingFrees += frees
     return nil
   }

@@ -110,6 +110,14 @@ struct L2EntryDecoder: Sendable {
 
 /// Loading of L2 tables into the chain's shared metadata cache as native 64-bit words.
 extension ImageFile {
+  /// The L2 table at `offset`: from `cache` (where a writer keeps its dirty tables too), else read
+  /// and cached. The one L2 lookup of readers and the writer.
+  func l2Table(at offset: UInt64, clusterSize: Int, cache: MetadataCache) throws -> [UInt64] {
+    try cache.value(for: TableKey(file: self, offset: offset, kind: QCOW2TableKind.l2), cost: clusterSize) {
+      try readL2Table(at: offset, clusterSize: clusterSize)
+    }
+  }
+
   /// The L2 table of one cluster at `offset`, big-endian words converted to native order.
   func readL2Table(at offset: UInt64, clusterSize: Int) throws -> [UInt64] {
     let words = clusterSize / 8
@@ -119,4 +127,12 @@ extension ImageFile {
       initialized = words
     }
   }
+}
+
+/// `TableKey.kind`s of qcow2 tables in the chain's cache (a hostile image may put two kinds of
+/// table at one offset).
+enum QCOW2TableKind {
+  static let l2: UInt8 = 0
+  /// Refcount blocks, as raw big-endian bytes in 64-bit words (writers only).
+  static let refcountBlock: UInt8 = 1
 }

@@ -14,6 +14,11 @@ import VDiskCore
 ///
 /// A crash between any two steps leaves refcounts at or above the true count (leaked clusters at
 /// worst), never an entry naming an uncounted or unwritten cluster.
+///
+/// Dirty tables live in the chain's cache and count against its budget; when they pass half of it
+/// (`writeBackIfOverBudget`, after each commit and discard) the whole sequence runs, which is
+/// what writing back a dirty L2 table needs first anyway (QEMU's cache dependency of L2 tables on
+/// refcount blocks), and leaves every table clean and evictable.
 extension WriteState {
   var hasDirtyMetadata: Bool {
     !dirtyBlocks.isEmpty || !dirtyRefTable.isEmpty || refTableOffset != diskRefTable.offset
@@ -21,11 +26,8 @@ extension WriteState {
       || !afterHeaderFrees.isEmpty
   }
 
+  /// Writes everything back (the caller checked `hasDirtyMetadata`).
   mutating func writeBack() throws {
-    guard hasDirtyMetadata else {
-      try file.dataSync()
-      return
-    }
     try writeRefcounts()
     try file.dataSync()
     if refTableOffset != diskRefTable.offset {
@@ -37,11 +39,14 @@ extension WriteState {
     }
 
     if !dirtyL2.isEmpty {
-      for (offset, words) in dirtyL2.sorted(by: { $0.key < $1.key }) {
-        try file.writeWords(words[...], at: offset)
-        cache.insert(TableKey(file: file, offset: offset), words, cost: Int(clusterSize))
+      let offsets = dirtyL2.sorted()
+      try cache.writingBack {
+        for offset in offsets {
+          try file.writeWords(try dirtyTable(offset, kind: QCOW2TableKind.l2)[...], at: offset)
+        }
       }
-      dirtyL2 = [:]
+      for offset in offsets { cache.markClean(TableKey(file: file, offset: offset, kind: QCOW2TableKind.l2)) }
+      dirtyL2 = []
       try file.dataSync()
     }
     if l1Offset != diskL1.offset {
@@ -73,8 +78,9 @@ extension WriteState {
   /// dirty entries).
   private mutating func writeRefcounts() throws {
     for offset in dirtyBlocks.sorted() {
-      guard let block = blocks[offset] else { continue }
+      let block = try dirtyTable(offset, kind: QCOW2TableKind.refcountBlock)
       try block.withUnsafeBytes { try file.write($0, at: offset) }
+      cache.markClean(blockKey(offset))
     }
     dirtyBlocks = []
     if refTableOffset != diskRefTable.offset {
@@ -85,6 +91,23 @@ extension WriteState {
       }
     }
     dirtyRefTable = []
+  }
+
+  /// Writes everything back when dirty tables cost more than half the cache's budget (the other
+  /// half stays for tables readers use).
+  mutating func writeBackIfOverBudget() throws {
+    guard cache.dirtyCost > cache.budget / 2, hasDirtyMetadata else { return }
+    try writeBack()
+  }
+
+  /// The words of a dirty table (dirty entries are never evicted, so a miss is a bug, reported
+  /// as an I/O error rather than a crash).
+  private func dirtyTable(_ offset: UInt64, kind: UInt8) throws -> [UInt64] {
+    guard let words = cache.get(TableKey(file: file, offset: offset, kind: kind)) else {
+      throw VDiskError(
+        .io, path: path, offset: offset, "dirty table at \(hex(offset)) left the cache unwritten")
+    }
+    return words
   }
 
   /// Consecutive runs of the indices in `set`, ascending.

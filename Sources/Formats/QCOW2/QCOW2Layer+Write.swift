@@ -8,8 +8,13 @@ extension QCOW2Layer: WritableLayer {
     return writer
   }
 
+  public var writeUnit: UInt64 { header.clusterSize }
+
+  /// Never used on a read-only layer (the engine refuses writes there first).
+  public var writeLocks: RangeLocks { writer?.locks ?? RangeLocks() }
+
   public func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
-    try requireWriter().prepareWrite(layer: self, at: offset, length: length)
+    try requireWriter().prepareWrite(at: offset, length: length)
   }
 
   public func commitWrite(_ prepared: PreparedWrite) throws {

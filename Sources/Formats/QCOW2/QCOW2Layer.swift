@@ -44,7 +44,7 @@ public final class QCOW2Layer: ImageLayer {
       ? try QCOW2Writer(
         file: file, header: header, hasBacking: backing != nil || header.backingFileName != nil,
         cache: metadataCache) : nil
-    mapping = try ClusterMapping(file: file, header: header, cache: metadataCache, writer: writer)
+    mapping = try ClusterMapping(file: file, header: header, cache: metadataCache, activeL1: writer?.activeL1)
     compressed = CompressedClusters(
       file: file, clusterSize: Int(header.clusterSize), compressionType: header.compressionType)
     if header.isCorrupt {

@@ -1,17 +1,21 @@
 import Synchronization
 import VDiskCore
 
-/// The write side of a qcow2 layer opened read-write: owns the active L1 table, dirty L2 tables
-/// and refcounts (`WriteState`, behind one mutex that is never held across guest data I/O) and
-/// the guest clusters held by writes in flight (`ClusterLocks`).
+/// The write side of a qcow2 layer opened read-write: owns the active L1 table, the refcount
+/// table and the allocation state (`WriteState`, behind one mutex that is never held across guest
+/// data I/O and that readers never take). Dirty L2 tables and refcount blocks live in the chain's
+/// `MetadataCache`, where readers find them; the L1 table readers see is `activeL1`.
 ///
-/// Readers of the layer look L2 tables up through `l2Table(l1Index:)`, so they see exactly what
-/// has been committed. Lazy refcounts and the header dirty bit are not used: refcounts are kept
-/// exact and written back before anything that depends on them (see `writeBack`).
+/// The engine (`LayerChain`) holds the range locks, reads fill and writes data; this type only
+/// plans allocations and links them. Lazy refcounts and the header dirty bit are not used:
+/// refcounts are kept exact and written back before anything that depends on them (see
+/// `writeBack`).
 final class QCOW2Writer: Sendable {
   let file: ImageFile
   let state: Mutex<WriteState>
-  let locks = ClusterLocks()
+  /// The committed L1 table, for readers.
+  let activeL1: ActiveL1
+  let locks = RangeLocks()
   /// Fixed for the image's life; kept outside `state` so the write path does not lock for it.
   let geometry: WriteGeometry
   private let size: Atomic<UInt64>
@@ -23,6 +27,7 @@ final class QCOW2Writer: Sendable {
     let initial = try WriteState(file: file, header: header, hasBacking: hasBacking, cache: cache)
     size = Atomic(initial.virtualSize)
     geometry = initial.geometry
+    activeL1 = initial.activeL1
     state = Mutex(initial)
     // qcow2 spec, "autoclear_features": clear bits we do not maintain before writing.
     if header.version >= 3, header.autoclearFeatures != 0 {
@@ -52,144 +57,75 @@ final class QCOW2Writer: Sendable {
 
   var virtualSize: UInt64 { size.load(ordering: .acquiring) }
 
-  /// For readers: the L2 table L1 entry `index` names, as committed.
-  func l2Table(l1Index index: Int) throws -> (offset: UInt64, words: [UInt64])? {
-    try state.withLock { s in try s.l2Table(l1Index: index) }
-  }
-
   // MARK: Two-phase writes
 
-  func prepareWrite(layer: QCOW2Layer, at offset: UInt64, length: UInt64) throws -> PreparedWrite {
+  /// Plans the write of guest bytes `[offset, offset + length)` (their clusters held by the
+  /// engine): allocates, and says where each cluster's bytes go and what to fill.
+  func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
     let (end, overflow) = offset.addingReportingOverflow(length)
     guard length > 0, !overflow, end <= virtualSize else {
       throw VDiskError(
         .invalidArgument, path: file.path, offset: offset,
         "write of \(length) bytes at \(hex(offset)) lies outside the disk (size \(hex(virtualSize)))")
     }
-    let held = clusters(from: offset, to: end)
-    locks.acquire(held)
-    do {
-      let (writes, ticket) = try state.withLock { s in
-        let (writes, allocated) = try s.planWrite(from: offset, to: end)
-        let ticket = s.nextTicket
-        s.nextTicket += 1
-        s.pending[ticket] = PendingWrite(clusters: held, writes: writes, allocated: allocated)
-        return (writes, ticket)
-      }
-      let segments: [WriteSegment]
-      do {
-        segments = try self.segments(for: writes, layer: layer, from: offset, to: end)
-      } catch {
-        abortWrite(PreparedWrite(segments: [], ticket: ticket), releasing: false)
-        throw error
-      }
-      return PreparedWrite(segments: segments, ticket: ticket)
-    } catch {
-      locks.release(held)
-      throw error
-    }
+    let (writes, allocated) = try state.withLock { s in try s.planWrite(from: offset, to: end) }
+    return PreparedWrite(
+      targets: targets(for: writes, from: offset, to: end),
+      token: PendingWrite(writes: writes, allocated: allocated))
   }
 
   func commitWrite(_ prepared: PreparedWrite) throws {
-    let held = try state.withLock { s -> ClosedRange<UInt64>? in
-      guard let pending = s.pending[prepared.ticket] else { return nil }
+    guard let pending = prepared.token as? PendingWrite else { return }
+    try state.withLock { s in
       try s.commit(pending.writes)
-      s.pending[prepared.ticket] = nil
-      return pending.clusters
+      try s.writeBackIfOverBudget()
     }
-    if let held { locks.release(held) }
   }
 
+  /// Forgets a prepared write, freeing its new clusters (never linked, so at once; a leak if
+  /// this fails).
   func abortWrite(_ prepared: PreparedWrite) {
-    abortWrite(prepared, releasing: true)
+    guard let pending = prepared.token as? PendingWrite, let allocated = pending.allocated else { return }
+    state.withLock { s in try? s.free(allocated) }
   }
 
-  /// Forgets a prepared write, freeing its new clusters; releases its cluster locks unless the
-  /// caller (`prepareWrite` failing) does that itself.
-  private func abortWrite(_ prepared: PreparedWrite, releasing: Bool) {
-    let held = state.withLock { s -> ClosedRange<UInt64>? in
-      guard let pending = s.pending.removeValue(forKey: prepared.ticket) else { return nil }
-      // Never linked: the new clusters can be freed at once (a leak if this fails).
-      if let allocated = pending.allocated { try? s.free(allocated) }
-      return pending.clusters
-    }
-    if releasing, let held { locks.release(held) }
-  }
-
-  /// The segments of a planned write: guest bytes where they land, plus fill read from the
-  /// layer's current view (this layer's mapping over its backing) for the parts of new or
-  /// newly allocated units the write does not cover. Sorted by host offset, merged where both
-  /// guest and host are contiguous.
-  private func segments(for writes: [ClusterWrite], layer: QCOW2Layer, from offset: UInt64, to end: UInt64)
-    throws -> [WriteSegment]
-  {
+  /// Where the planned clusters' bytes go: each cluster is a run at its host cluster; units the
+  /// write does not cover are filled from the chain's current view where the plan says so (new
+  /// or newly allocated units: from the backing chain, a compressed or shared cluster, or zeros).
+  private func targets(for writes: [ClusterWrite], from offset: UInt64, to end: UInt64) -> [WriteTarget] {
     let (clusterSize, units) = (geometry.clusterSize, geometry.units)
     let unitSize = clusterSize / UInt64(units)
-    let view = LayerChain(top: layer)
-    let diskEnd = virtualSize
-    var segments: [WriteSegment] = []
-    func addFill(_ start: UInt64, _ stop: UInt64, _ w: ClusterWrite) throws {
-      guard start < stop else { return }
-      var bytes = [UInt8](repeating: 0, count: Int(stop - start))
-      if start < diskEnd {
-        _ = try bytes.withUnsafeMutableBytes { try view.read(into: $0, at: start) }
-      }
-      segments.append(
-        WriteSegment(file: file, hostOffset: w.host + (start - w.guestCluster), content: .fill(bytes)))
-    }
-    for w in writes {
-      let clusterEnd = w.guestCluster + clusterSize
-      let guestStart = max(offset, w.guestCluster)
-      let guestEnd = min(end, clusterEnd)
-      segments.append(
-        WriteSegment(
-          file: file, hostOffset: w.host + (guestStart - w.guestCluster),
-          content: .guest(guestOffset: guestStart, length: Int(guestEnd - guestStart))))
-      var unit = 0
-      while unit < units {
+    return writes.map { w in
+      let cluster = w.guestCluster..<w.guestCluster + clusterSize
+      var fill: [Range<UInt64>] = []
+      for unit in 0..<units {
         let bit = UInt32(1) << UInt32(unit)
-        let unitStart = w.guestCluster + UInt64(unit) * unitSize
-        let unitEnd = unitStart + unitSize
+        let unitRange =
+          cluster.lowerBound + UInt64(unit) * unitSize..<cluster.lowerBound + UInt64(unit + 1) * unitSize
         if w.copy & bit != 0 {
-          try addFill(unitStart, unitEnd, w)
+          fill.append(unitRange)
         } else if w.fill & bit != 0 {
-          try addFill(unitStart, min(unitEnd, max(unitStart, guestStart)), w)
-          try addFill(max(unitStart, min(unitEnd, guestEnd)), unitEnd, w)
-        }
-        unit += 1
-      }
-    }
-    segments.sort { $0.hostOffset < $1.hostOffset }
-    return Self.merged(segments)
-  }
-
-  /// Joins neighbouring fill segments, and guest segments contiguous in guest and host.
-  static func merged(_ segments: [WriteSegment]) -> [WriteSegment] {
-    var result: [WriteSegment] = []
-    for segment in segments {
-      if var last = result.last, last.hostOffset + UInt64(last.length) == segment.hostOffset {
-        switch (last.content, segment.content) {
-        case (.guest(let a, let n), .guest(let b, let m)) where a + UInt64(n) == b:
-          last.content = .guest(guestOffset: a, length: n + m)
-          result[result.count - 1] = last
-          continue
-        case (.fill(let a), .fill(let b)):
-          last.content = .fill(a + b)
-          result[result.count - 1] = last
-          continue
-        default:
-          break
+          let head = unitRange.lowerBound..<min(unitRange.upperBound, max(unitRange.lowerBound, offset))
+          let tail = max(unitRange.lowerBound, min(unitRange.upperBound, end))..<unitRange.upperBound
+          if !head.isEmpty { fill.append(head) }
+          if !tail.isEmpty { fill.append(tail) }
         }
       }
-      result.append(segment)
+      return WriteTarget(file: file, hostOffset: w.host, guest: cluster, fill: fill)
     }
-    return result
   }
 
   // MARK: Flush
 
+  /// Writes dirty metadata back in order; with nothing dirty, a single `fdatasync`, outside the
+  /// writer's lock.
   func flush() throws {
-    try state.withLock { s in try s.writeBack() }
+    let wroteBack = try state.withLock { s -> Bool in
+      guard s.hasDirtyMetadata else { return false }
+      try s.writeBack()
+      return true
+    }
+    if !wroteBack { try file.dataSync() }
   }
 
   func setVirtualSize(_ newSize: UInt64) {

@@ -13,8 +13,13 @@ struct RefcountCodec: Sendable {
   /// Entries in one refcount block of `clusterSize` bytes: cluster_size * 8 / refcount_bits.
   func entries(clusterSize: UInt64) -> UInt64 { clusterSize * 8 / UInt64(bits) }
 
-  /// Entry `index` of `block`; the caller keeps `index` below `entries(clusterSize:)`.
-  func get(_ block: [UInt8], _ index: Int) -> UInt64 {
+  /// Entry `index` of `block` (the block's bytes as stored, held in 64-bit words); the caller
+  /// keeps `index` below `entries(clusterSize:)`.
+  func get(_ words: [UInt64], _ index: Int) -> UInt64 {
+    words.withUnsafeBytes { get($0, index) }
+  }
+
+  func get(_ block: UnsafeRawBufferPointer, _ index: Int) -> UInt64 {
     if bits < 8 {
       let bit = index * bits
       return UInt64(block[bit >> 3] >> UInt8(bit & 7)) & maxValue
@@ -26,7 +31,11 @@ struct RefcountCodec: Sendable {
   }
 
   /// Sets entry `index` of `block` to `value` (at most `maxValue`).
-  func set(_ block: inout [UInt8], _ index: Int, _ value: UInt64) {
+  func set(_ words: inout [UInt64], _ index: Int, _ value: UInt64) {
+    words.withUnsafeMutableBytes { set($0, index, value) }
+  }
+
+  func set(_ block: UnsafeMutableRawBufferPointer, _ index: Int, _ value: UInt64) {
     if bits < 8 {
       let bit = index * bits
       let mask = UInt8(truncatingIfNeeded: maxValue) << UInt8(bit & 7)

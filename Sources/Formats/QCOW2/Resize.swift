@@ -2,12 +2,9 @@ import VDiskCore
 
 /// Changing the virtual size (qcow2 spec, "size", "l1_size"): growing may move the L1 table to a
 /// larger run of clusters (QEMU's `qcow2_grow_l1_table`); shrinking is allowed only when asked
-/// and when no cluster past the new end holds anything.
+/// and when no cluster past the new end holds anything. The engine holds every cluster meanwhile.
 extension QCOW2Writer {
   func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    let everything: ClosedRange<UInt64> = 0...UInt64.max
-    locks.acquire(everything)
-    defer { locks.release(everything) }
     try state.withLock { s in
       try s.checkWritable()
       guard newSize != s.virtualSize else { return }
@@ -24,7 +21,7 @@ extension QCOW2Writer {
       } else {
         try s.growL1(toCover: newSize)
       }
-      try s.writeBack()
+      if s.hasDirtyMetadata { try s.writeBack() }
       try s.file.writeHeaderField(.size, newSize)
       try s.file.dataSync()
       s.virtualSize = newSize
@@ -66,6 +63,7 @@ extension WriteState {
     let old = HostRange(offset: l1Offset, length: geometry.roundUp(UInt64(l1.count) * 8))
     let fresh = try allocate(clusters: bytes / clusterSize)
     l1 += [UInt64](repeating: 0, count: Int(needed) - l1.count)
+    activeL1.replace(with: l1)
     l1Offset = fresh
     if old.offset == diskL1.offset {
       if old.offset != 0, old.length > 0 { afterHeaderFrees.append(old) }

@@ -24,9 +24,8 @@ struct ClusterWrite: Sendable {
   var frees: [HostRange]
 }
 
-/// A write between `prepareWrite` and `commitWrite`/`abortWrite`.
+/// A write between `prepareWrite` and `commitWrite`/`abortWrite` (the `PreparedWrite` token).
 struct PendingWrite: Sendable {
-  var clusters: ClosedRange<UInt64>
   var writes: [ClusterWrite]
   /// Host offset and count of the clusters allocated for it (freed again by an abort).
   var allocated: HostRange?
@@ -61,9 +60,9 @@ extension WriteState {
     let words =
       old != 0 ? try table(at: old) : [UInt64](repeating: 0, count: Int(clusterSize / 8))
     let fresh = try allocate(clusters: 1)
-    dirtyL2[fresh] = words
-    l1[index] = fresh | Self.copied
-    dirtyL1.insert(index)
+    // The copy is in the cache before the L1 entry names it, so readers always find a table.
+    storeTable(words, at: fresh)
+    setL1(index, fresh | Self.copied)
     l2Offsets.insert(fresh)
     if old != 0 {
       l2Offsets.remove(old)
@@ -156,9 +155,9 @@ extension WriteState {
     if let what = metadataOverlap(host, length: clusterSize) {
       throw corrupt("data cluster \(hex(host)) overlaps \(what)")
     }
-    let references = try refcount(ofCluster: host >> UInt64(g.clusterBits))
-    guard references > 0 else { throw corrupt("data cluster \(hex(host)) has refcount 0") }
-    if entry & Self.copied != 0, references == 1 {
+    if entry & Self.copied != 0 {
+      // qcow2 spec, "Standard Cluster Descriptor": COPIED means refcount exactly 1, so the write
+      // goes in place without a refcount lookup (QEMU's handle_copied trusts the flag too).
       // In place. A preallocated zero cluster becomes data (its other bytes read as zeros);
       // with subclusters, only touched units not yet allocated need fill; without them the
       // cluster's other bytes are already its data (filling them cost a 60 KiB read and write
@@ -170,6 +169,8 @@ extension WriteState {
       return
     }
     // Shared with a snapshot (or a stale COPIED flag): copy to a new cluster, drop the old one.
+    let references = try refcount(ofCluster: host >> UInt64(g.clusterBits))
+    guard references > 0 else { throw corrupt("data cluster \(hex(host)) has refcount 0") }
     plan.frees = [HostRange(offset: host, length: clusterSize)]
     if g.extendedL2 {
       plan.copy = allocatedUnits & ~plan.touched
@@ -193,21 +194,22 @@ extension WriteState {
       tables[w.l1Index] = offset
       _ = try table(at: offset)
     }
+    var changes: [UInt64: [(word: Int, value: UInt64)]] = [:]
     for w in writes {
       guard let tableOffset = tables[w.l1Index] else { continue }
       let word = w.entryIndex * g.wordsPerEntry
       if let newWord = w.newWord {
-        try setWord(newWord | (w.isNew ? w.host : 0), table: tableOffset, word: word)
+        changes[tableOffset, default: []].append((word, newWord | (w.isNew ? w.host : 0)))
       }
       if g.extendedL2 {
-        let words = try table(at: tableOffset)
-        let bitmap = words[word + 1]
+        let bitmap = try table(at: tableOffset)[word + 1]
         let allocatedUnits = (UInt32(truncatingIfNeeded: bitmap) | w.touched | w.copy)
         let zeros = UInt32(truncatingIfNeeded: bitmap >> 32) & ~(w.touched | w.copy)
         let newBitmap = UInt64(zeros) << 32 | UInt64(allocatedUnits)
-        if newBitmap != bitmap { try setWord(newBitmap, table: tableOffset, word: word + 1) }
+        if newBitmap != bitmap { changes[tableOffset, default: []].append((word + 1, newBitmap)) }
       }
-      pendingFrees += w.frees
     }
+    for (tableOffset, list) in changes { try setWords(list, table: tableOffset) }
+    for w in writes { pendingFrees += w.frees }
   }
 }

@@ -38,9 +38,11 @@ struct HostRange: Sendable, Equatable {
   var length: UInt64
 }
 
-/// Everything the writer changes, guarded by `QCOW2Writer`'s mutex: the active L1 table, dirty
-/// L2 tables, the refcount table and blocks, the free-cluster cursor, and frees that wait for
-/// their metadata to reach the disk. Metadata I/O happens under that mutex; data I/O never does.
+/// Everything the writer changes, guarded by `QCOW2Writer`'s mutex: the active L1 table, which L2
+/// tables and refcount blocks are dirty (their words live in the chain's `MetadataCache`, dirty
+/// entries counted against its budget), the refcount table, the free-cluster cursor, and frees
+/// that wait for their metadata to reach the disk. Metadata I/O happens under that mutex; data
+/// I/O never does, and readers never take it (they read `activeL1` and the cache).
 struct WriteState {
   let file: ImageFile
   let cache: MetadataCache
@@ -49,15 +51,17 @@ struct WriteState {
   /// qcow2 v3 can set the corrupt bit; v2 has no feature fields.
   var isCorrupt = false
 
-  // Active L1 table (qcow2 spec, "Cluster mapping"), all `l1_size` entries, as stored.
+  // Active L1 table (qcow2 spec, "Cluster mapping"), all `l1_size` entries, as stored; every
+  // change is mirrored into `activeL1` for readers.
   var l1: [UInt64]
+  let activeL1: ActiveL1
   var l1Offset: UInt64
   /// The L1 table the header on disk names (offset, entries).
   var diskL1: (offset: UInt64, entries: Int)
   var dirtyL1: Set<Int> = []
 
-  /// L2 tables changed in memory and not yet written; readers see them here (never evicted).
-  var dirtyL2: [UInt64: [UInt64]] = [:]
+  /// Offsets of L2 tables changed in the cache and not yet written.
+  var dirtyL2: Set<UInt64> = []
   /// Offsets of the active L2 tables (for overlap checks).
   var l2Offsets: Set<UInt64> = []
 
@@ -66,8 +70,7 @@ struct WriteState {
   var refTableOffset: UInt64
   var diskRefTable: (offset: UInt64, clusters: Int)
   var dirtyRefTable: Set<Int> = []
-  /// Refcount blocks loaded so far, by host offset (authoritative once loaded).
-  var blocks: [UInt64: [UInt8]] = [:]
+  /// Offsets of refcount blocks changed in the cache and not yet written.
   var dirtyBlocks: Set<UInt64> = []
   var refBlockOffsets: Set<UInt64> = []
   /// No cluster below this index is free.
@@ -82,10 +85,6 @@ struct WriteState {
   /// Snapshot table and snapshot L1 tables.
   var snapshotExtents: [Range<UInt64>]
 
-  /// Writes between prepare and commit.
-  var pending: [UInt64: PendingWrite] = [:]
-  var nextTicket: UInt64 = 1
-
   init(file: ImageFile, header: QCOW2Header, hasBacking: Bool, cache: MetadataCache) throws {
     self.file = file
     self.cache = cache
@@ -95,6 +94,7 @@ struct WriteState {
       refcounts: RefcountCodec(order: header.refcountOrder))
     virtualSize = header.virtualSize
     l1 = try file.readWords(at: header.l1TableOffset, count: Int(header.l1Size))
+    activeL1 = ActiveL1(l1)
     l1Offset = header.l1TableOffset
     diskL1 = (header.l1TableOffset, Int(header.l1Size))
     let refEntries = UInt64(header.refcountTableClusters) * header.clusterSize / 8
@@ -123,15 +123,24 @@ struct WriteState {
 
   // MARK: L2 tables
 
-  /// The current words of the L2 table at `offset`: dirty copy, cached copy, or read from disk
-  /// (and cached). Called with the writer's mutex held, so a load never races a write-back.
-  mutating func table(at offset: UInt64) throws -> [UInt64] {
-    if let words = dirtyL2[offset] { return words }
-    let key = TableKey(file: file, offset: offset)
-    if let words = cache.get(key) { return words }
-    let words = try file.readL2Table(at: offset, clusterSize: Int(clusterSize))
-    cache.insert(key, words, cost: Int(clusterSize))
-    return words
+  /// The current words of the L2 table at `offset` (dirty or clean, from the cache, or read).
+  func table(at offset: UInt64) throws -> [UInt64] {
+    try file.l2Table(at: offset, clusterSize: Int(clusterSize), cache: cache)
+  }
+
+  /// Stores changed words of the L2 table at `offset` in the cache, dirty.
+  mutating func storeTable(_ words: [UInt64], at offset: UInt64) {
+    cache.insert(
+      TableKey(file: file, offset: offset, kind: QCOW2TableKind.l2), words, cost: Int(clusterSize),
+      dirty: true)
+    dirtyL2.insert(offset)
+  }
+
+  /// Sets L1 entry `index`, for the writer and for readers.
+  mutating func setL1(_ index: Int, _ value: UInt64) {
+    l1[index] = value
+    activeL1.set(index, value)
+    dirtyL1.insert(index)
   }
 
   /// The L2 table L1 entry `index` names (offset and words), or nil when unallocated.
@@ -146,12 +155,12 @@ struct WriteState {
     return (offset, try table(at: offset))
   }
 
-  /// Sets word `word` of the L2 table at `offset`, marking the table dirty.
-  mutating func setWord(_ value: UInt64, table offset: UInt64, word: Int) throws {
+  /// Sets words of the L2 table at `offset` (index, value), marking the table dirty. Readers
+  /// holding the old words keep them: the table is copied, once per call.
+  mutating func setWords(_ changes: [(word: Int, value: UInt64)], table offset: UInt64) throws {
     var words = try table(at: offset)
-    dirtyL2[offset] = nil
-    words[word] = value
-    dirtyL2[offset] = words
+    for change in changes { words[change.word] = change.value }
+    storeTable(words, at: offset)
   }
 
   // MARK: Consistency
