@@ -100,3 +100,63 @@ import VDiskCore
     #expect(cache.count == cache.keysByRecency.count)
   }
 }
+
+@Suite struct TableCacheDirtyTests {
+  @Test func dirtyEntriesStayUntilMarkedClean() {
+    let cache = TableCache<Int, Int>(budget: 30)
+    cache.insert(1, 1, cost: 10, dirty: true)
+    cache.insert(2, 2, cost: 10, dirty: true)
+    for key in 3..<10 { cache.insert(key, key, cost: 10) }
+    // Clean entries were evicted to make room; the dirty ones stayed, though over budget.
+    #expect(cache.get(1) == 1 && cache.get(2) == 2)
+    #expect(cache.dirtyCost == 20)
+    #expect(cache.totalCost <= 30)
+    #expect(Set(cache.dirtyEntries { _ in true }.map(\.key)) == [1, 2])
+    cache.markClean(1)
+    #expect(cache.dirtyCost == 10)
+    for key in 10..<20 { cache.insert(key, key, cost: 10) }
+    // Clean now, 1 is evicted like any other entry; 2 is still dirty and still there.
+    #expect(cache.get(1) == nil)
+    #expect(cache.get(2) == 2)
+  }
+
+  @Test func dirtyEntriesAloneMayExceedTheBudget() {
+    let cache = TableCache<Int, Int>(budget: 10)
+    for key in 0..<5 { cache.insert(key, key, cost: 10, dirty: true) }
+    #expect(cache.count == 5)
+    #expect(cache.dirtyCost == 50)
+    for key in 0..<5 { cache.markClean(key) }
+    // Marking clean evicts what no longer fits, keeping the newest.
+    #expect(cache.totalCost <= 10)
+    #expect(cache.dirtyCost == 0)
+  }
+
+  @Test func aLoadNeverReplacesWhatAnotherThreadCached() {
+    let cache = TableCache<Int, Int>(budget: 100)
+    let got = cache.value(for: 1, cost: 1) {
+      // Meanwhile a writer caches a changed (dirty) table under the same key.
+      cache.insert(1, 42, cost: 1, dirty: true)
+      return 7
+    }
+    #expect(got == 42)
+    #expect(cache.get(1) == 42)
+    #expect(cache.dirtyCost == 1)
+  }
+
+  @Test func aLoadOverlappingAWriteBackIsRepeated() {
+    let cache = TableCache<Int, Int>(budget: 100)
+    var loads = 0
+    let got = cache.value(for: 1, cost: 1) {
+      loads += 1
+      if loads == 1 {
+        // The table is written back (and then evicted) while this load reads the file.
+        cache.writingBack {}
+        return -1
+      }
+      return 5
+    }
+    #expect(loads == 2)
+    #expect(got == 5)
+    #expect(cache.get(1) == 5)
+  }
+}
