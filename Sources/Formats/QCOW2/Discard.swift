@@ -22,11 +22,8 @@ extension QCOW2Writer {
     var leftovers: [Range<UInt64>] = []
     if offset < start { leftovers.append(offset..<min(start, end)) }
     if stop < end { leftovers.append(stop..<end) }
-    let more = try state.withLock { s in
-      let more = try s.discard(from: start, to: stop, mode: mode)
-      try s.writeBackIfOverBudget()
-      return more
-    }
+    let more = try state.withLock { s in try s.discard(from: start, to: stop, mode: mode) }
+    try writeBack(ifOverBudget: true)
     return (leftovers + more.map { $0.clamped(to: offset..<end) }).filter { !$0.isEmpty }.sorted {
       $0.lowerBound < $1.lowerBound
     }

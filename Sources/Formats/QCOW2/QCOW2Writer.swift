@@ -16,6 +16,10 @@ final class QCOW2Writer: Sendable {
   /// The committed L1 table, for readers.
   let activeL1: ActiveL1
   let locks = RangeLocks()
+  /// The chain's metadata cache, where the dirty tables live.
+  let cache: MetadataCache
+  /// Serializes write-backs (each writes one snapshot of the dirty metadata).
+  let writeBacks = Mutex<Void>(())
   /// Fixed for the image's life; kept outside `state` so the write path does not lock for it.
   let geometry: WriteGeometry
   private let size: Atomic<UInt64>
@@ -24,6 +28,7 @@ final class QCOW2Writer: Sendable {
     guard file.isWritable else { throw VDiskError(.readOnly, path: file.path, "the image is open read-only") }
     try Self.checkCanWrite(header, path: file.path)
     self.file = file
+    self.cache = cache
     let initial = try WriteState(file: file, header: header, hasBacking: hasBacking, cache: cache)
     size = Atomic(initial.virtualSize)
     geometry = initial.geometry
@@ -76,10 +81,8 @@ final class QCOW2Writer: Sendable {
 
   func commitWrite(_ prepared: PreparedWrite) throws {
     guard let pending = prepared.token as? PendingWrite else { return }
-    try state.withLock { s in
-      try s.commit(pending.writes)
-      try s.writeBackIfOverBudget()
-    }
+    try state.withLock { s in try s.commit(pending.writes) }
+    try writeBack(ifOverBudget: true)
   }
 
   /// Forgets a prepared write, freeing its new clusters (never linked, so at once; a leak if
@@ -117,15 +120,10 @@ final class QCOW2Writer: Sendable {
 
   // MARK: Flush
 
-  /// Writes dirty metadata back in order; with nothing dirty, a single `fdatasync`, outside the
-  /// writer's lock.
+  /// Writes dirty metadata back in order; with nothing dirty, a single `fdatasync`. Never syncs
+  /// under the writer's lock.
   func flush() throws {
-    let wroteBack = try state.withLock { s -> Bool in
-      guard s.hasDirtyMetadata else { return false }
-      try s.writeBack()
-      return true
-    }
-    if !wroteBack { try file.dataSync() }
+    try writeBack()
   }
 
   func setVirtualSize(_ newSize: UInt64) {

@@ -5,9 +5,9 @@ import VDiskCore
 /// and when no cluster past the new end holds anything. The engine holds every cluster meanwhile.
 extension QCOW2Writer {
   func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    try state.withLock { s in
+    let changes = try state.withLock { s -> Bool in
       try s.checkWritable()
-      guard newSize != s.virtualSize else { return }
+      guard newSize != s.virtualSize else { return false }
       guard newSize <= UInt64(Int64.max) else {
         throw VDiskError(.invalidArgument, path: s.path, "size \(newSize) is too large")
       }
@@ -21,11 +21,14 @@ extension QCOW2Writer {
       } else {
         try s.growL1(toCover: newSize)
       }
-      if s.hasDirtyMetadata { try s.writeBack() }
-      try s.file.writeHeaderField(.size, newSize)
-      try s.file.dataSync()
-      s.virtualSize = newSize
+      return true
     }
+    guard changes else { return }
+    // The (grown) L1 table is on disk before the header's size needs it.
+    try writeBack()
+    try file.writeHeaderField(.size, newSize)
+    try file.dataSync()
+    state.withLock { $0.virtualSize = newSize }
     setVirtualSize(newSize)
   }
 }
