@@ -24,6 +24,13 @@ public final class FaultInjectingSource: ByteSource {
     public var offset: UInt64
     public var length: UInt64
     public var description: String { "stage \(number): \(kind.rawValue) \(length) at \(hex(offset))" }
+
+    public init(number: Int, kind: StageKind, offset: UInt64, length: UInt64) {
+      self.number = number
+      self.kind = kind
+      self.offset = offset
+      self.length = length
+    }
   }
 
   private struct Fault {

@@ -96,7 +96,7 @@ import VDiskCore
     #expect(try field(full, at: 48, width: 8) != 0)
 
     // Then a crash after each stage (0: before the first).
-    for n in 0...stages.count {
+    for n in Self.crashPoints(stages, limit: 150) {
       let context = n == 0 ? "crash before the first stage" : "crash after \(stages[n - 1])"
       let image = scratch.file("crash-\(n).qcow2")
       try FileManager.default.copyItem(atPath: pristine, toPath: image)
@@ -111,5 +111,33 @@ import VDiskCore
       let converted = try Qemu.rawContent(of: image, scratch: scratch)
       if let v = outcome.model.violation(in: converted) { Issue.record("\(context), read by qemu: \(v)") }
     }
+  }
+
+  /// The sample of a long write-back keeps both sides of every sync and stays near the limit.
+  @Test func longWritebacksAreSampled() {
+    let stages = (1...400).map { n in
+      FaultInjectingSource.Stage(number: n, kind: n % 50 == 0 ? .sync : .write, offset: 0, length: 512)
+    }
+    let points = Self.crashPoints(stages, limit: 100)
+    #expect(points.count <= 110 && points.count >= 50, "\(points.count)")
+    #expect(points.first == 0 && points.last == 400)
+    for n in stride(from: 50, through: 400, by: 50) { #expect(points.contains(n - 1) && points.contains(n)) }
+    #expect(Self.crashPoints(Array(stages.prefix(30)), limit: 100) == Array(0...30))
+  }
+
+  /// Every stage when there are at most `limit` (0: before the first); else a sample that
+  /// keeps 0, the last stage, every stage next to a sync or a change of kind, and an even
+  /// spread of the rest, so that a write-back with many more stages keeps the campaign short.
+  static func crashPoints(_ stages: [FaultInjectingSource.Stage], limit: Int) -> [Int] {
+    guard stages.count > limit else { return Array(0...stages.count) }
+    var points: Set<Int> = [0, stages.count]
+    for (i, stage) in stages.enumerated() {
+      let n = i + 1
+      let next = i + 1 < stages.count ? stages[i + 1].kind : nil
+      if stage.kind != .write || next != stage.kind { points.formUnion([n - 1, n]) }
+    }
+    let stride = max(1, stages.count / max(1, limit - points.count))
+    for n in Swift.stride(from: 0, through: stages.count, by: stride) { points.insert(n) }
+    return points.sorted()
   }
 }
