@@ -21,6 +21,9 @@ enum Syscalls {
     }
   }
 
+  /// `access(F_OK)`: whether `path` names something (following symbolic links).
+  static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
   /// `fstat`.
   static func fileStatus(_ fd: FileDescriptor) throws(Errno) -> FileStatus {
     var st = stat()
