@@ -42,11 +42,11 @@ import VDiskCore
   }
 
   /// Runs the workload on `image` until it ends or an operation fails.
-  static func run(_ image: String, initial: [UInt8], crashAfter: Int?) -> Outcome {
+  static func run(_ image: String, initial: [UInt8], cacheBudget: Int, crashAfter: Int?) -> Outcome {
     var model = DurabilityModel(initial)
     let disk: FaultyImage
     do {
-      disk = try FaultyImage(image, crashAfter: crashAfter)
+      disk = try FaultyImage(image, cacheBudget: cacheBudget, crashAfter: crashAfter)
     } catch {
       return Outcome(model: model, stages: [], cut: true)  // crashed while opening
     }
@@ -73,7 +73,10 @@ import VDiskCore
     return Outcome(model: model, stages: disk.source.stages, cut: false)
   }
 
-  @Test func crashAfterEveryWritebackStage() throws {
+  /// With a cache that holds every table, and with one of four 512-byte tables, where dirty
+  /// tables may have to be written back (in order) to make room.
+  @Test(arguments: [32 << 20, 2048])
+  func crashAfterEveryWritebackStage(cacheBudget: Int) throws {
     let scratch = try Scratch("crash-campaign")
     defer { scratch.remove() }
     let pristine = scratch.file("pristine.qcow2")
@@ -84,7 +87,7 @@ import VDiskCore
     // The whole workload once: its stages, and the image it leaves.
     let full = scratch.file("full.qcow2")
     try FileManager.default.copyItem(atPath: pristine, toPath: full)
-    let reference = Self.run(full, initial: initial, crashAfter: nil)
+    let reference = Self.run(full, initial: initial, cacheBudget: cacheBudget, crashAfter: nil)
     #expect(!reference.cut)
     let stages = reference.stages
     let kinds = Set(stages.map(\.kind))
@@ -101,7 +104,7 @@ import VDiskCore
       let image = scratch.file("crash-\(n).qcow2")
       try FileManager.default.copyItem(atPath: pristine, toPath: image)
       defer { try? FileManager.default.removeItem(atPath: image) }
-      let outcome = Self.run(image, initial: initial, crashAfter: n)
+      let outcome = Self.run(image, initial: initial, cacheBudget: cacheBudget, crashAfter: n)
       #expect(outcome.cut == (n < stages.count), "\(context)")
       #expect(outcome.stages.count == min(n, stages.count), "\(context)")
 
