@@ -24,9 +24,12 @@ let package = Package(
     .target(
       name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
+    .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
 
-    // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.
-    .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
+    // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No FUSE; C only
+    // for constants, in Syscalls.swift.
+    .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
     // One target per format.
     .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/QCOW2"),
     .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging], path: "Sources/Formats/VMDK"),
@@ -45,7 +48,7 @@ let package = Package(
       dependencies: ["VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", argumentParser, logging]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
-    .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", logging], path: "Tests/Fixtures"),
+    .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging], path: "Tests/Fixtures"),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
     .testTarget(name: "QCOW2Tests", dependencies: ["QCOW2", "ImageFormats", "VDiskCore", "TestSupport"]),
     .testTarget(name: "VMDKTests", dependencies: ["VMDK", "ImageFormats", "VDiskCore", "TestSupport"]),

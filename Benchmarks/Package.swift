@@ -26,7 +26,8 @@ let package = Package(
     .target(
       name: "CFuse", cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
       linkerSettings: [.linkedLibrary("fuse3")]),
-    .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
+    .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
+    .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
     .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging]),
     .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging]),
     .target(name: "VHDX", dependencies: ["VDiskCore", logging]),

@@ -22,33 +22,18 @@ public final class RawLayer: ImageLayer {
     Extent(offset: offset, length: maxLength, mapping: .data(hostOffset: offset), file: file)
   }
 
-  // Linux values; Glibc exports SEEK_DATA/SEEK_HOLE only with _GNU_SOURCE.
-  private static let seekData: Int32 = 3
-  private static let seekHole: Int32 = 4
-
-  /// Asks the file system where data and holes are. lseek only moves the descriptor's offset,
-  /// which nothing else uses (all I/O is positional).
+  /// Asks the file system where data and holes are (SEEK_DATA/SEEK_HOLE); all data when it
+  /// cannot tell (no descriptor, no support).
   public func allocationExtent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
-    let fd = file.descriptor.rawValue
-    guard offset <= UInt64(Int64.max) else { return try extent(at: offset, maxLength: maxLength) }
-    let dataStart = lseek(fd, off_t(offset), Self.seekData)
-    if dataStart < 0 {
-      // ENXIO: no data at or after offset, the rest is a hole. Anything else (EINVAL on a file
-      // system without support): say data, which is always correct.
-      if errno == ENXIO { return Extent(offset: offset, length: maxLength, mapping: .zero, file: file) }
-      return try extent(at: offset, maxLength: maxLength)
-    }
-    if UInt64(dataStart) > offset {
+    switch file.allocation(at: offset) {
+    case .hole(let end):
+      return Extent(offset: offset, length: min(maxLength, end - offset), mapping: .zero, file: file)
+    case .data(let end):
       return Extent(
-        offset: offset, length: min(maxLength, UInt64(dataStart) - offset), mapping: .zero, file: file)
-    }
-    let holeStart = lseek(fd, off_t(offset), Self.seekHole)
-    guard holeStart > 0, UInt64(holeStart) > offset else {
+        offset: offset, length: min(maxLength, end - offset), mapping: .data(hostOffset: offset), file: file)
+    case nil:
       return try extent(at: offset, maxLength: maxLength)
     }
-    return Extent(
-      offset: offset, length: min(maxLength, UInt64(holeStart) - offset), mapping: .data(hostOffset: offset),
-      file: file)
   }
 
   public var info: ImageInfo {

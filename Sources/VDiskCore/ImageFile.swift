@@ -1,17 +1,17 @@
 import Synchronization
 import SystemPackage
 
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// One open image file (or extent/data file): positional I/O only, never a shared file offset.
-/// Reads retry on EINTR and continue after short reads; a read that meets end-of-file stops there
-/// and says how much it got. Closed when the last reference goes.
+/// Its bytes come from a `ByteSource` (a file descriptor unless a test or another backend says
+/// otherwise); this class names the file in every error, refuses writes to read-only files and
+/// caches the size. Reads continue after short reads; a read that meets the end stops there and
+/// says how much it got.
 public final class ImageFile: Sendable {
   /// The path the file was opened by (already resolved by the opener), used in every error.
   public let path: String
-  public let descriptor: FileDescriptor
+  public let source: any ByteSource
+  /// The source's descriptor, nil for sources without one (no splice, locks or SEEK_DATA then).
+  public let descriptor: FileDescriptor?
   public let isWritable: Bool
   /// Identity of the underlying file, for backing-chain cycle detection.
   public let device: UInt64
@@ -21,46 +21,40 @@ public final class ImageFile: Sendable {
   private let cachedSize: Atomic<UInt64>
   private static let nextID = Atomic<UInt64>(1)
 
-  init(path: String, descriptor: FileDescriptor, isWritable: Bool) throws {
+  /// An image file over `source`, named `path` in errors; writes are refused unless `isWritable`.
+  public init(source: any ByteSource, path: String, isWritable: Bool) throws {
     self.path = path
-    self.descriptor = descriptor
+    self.source = source
+    self.descriptor = source.fileDescriptor
     self.isWritable = isWritable
     self.id = Self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
-    var st = stat()
-    guard fstat(descriptor.rawValue, &st) == 0 else {
-      let e = Glibc.errno
-      try? descriptor.close()
-      throw VDiskError(.io, path: path, "cannot stat: \(Errno(rawValue: e))", errno: e)
-    }
-    device = UInt64(st.st_dev)
-    inode = UInt64(st.st_ino)
-    var size = UInt64(max(0, st.st_size))
-    if (st.st_mode & S_IFMT) == S_IFBLK {
-      // A block device reports size 0 in st_size; ask the device itself.
-      let end = lseek(descriptor.rawValue, 0, SEEK_END)
-      if end > 0 { size = UInt64(end) }
+    let identity = source.identity
+    device = identity.device
+    inode = identity.inode
+    let size: UInt64
+    do {
+      size = try source.size()
+    } catch {
+      throw Self.failure(error, path: path, offset: nil, "cannot stat")
     }
     cachedSize = Atomic(size)
   }
 
-  deinit { try? descriptor.close() }
-
   /// Opens `path` read-only (`writable: false`, always so for backing files) or read-write.
   public static func open(_ path: String, writable: Bool = false) throws -> ImageFile {
-    let fd: FileDescriptor
+    let source: FileDescriptorSource
     do {
-      fd = try FileDescriptor.open(
-        FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec], retryOnInterrupt: true)
-    } catch let e as Errno {
+      source = try FileDescriptorSource.open(path, writable: writable)
+    } catch {
       let kind: VDiskError.Kind =
-        switch e {
+        switch error {
         case .noSuchFileOrDirectory, .notDirectory: .notFound
         case .readOnlyFileSystem, .permissionDenied, .notPermitted: .readOnly
         default: .io
         }
-      throw VDiskError(kind, path: path, "cannot open: \(e)", errno: e.rawValue)
+      throw VDiskError(kind, path: path, "cannot open: \(error)", errno: error.rawValue)
     }
-    return try ImageFile(path: path, descriptor: fd, isWritable: writable)
+    return try ImageFile(source: source, path: path, isWritable: writable)
   }
 
   /// Size of the file in bytes as last seen (updated by writes that extend it).
@@ -70,25 +64,12 @@ public final class ImageFile: Sendable {
   /// number of bytes read (less than `buffer.count` only at end-of-file).
   public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
     guard offset <= UInt64(Int64.max) else { return 0 }
-    var done = 0
-    while done < buffer.count {
-      let position = offset + UInt64(done)
-      guard position <= UInt64(Int64.max) else { break }
-      let n: Int
-      do {
-        n = try descriptor.read(
-          fromAbsoluteOffset: Int64(position), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
-          retryOnInterrupt: true)
-      } catch let e as Errno {
-        throw VDiskError(
-          .io, path: path, offset: position,
-          "read of \(buffer.count - done) bytes at \(hex(position)) failed: \(e)",
-          errno: e.rawValue)
-      }
-      if n == 0 { break }
-      done += n
+    do {
+      return try source.read(into: buffer, at: offset)
+    } catch {
+      throw Self.failure(
+        error, path: path, offset: offset, "read of \(buffer.count) bytes at \(hex(offset)) failed")
     }
-    return done
   }
 
   /// Reads exactly `buffer.count` bytes or throws `.corrupt`, naming `what` lies beyond end of file.
@@ -123,21 +104,73 @@ public final class ImageFile: Sendable {
 
   /// Writes all of `buffer` at `offset`.
   public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+    try checkWritable(at: offset)
+    do {
+      try source.write(buffer, at: offset)
+    } catch {
+      throw Self.failure(
+        error, path: path, offset: offset, "write of \(buffer.count) bytes at \(hex(offset)) failed")
+    }
+    grow(to: offset + UInt64(buffer.count))
+  }
+
+  /// Writes `buffers` back to back from `offset` in one operation where the source can (one
+  /// `pwritev` for a file): a host-contiguous run of fill and guest data in one system call.
+  public func write(gathering buffers: [UnsafeRawBufferPointer], at offset: UInt64) throws {
+    try checkWritable(at: offset)
+    let total = buffers.reduce(0) { $0 + $1.count }
+    do {
+      try source.write(gathering: buffers, at: offset)
+    } catch {
+      throw Self.failure(
+        error, path: path, offset: offset,
+        "write of \(total) bytes (\(buffers.count) buffers) at \(hex(offset)) failed")
+    }
+    grow(to: offset + UInt64(total))
+  }
+
+  /// Sets the file's size (ftruncate): grows it with a hole, or cuts it.
+  public func setSize(_ newSize: UInt64) throws {
+    guard isWritable else { throw VDiskError(.readOnly, path: path, "file is open read-only") }
+    guard newSize <= UInt64(Int64.max) else {
+      throw VDiskError(.invalidArgument, path: path, "size \(newSize) is too large")
+    }
+    do {
+      try source.setSize(newSize)
+    } catch {
+      throw Self.failure(error, path: path, offset: nil, "cannot set the size to \(newSize)")
+    }
+    cachedSize.store(newSize, ordering: .relaxed)
+  }
+
+  /// Flushes file data (and the metadata needed to read it back) to stable storage.
+  public func dataSync() throws {
+    do {
+      try source.synchronize()
+    } catch {
+      throw Self.failure(error, path: path, offset: nil, "fdatasync failed")
+    }
+  }
+
+  /// Size, allocation, owner and times of the file now (`fstat`); nil when the source cannot
+  /// say.
+  public func status() -> FileStatus? { try? source.status() }
+
+  /// Whether the host bytes at `offset` are stored or a hole (SEEK_DATA/SEEK_HOLE) and how far;
+  /// nil when the source cannot tell, in which case every byte counts as data.
+  public func allocation(at offset: UInt64) -> HostAllocation? {
+    guard offset <= UInt64(Int64.max) else { return nil }
+    return source.allocation(at: offset)
+  }
+
+  private func checkWritable(at offset: UInt64) throws {
     guard isWritable else {
       throw VDiskError(.readOnly, path: path, offset: offset, "file is open read-only")
     }
-    do {
-      _ = try descriptor.writeAll(toAbsoluteOffset: Int64(offset), buffer)
-    } catch let e as Errno {
-      throw VDiskError(
-        e == .noSpace ? .noSpace : .io, path: path, offset: offset,
-        "write of \(buffer.count) bytes at \(hex(offset)) failed: \(e)", errno: e.rawValue)
-    }
-    noteWritten(upTo: offset + UInt64(buffer.count))
   }
 
-  /// Raises the remembered size to `end` after a write that reached it.
-  func noteWritten(upTo end: UInt64) {
+  /// Raises the cached size to `end` (writes that extend the file).
+  private func grow(to end: UInt64) {
     var current = cachedSize.load(ordering: .relaxed)
     while end > current {
       let (exchanged, original) = cachedSize.compareExchange(
@@ -147,28 +180,22 @@ public final class ImageFile: Sendable {
     }
   }
 
-  /// Sets the file's size (ftruncate): grows it with a hole, or cuts it.
-  public func setSize(_ newSize: UInt64) throws {
-    guard isWritable else { throw VDiskError(.readOnly, path: path, "file is open read-only") }
-    guard newSize <= UInt64(Int64.max) else {
-      throw VDiskError(.invalidArgument, path: path, "size \(newSize) is too large")
-    }
-    while ftruncate(descriptor.rawValue, off_t(newSize)) != 0 {
-      let e = Glibc.errno
-      if e == EINTR { continue }
-      throw VDiskError(
-        e == ENOSPC || e == EFBIG ? .noSpace : .io, path: path,
-        "cannot set the size to \(newSize): \(Errno(rawValue: e))", errno: e)
-    }
-    cachedSize.store(newSize, ordering: .relaxed)
-  }
-
-  /// Flushes file data (and the metadata needed to read it back) to stable storage.
-  public func dataSync() throws {
-    while fdatasync(descriptor.rawValue) != 0 {
-      let e = Glibc.errno
-      if e == EINTR { continue }
-      throw VDiskError(.io, path: path, "fdatasync failed: \(Errno(rawValue: e))", errno: e)
+  /// A source's failure as a `VDiskError` naming this file: `Errno` by kind (ENOSPC, EDQUOT and
+  /// EFBIG are `.noSpace`), a `VDiskError` unchanged, anything else `.io`.
+  private static func failure(_ error: any Error, path: String, offset: UInt64?, _ what: String) -> VDiskError
+  {
+    switch error {
+    case let e as VDiskError:
+      return e
+    case let e as Errno:
+      let kind: VDiskError.Kind =
+        switch e {
+        case .noSpace, .diskQuotaExceeded, .fileTooLarge: .noSpace
+        default: .io
+        }
+      return VDiskError(kind, path: path, offset: offset, "\(what): \(e)", errno: e.rawValue)
+    default:
+      return VDiskError(.io, path: path, offset: offset, "\(what): \(error)")
     }
   }
 }

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
+import SystemPackage
 
 /// QEMU's image locking (block/file-posix.c), so that vdiskfs and a running QEMU never write one
 /// image at once: open-file-description byte-range read locks, byte 100 + n for each block
@@ -11,10 +9,6 @@ public enum ImageLock {
   static let permissionBase: Int64 = 100
   static let sharedBase: Int64 = 200
   static let names = ["consistent read", "write", "write unchanged", "resize"]
-
-  /// Linux fcntl commands (not exported by the Swift Glibc module without _GNU_SOURCE).
-  static let getLock: Int32 = 36  // F_OFD_GETLK
-  static let setLock: Int32 = 37  // F_OFD_SETLK
 
   public struct Permissions: Sendable, Equatable {
     /// Bits held.
@@ -30,9 +24,10 @@ public enum ImageLock {
 
   /// Takes the locks for `permissions` on `file` and checks that no other process's locks
   /// conflict; throws `.locked` naming the permission, as QEMU's message does. File systems
-  /// without OFD locks (EINVAL, EOPNOTSUPP, ENOLCK) are left unlocked, as QEMU does.
+  /// without OFD locks (EINVAL, EOPNOTSUPP, ENOLCK) are left unlocked, as QEMU does; so are
+  /// sources without a descriptor (memory), which no other process can open.
   public static func acquire(_ permissions: Permissions, on file: ImageFile) throws {
-    let fd = file.descriptor.rawValue
+    guard let fd = file.descriptor else { return }
     for bit in 0..<4 {
       if permissions.held & (1 << bit) != 0 {
         guard try lock(fd, at: permissionBase + Int64(bit), path: file.path) else { return }
@@ -42,10 +37,12 @@ public enum ImageLock {
       }
     }
     for bit in 0..<4 {
-      if permissions.held & (1 << bit) != 0, try heldByOthers(fd, at: sharedBase + Int64(bit)) {
+      if permissions.held & (1 << bit) != 0, Syscalls.byteIsLockedByOthers(fd, at: sharedBase + Int64(bit)) {
         throw conflict(file, "Failed to get \"\(names[bit])\" lock")
       }
-      if permissions.unshared & (1 << bit) != 0, try heldByOthers(fd, at: permissionBase + Int64(bit)) {
+      if permissions.unshared & (1 << bit) != 0,
+        Syscalls.byteIsLockedByOthers(fd, at: permissionBase + Int64(bit))
+      {
         throw conflict(file, "Failed to get shared \"\(names[bit])\" lock")
       }
     }
@@ -59,30 +56,15 @@ public enum ImageLock {
   }
 
   /// Takes a read lock on one byte; false when the file system does not do OFD locks.
-  private static func lock(_ fd: Int32, at offset: Int64, path: String) throws -> Bool {
-    var fl = flock()
-    fl.l_type = Int16(F_RDLCK)
-    fl.l_whence = Int16(SEEK_SET)
-    fl.l_start = off_t(offset)
-    fl.l_len = 1
-    if fcntl(fd, setLock, &fl) == 0 { return true }
-    let e = errno
-    if e == EINVAL || e == EOPNOTSUPP || e == ENOLCK { return false }
-    if e == EAGAIN || e == EACCES {
-      throw VDiskError(.locked, path: path, "byte \(offset) is locked by another process")
+  private static func lock(_ fd: FileDescriptor, at offset: Int64, path: String) throws -> Bool {
+    do {
+      switch try Syscalls.readLockByte(fd, at: offset) {
+      case .taken: return true
+      case .unsupported: return false
+      case .conflict: throw VDiskError(.locked, path: path, "byte \(offset) is locked by another process")
+      }
+    } catch let e as Errno {
+      throw VDiskError(.io, path: path, "cannot lock byte \(offset): \(e)", errno: e.rawValue)
     }
-    throw VDiskError(.io, path: path, "cannot lock byte \(offset): errno \(e)", errno: e)
-  }
-
-  /// Whether another open file description holds a lock on the byte (tested as QEMU does, with a
-  /// write-lock probe).
-  private static func heldByOthers(_ fd: Int32, at offset: Int64) throws -> Bool {
-    var fl = flock()
-    fl.l_type = Int16(F_WRLCK)
-    fl.l_whence = Int16(SEEK_SET)
-    fl.l_start = off_t(offset)
-    fl.l_len = 1
-    guard fcntl(fd, getLock, &fl) == 0 else { return false }
-    return fl.l_type != Int16(F_UNLCK)
   }
 }

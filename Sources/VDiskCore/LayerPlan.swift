@@ -75,7 +75,7 @@ public struct PlanContext: Sendable {
     -> ImageFile
   {
     let path = Self.resolve(name, relativeTo: image)
-    guard access(path, F_OK) == 0 else {
+    guard Syscalls.exists(path) else {
       throw VDiskError(
         .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
         errno: ENOENT)

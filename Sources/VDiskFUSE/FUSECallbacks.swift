@@ -74,13 +74,16 @@ private func replySpliced(
     !pieces.isEmpty
   else { return false }
   var zeros = 0
-  let c = pieces.map { piece -> cfuse_piece in
+  var c: [cfuse_piece] = []
+  for piece in pieces {
     switch piece {
     case .file(let file, let hostOffset, let length):
-      return cfuse_piece(fd: file.descriptor.rawValue, offset: off_t(hostOffset), size: length)
+      // A source without a descriptor (in memory) cannot be spliced: copy instead.
+      guard let fd = file.descriptor else { return false }
+      c.append(cfuse_piece(fd: fd.rawValue, offset: off_t(hostOffset), size: length))
     case .zeros(let length):
       zeros += length
-      return cfuse_piece(fd: -1, offset: 0, size: length)
+      c.append(cfuse_piece(fd: -1, offset: 0, size: length))
     }
   }
   guard zeros <= cfuse_zero_bytes else { return false }

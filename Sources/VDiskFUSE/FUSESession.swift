@@ -173,10 +173,10 @@ public final class FUSESession: @unchecked Sendable {
 
   /// Owner and times of the tree: those of the top image file.
   private static func metadata(of file: ImageFile) -> NodeMetadata {
-    var st = stat()
-    guard fstat(file.descriptor.rawValue, &st) == 0 else { return NodeMetadata() }
+    guard let st = file.status() else { return NodeMetadata() }
     return NodeMetadata(
-      uid: st.st_uid, gid: st.st_gid, seconds: st.st_mtim.tv_sec, nanoseconds: st.st_mtim.tv_nsec)
+      uid: st.userID, gid: st.groupID, seconds: st.modificationSeconds,
+      nanoseconds: st.modificationNanoseconds)
   }
 
   /// Calls `body` with a `fuse_args` over C copies of `arguments`, freed afterwards (and frees

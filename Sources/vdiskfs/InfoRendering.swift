@@ -222,7 +222,5 @@ enum InfoRendering {
 
 /// Bytes the file occupies on disk (`st_blocks * 512`), what qemu-img calls disk size.
 func diskUsage(of file: ImageFile) -> UInt64 {
-  var st = stat()
-  guard fstat(file.descriptor.rawValue, &st) == 0 else { return 0 }
-  return UInt64(max(0, st.st_blocks)) * 512
+  file.status()?.allocatedBytes ?? 0
 }

@@ -54,7 +54,5 @@ extension QCOW2Layer: SnapshotSource {
 /// The file's size now: QEMU may have grown it since it was opened (a block device, whose
 /// st_size is 0, keeps the size seen at open). A file that shrank shows up as reads past its end.
 func currentSize(of file: ImageFile) -> UInt64 {
-  var st = stat()
-  guard fstat(file.descriptor.rawValue, &st) == 0 else { return file.size }
-  return max(UInt64(max(0, st.st_size)), file.size)
+  max(file.status()?.size ?? 0, file.size)
 }

@@ -165,24 +165,15 @@ public final class VMDKLayer: ImageLayer {
       case .flat = extents[extentIndex(offset)].store,
       host <= UInt64(Int64.max)
     else { return answer }
-    let fd = answer.file.descriptor.rawValue
-    let seekData: Int32 = 3
-    let seekHole: Int32 = 4
-    let data = lseek(fd, off_t(host), seekData)
-    if data < 0 {
-      // ENXIO: only a hole follows (or the extent lies past the end of its file).
-      if errno == ENXIO { return Extent(offset: offset, length: answer.length, mapping: .zero, file: file) }
+    switch answer.file.allocation(at: host) {
+    case .hole(let end):
+      return Extent(offset: offset, length: min(answer.length, end - host), mapping: .zero, file: file)
+    case .data(let end):
+      return Extent(
+        offset: offset, length: min(answer.length, end - host), mapping: answer.mapping, file: answer.file)
+    case nil:
       return answer
     }
-    if UInt64(data) > host {
-      return Extent(
-        offset: offset, length: min(answer.length, UInt64(data) - host), mapping: .zero, file: file)
-    }
-    let hole = lseek(fd, off_t(host), seekHole)
-    guard hole > 0, UInt64(hole) > host else { return answer }
-    return Extent(
-      offset: offset, length: min(answer.length, UInt64(hole) - host), mapping: answer.mapping,
-      file: answer.file)
   }
 
   public var info: ImageInfo {
