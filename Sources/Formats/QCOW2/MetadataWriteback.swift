@@ -109,7 +109,8 @@ extension WriteState {
   /// as an I/O error rather than a crash).
   private func dirtyTable(_ offset: UInt64, kind: UInt8) throws -> [UInt64] {
     guard let words = cache.get(TableKey(file: file, offset: offset, kind: kind)) else {
-      throw VDiskError(.io, path: path, offset: offset, "dirty table at \(hex(offset)) left the cache unwritten")
+      throw VDiskError(
+        .io, path: path, offset: offset, "dirty table at \(hex(offset)) left the cache unwritten")
     }
     return words
   }
