@@ -57,7 +57,7 @@ public enum VHDDriver: FormatDriver {
         guard vhd.footer.uniqueID == expected else {
           throw VDiskError.corrupt(
             child,
-            "parent \(layer.file.path) has unique id \(uuidText(vhd.footer.uniqueID)), but differencing disk \(child) expects \(uuidText(expected))"
+            "parent \(layer.file.path) has unique id \(vhd.footer.uniqueID.text(uppercase: false)), but differencing disk \(child) expects \(expected.text(uppercase: false))"
           )
         }
       }

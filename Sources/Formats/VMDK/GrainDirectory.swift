@@ -56,11 +56,8 @@ struct GrainDirectory: Sendable {
       directory = []
       return
     }
-    directory = try [UInt32](unsafeUninitializedCapacity: entries) { buffer, initialized in
-      try file.readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain directory")
-      for i in 0..<entries { buffer[i] = UInt32(littleEndian: buffer[i]) }
-      initialized = entries
-    }
+    directory = try file.readTable(
+      of: UInt32.self, at: offset, count: entries, order: .littleEndian, what: "grain directory")
   }
 
   var tableCoverage: UInt64 { UInt64(tableEntries) * grainSize }
@@ -84,12 +81,10 @@ struct GrainDirectory: Sendable {
     let offset = sector * 512
     let count = tableEntries
     let entries = try cache.value(for: TableKey(file: file, offset: offset), cost: count * 8) {
-      let raw = try [UInt32](unsafeUninitializedCapacity: count) { buffer, initialized in
-        try file.readExactly(
-          into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain table (GD entry \(index))")
-        initialized = count
-      }
-      return raw.map { UInt64(UInt32(littleEndian: $0)) }
+      try file.readTable(
+        of: UInt32.self, at: offset, count: count, order: .littleEndian,
+        what: "grain table (GD entry \(index))"
+      ).map(UInt64.init)
     }
     guard entries.count == count else {
       throw VDiskError.corrupt(file.path, at: offset, "grain table at \(hex(offset)) overlaps other metadata")

@@ -100,9 +100,8 @@ struct SESparseExtent: Sendable {
   private func directoryEntry(_ index: UInt64) throws -> UInt64 {
     let sector = gdOffset + index * 8 / 512 * 512
     let words = try cache.value(for: TableKey(file: file, offset: sector), cost: 512) {
-      let bytes = try file.readBytes(at: sector, count: 512, what: "seSparse grain directory")
-      let r = ByteReader(bytes, path: file.path, baseOffset: sector)
-      return try (0..<64).map { try r.u64le($0 * 8) }
+      try file.readTable(
+        of: UInt64.self, at: sector, count: 64, order: .littleEndian, what: "seSparse grain directory")
     }
     guard words.count == 64 else {
       throw VDiskError.corrupt(file.path, at: sector, "seSparse grain directory overlaps a grain table")
@@ -129,9 +128,9 @@ struct SESparseExtent: Sendable {
         "seSparse grain table \(entry & 0xffff_ffff) (GD entry \(index)) lies outside the grain table pool")
     }
     let table = try cache.value(for: TableKey(file: file, offset: offset), cost: Int(tableBytes)) {
-      let bytes = try file.readBytes(at: offset, count: Int(tableBytes), what: "seSparse grain table")
-      let r = ByteReader(bytes, path: file.path, baseOffset: offset)
-      return try (0..<Self.tableEntries).map { try r.u64le($0 * 8) }
+      try file.readTable(
+        of: UInt64.self, at: offset, count: Self.tableEntries, order: .littleEndian,
+        what: "seSparse grain table")
     }
     guard table.count == Self.tableEntries else {
       throw VDiskError.corrupt(
