@@ -53,7 +53,7 @@ struct GPTHeader {
     let storedCRC = try reader.u32le(16)
     var zeroed = Array(sector[0..<headerSize])
     zeroed.replaceSubrange(16..<20, with: [0, 0, 0, 0])
-    let computedCRC = CRC32.checksum(zeroed)
+    let computedCRC = ReflectedCRC32.ieee.checksum(zeroed)
     guard computedCRC == storedCRC else {
       throw TableFault(
         "header CRC32 \(hex(Int(storedCRC))) does not match its bytes (\(hex(Int(computedCRC))))")
@@ -173,7 +173,7 @@ enum GPT {
     else {
       throw TableFault("entry array at LBA \(header.entryArrayLBA) is not on the disk")
     }
-    let crc = CRC32.checksum(array)
+    let crc = ReflectedCRC32.ieee.checksum(array)
     guard crc == header.entryArrayCRC else {
       throw TableFault(
         "entry array CRC32 \(hex(Int(header.entryArrayCRC))) does not match its bytes (\(hex(Int(crc))))")

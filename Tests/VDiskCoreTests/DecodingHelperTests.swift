@@ -61,3 +61,21 @@ import VDiskCore
     #expect(String(utf16: [UInt8]()[...], order: .littleEndian).isEmpty)
   }
 }
+
+@Suite struct ReflectedCRC32Tests {
+  /// The standard check values: CRC of "123456789".
+  @Test func checkValues() {
+    let digits = Array("123456789".utf8)
+    #expect(ReflectedCRC32.ieee.checksum(digits) == 0xCBF4_3926)
+    #expect(ReflectedCRC32.castagnoli.checksum(digits) == 0xE306_9283)
+    #expect(ReflectedCRC32.ieee.checksum([UInt8]()) == 0)
+  }
+
+  @Test func continuesAcrossPieces() {
+    let bytes = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+    for crc in [ReflectedCRC32.ieee, .castagnoli] {
+      let whole = crc.checksum(bytes)
+      #expect(crc.checksum(bytes[300...], continuing: crc.checksum(bytes[..<300])) == whole)
+    }
+  }
+}
