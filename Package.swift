@@ -5,6 +5,27 @@ let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
 
+/// The formats: each is a target in Sources/Formats/NAME (with the C shims it needs), tested by
+/// Tests/NAMETests, and one line in ImageFormats' `FormatRegistry.standard`. A new format is a
+/// line here and a line there.
+let formats: [(name: String, shims: [Target.Dependency])] = [
+  ("QCOW2", ["CZlib", "CZstd"]),
+  ("VMDK", ["CZlib"]),
+  ("VHDX", []),
+  ("VHD", []),
+  ("VDI", []),
+]
+let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
+let formatLibraries = formats.map {
+  Target.target(
+    name: $0.name, dependencies: ["VDiskCore"] + $0.shims + [logging], path: "Sources/Formats/\($0.name)")
+}
+let formatTests = formats.map {
+  Target.testTarget(
+    name: "\($0.name)Tests",
+    dependencies: [.target(name: $0.name), "ImageFormats", "VDiskCore", "TestSupport"])
+}
+
 let package = Package(
   name: "vdiskfs",
   products: [
@@ -27,17 +48,12 @@ let package = Package(
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
 
-    // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No FUSE; C only
-    // for constants, in Syscalls.swift.
+    // Format-agnostic engine: layers, extents, the one read and write loops, caches, errors. No
+    // FUSE; C only for constants, in Syscalls.swift.
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
-    // One target per format.
-    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/QCOW2"),
-    .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging], path: "Sources/Formats/VMDK"),
-    .target(name: "VHDX", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VHDX"),
-    .target(name: "VHD", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VHD"),
-    .target(name: "VDI", dependencies: ["VDiskCore", logging], path: "Sources/Formats/VDI"),
-    // Probing by magic and opening whole backing chains.
-    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
+    // One target per format: `formatLibraries`, added below.
+    // The format registry, probing by magic and opening whole backing chains.
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", logging] + formatTargets),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
@@ -50,16 +66,12 @@ let package = Package(
     // Test support: fixtures made at test time with qemu-img / qemu-io.
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging], path: "Tests/Fixtures"),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
-    .testTarget(name: "QCOW2Tests", dependencies: ["QCOW2", "ImageFormats", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "VMDKTests", dependencies: ["VMDK", "ImageFormats", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "VHDXTests", dependencies: ["VHDX", "ImageFormats", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "VHDTests", dependencies: ["VHD", "ImageFormats", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "VDITests", dependencies: ["VDI", "ImageFormats", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "QCOW2", "VDiskCore", "TestSupport"]),
+    // One test target per format: `formatTests`, added below.
+    .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "VDiskCore", "TestSupport"] + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
-    .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "TestSupport"]),
+    .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(
       name: "PartitionsTests", dependencies: ["Partitions", "VDiskCore", "ImageFormats", "TestSupport"]),
-  ],
+  ] + formatLibraries + formatTests,
   swiftLanguageModes: [.v6]
 )

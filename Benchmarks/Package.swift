@@ -6,10 +6,22 @@
 // The root package has no library products, so a `.package(path: "..")` dependency cannot reach
 // VDiskCore / QCOW2 / ImageFormats. Instead Sources/<Target> here are symlinks to the root's
 // source folders: the same code compiled in release mode in this package, no edit to the root.
+// Sources/Formats is one symlink to the root's format folders, and every folder in it is a
+// target here, so a new format needs no edit in this package.
+import Foundation
 import PackageDescription
 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
+/// The root's format targets (Sources/Formats/NAME), each given every C shim a format may use.
+let formatNames =
+  ((try? FileManager.default.contentsOfDirectory(
+    atPath: Context.packageDirectory + "/Sources/Formats")) ?? []).filter { !$0.hasPrefix(".") }.sorted()
+let formatLibraries = formatNames.map {
+  Target.target(
+    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/\($0)")
+}
 
 let package = Package(
   name: "vdiskfs-benchmarks",
@@ -28,12 +40,9 @@ let package = Package(
       linkerSettings: [.linkedLibrary("fuse3")]),
     .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
-    .target(name: "QCOW2", dependencies: ["VDiskCore", "CZlib", "CZstd", logging]),
-    .target(name: "VMDK", dependencies: ["VDiskCore", "CZlib", logging]),
-    .target(name: "VHDX", dependencies: ["VDiskCore", logging]),
-    .target(name: "VHD", dependencies: ["VDiskCore", logging]),
-    .target(name: "VDI", dependencies: ["VDiskCore", logging]),
-    .target(name: "ImageFormats", dependencies: ["VDiskCore", "QCOW2", "VMDK", "VHDX", "VHD", "VDI", logging]),
+    .target(
+      name: "ImageFormats",
+      dependencies: ["VDiskCore", logging] + formatNames.map { Target.Dependency.target(name: $0) }),
 
     // `FUSECeiling FILE MOUNTPOINT`: a minimal libfuse server over a raw file (bench.sh's
     // transport ceiling).
@@ -48,6 +57,6 @@ let package = Package(
       dependencies: ["HotPathWorkloads", "VDiskCore", .product(name: "Benchmark", package: "benchmark")],
       path: "Benchmarks/HotPath",
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
-  ],
+  ] + formatLibraries,
   swiftLanguageModes: [.v6]
 )

@@ -37,11 +37,11 @@ public enum ImageOpener {
       guard plans.count < maxChainDepth else {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }
-      let format = try resolveFormat(file, stated: current.format)
+      let format = try resolveFormat(file, stated: current.format, registry: options.registry)
       let plan = try format.plan(file, context: PlanContext(logger: logger, writable: writable))
       plans.append(plan)
       guard options.openBacking, let parent = plan.parent else { break }
-      current = try locate(parent, namedBy: file.path)
+      current = try locate(parent, namedBy: file.path, registry: options.registry)
     }
 
     // One metadata cache for the whole chain: what covers it, at most 32 MiB (like QEMU); or
@@ -73,12 +73,12 @@ public enum ImageOpener {
   }
 
   /// The first existing candidate of `parent`, with the format its child records.
-  private static func locate(_ parent: ParentReference, namedBy image: String) throws
-    -> (path: String, format: ImageFormat?)
+  private static func locate(_ parent: ParentReference, namedBy image: String, registry: FormatRegistry)
+    throws -> (path: String, format: (any FormatDriver.Type)?)
   {
-    var format: ImageFormat?
+    var format: (any FormatDriver.Type)?
     if let stated = parent.format {
-      guard let known = ImageFormat(rawValue: stated) else {
+      guard let known = registry.driver(named: stated) else {
         throw VDiskError.unsupported(
           image, "backing file \"\(parent.recordedName)\" has format \"\(stated)\", which is not supported")
       }
@@ -94,14 +94,20 @@ public enum ImageOpener {
   }
 
   /// A stated format must match the file's magic (raw matches anything); nil means probe.
-  private static func resolveFormat(_ file: ImageFile, stated: ImageFormat?) throws -> ImageFormat {
-    guard let stated else { return try probe(file) }
+  private static func resolveFormat(
+    _ file: ImageFile, stated: (any FormatDriver.Type)?, registry: FormatRegistry
+  ) throws -> any FormatDriver.Type {
+    guard let stated else { return try registry.probe(file) }
     guard stated.matches(try ProbeBytes(file)) else {
       throw VDiskError.corrupt(
-        file.path, at: 0, "file is named as \(stated.rawValue) but does not have the \(stated.rawValue) magic"
-      )
+        file.path, at: 0, "file is named as \(stated.name) but does not have the \(stated.name) magic")
     }
     return stated
+  }
+
+  /// The format `file`'s magic says, by the standard registry (see `FormatRegistry.probe`).
+  public static func probe(_ file: ImageFile) throws -> any FormatDriver.Type {
+    try FormatRegistry.standard.probe(file)
   }
 
   static func resolve(_ name: String, relativeTo image: String) -> String {

@@ -41,13 +41,6 @@ public final class RawLayer: ImageLayer {
   }
 }
 
-extension RawLayer {
-  /// A raw file names no parent and has no metadata to cache.
-  static func plan(_ file: ImageFile) -> LayerPlan {
-    LayerPlan(file: file, parent: nil) { _, _ in RawLayer(file: file) }
-  }
-}
-
 /// A raw file written in place: guest offset = host offset. Discard writes zeros (punching holes
 /// would need fallocate, which the Swift Glibc module does not export).
 extension RawLayer: WritableLayer {

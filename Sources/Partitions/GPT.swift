@@ -53,7 +53,7 @@ struct GPTHeader {
     let storedCRC = try reader.u32le(16)
     var zeroed = Array(sector[0..<headerSize])
     zeroed.replaceSubrange(16..<20, with: [0, 0, 0, 0])
-    let computedCRC = CRC32.checksum(zeroed)
+    let computedCRC = ReflectedCRC32.ieee.checksum(zeroed)
     guard computedCRC == storedCRC else {
       throw TableFault(
         "header CRC32 \(hex(Int(storedCRC))) does not match its bytes (\(hex(Int(computedCRC))))")
@@ -131,33 +131,9 @@ struct GPTEntry {
     typeGUID = try reader.bytes(0, count: 16)
     firstLBA = try reader.u64le(32)
     lastLBA = try reader.u64le(40)
-    var units: [UInt16] = []
-    for i in 0..<36 {
-      let unit = try reader.u16le(56 + 2 * i)
-      if unit == 0 { break }
-      units.append(unit)
-    }
-    name = String(decoding: units, as: UTF16.self)
+    name = String(utf16: try reader.bytes(56, count: 72, "partition name"), order: .littleEndian)
   }
 
-  /// A GUID in canonical text form: the first three fields are stored little-endian, the last two
-  /// as bytes ("EFI GUID Format": Data1–Data3 LE, Data4 big-endian byte order).
-  static func guidString(_ guid: ArraySlice<UInt8>) -> String {
-    let b = Array(guid)
-    guard b.count == 16 else { return "" }
-    let order = [3, 2, 1, 0, -1, 5, 4, -1, 7, 6, -1, 8, 9, -1, 10, 11, 12, 13, 14, 15]
-    let digits = Array("0123456789ABCDEF")
-    var text = ""
-    for i in order {
-      if i < 0 {
-        text.append("-")
-      } else {
-        text.append(digits[Int(b[i] >> 4)])
-        text.append(digits[Int(b[i] & 0xF)])
-      }
-    }
-    return text
-  }
 }
 
 /// GPT as Linux's `block/partitions/efi.c` reads it (given a protective or hybrid MBR), except
@@ -197,7 +173,7 @@ enum GPT {
     else {
       throw TableFault("entry array at LBA \(header.entryArrayLBA) is not on the disk")
     }
-    let crc = CRC32.checksum(array)
+    let crc = ReflectedCRC32.ieee.checksum(array)
     guard crc == header.entryArrayCRC else {
       throw TableFault(
         "entry array CRC32 \(hex(Int(header.entryArrayCRC))) does not match its bytes (\(hex(Int(crc))))")
@@ -245,7 +221,7 @@ enum GPT {
       let (count, overflow) = (lastLBA - entry.firstLBA).addingReportingOverflow(1)
       if let p = disk.partition(
         number: number, lba: entry.firstLBA, count: overflow ? UInt64.max : count,
-        type: GPTEntry.guidString(entry.typeGUID), name: entry.name, log)
+        type: GUID(onDisk: entry.typeGUID).description, name: entry.name, log)
       {
         partitions.append(p)
       }

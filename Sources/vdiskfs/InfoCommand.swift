@@ -25,14 +25,14 @@ struct InfoCommand: ParsableCommand {
   @Flag(help: "Show every image of the backing chain, top first.")
   var backingChain = false
 
-  @Option(help: "Image format: qcow2, raw, vmdk, vhdx, vpc or vdi (default: probed).")
+  @Option(help: ArgumentHelp(FormatOption.help))
   var format: String?
 
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
     options.openBacking = backingChain
-    options.format = try Self.imageFormat(format)
+    options.format = try FormatOption.parse(format)
     let chain: LayerChain
     do {
       chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
@@ -63,15 +63,6 @@ struct InfoCommand: ParsableCommand {
           .joined(separator: "\n"), terminator: "")
     }
   }
-  /// `--format NAME` as an `ImageFormat` (nil: probe); an unknown name is a usage error.
-  static func imageFormat(_ name: String?) throws -> ImageFormat? {
-    guard let name else { return nil }
-    guard let f = ImageFormat(rawValue: name.lowercased()) else {
-      throw CLIFailure(code: ExitCodes.usage, message: "unknown format '\(name)'")
-    }
-    return f
-  }
-
   /// The internal snapshots of `layer` as qemu-img lists them (empty for formats without any).
   /// qcow2 layers are asked directly for the fields `SnapshotInfo` does not carry (icount).
   static func snapshotRows(of layer: any ImageLayer) throws -> [SnapshotRow] {

@@ -21,13 +21,13 @@ struct MapCommand: ParsableCommand {
   @Option(help: "Map the internal snapshot with this name (or, when no name matches, this ID).")
   var snapshot: String?
 
-  @Option(help: "Image format: qcow2, raw, vmdk, vhdx, vpc or vdi (default: probed).")
+  @Option(help: ArgumentHelp(FormatOption.help))
   var format: String?
 
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
-    options.format = try InfoCommand.imageFormat(format)
+    options.format = try FormatOption.parse(format)
     do {
       let chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
       let entries = try MapEntry.entries(of: snapshot.map { try Self.snapshotChain(chain, $0) } ?? chain)

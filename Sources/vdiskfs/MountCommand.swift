@@ -18,7 +18,7 @@ struct MountCommand: ParsableCommand {
 
       -o options: ro, rw (the default; writes go to the top image, never to a backing file), \
       force_share (with ro: read an image another program has open for writing), allow_shrink \
-      (truncate may shrink the disk), allow_other, debug, format=FMT, cache_size=SIZE, threads=N, \
+      (truncate may shrink the disk), allow_other, debug, format=FMT (\(FormatOption.names)), cache_size=SIZE, threads=N, \
       fsname=NAME, read_ahead_kb=N (default 3840; 0 keeps the kernel's), nosplice (copy read \
       replies instead of splicing the image's pages), and the mount flags nodev, nosuid, noexec, \
       noatime and their opposites.
@@ -29,7 +29,7 @@ struct MountCommand: ParsableCommand {
       \(ExitCodes.helpText)
       """)
 
-  @Argument(help: "The disk image (qcow2, raw, vmdk, vhdx, vpc, vdi; its backing chain is opened too).")
+  @Argument(help: "The disk image (\(FormatOption.names); its backing chain is opened too).")
   var image: String
 
   @Argument(help: "An empty directory to mount on.")
@@ -46,10 +46,7 @@ struct MountCommand: ParsableCommand {
   @Flag(name: [.customShort("d"), .customLong("debug")], help: "Debug logging (implies -f).")
   var debug = false
 
-  @Option(
-    help:
-      "Format of IMAGE: qcow2, raw, vmdk, vhdx, vpc or vdi (default: probed; raw only if nothing else matches)."
-  )
+  @Option(help: ArgumentHelp(FormatOption.help))
   var format: String?
 
   @Option(
@@ -177,13 +174,7 @@ struct MountCommand: ParsableCommand {
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
     var openOptions = OpenOptions()
-    if let name = format ?? parsed.format {
-      guard let f = ImageFormat(rawValue: name.lowercased()) else {
-        let known = ImageFormat.allCases.map(\.rawValue).joined(separator: ", ")
-        throw CLIFailure(code: ExitCodes.usage, message: "unknown format '\(name)' (known: \(known))")
-      }
-      openOptions.format = f
-    }
+    openOptions.format = try FormatOption.parse(format ?? parsed.format)
     if let text = cacheSize {
       do {
         openOptions.cacheSize = try MountOptionParser.parseSize(text)

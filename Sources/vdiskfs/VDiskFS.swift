@@ -10,13 +10,15 @@ struct VDiskFS: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "vdiskfs",
     abstract:
-      "Mount a virtual-machine disk image (qcow2, vmdk, vhdx, vhd, vdi, raw; with its backing chain) as one raw file, disk.raw.",
+      "Mount a virtual-machine disk image (\(FormatOption.names); with its backing chain) as one raw file, disk.raw.",
     discussion: """
       Examples:
         vdiskfs vm.qcow2 /mnt/vm               # /mnt/vm/disk.raw is the guest disk
         losetup -r -f --show /mnt/vm/disk.raw  # attach it as a block device
         fusermount3 -u /mnt/vm                 # unmount
         vdiskfs info --backing-chain vm.qcow2
+
+      \(FormatOption.table)
 
       \(ExitCodes.helpText)
       """,

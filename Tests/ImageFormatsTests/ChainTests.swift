@@ -139,9 +139,11 @@ import VDiskCore
     try patch(top, at: UInt64(ext + 4), 3, width: 4)
     expectVDiskError(.unsupported, [top, "\"qux\""]) { _ = try openChain(top) }
     // --format qcow2 on a raw file.
-    expectVDiskError(.corrupt, [raw, "qcow2 magic"]) { _ = try openChain(raw, OpenOptions(format: .qcow2)) }
+    expectVDiskError(.corrupt, [raw, "qcow2 magic"]) {
+      _ = try openChain(raw, OpenOptions(format: QCOW2Driver.self))
+    }
     // --format raw on a qcow2 file: shown as raw, as stated.
-    let asRaw = try openChain(top, OpenOptions(format: .raw))
+    let asRaw = try openChain(top, OpenOptions(format: RawDriver.self))
     #expect(asRaw.layers.map(\.formatName) == ["raw"])
   }
 }

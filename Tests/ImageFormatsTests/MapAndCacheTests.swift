@@ -73,29 +73,27 @@ import VDiskCore
     defer { scratch.remove() }
     let q = scratch.file("q")
     try Qemu.create(q, size: "1M")
-    #expect(try ImageOpener.probe(ImageFile.open(q)) == .qcow2)
+    #expect(try ImageOpener.probe(ImageFile.open(q)).name == "qcow2")
     let r = scratch.file("r")
     try sh("head -c 4096 /dev/urandom > \(r); printf 'xx' | dd of=\(r) conv=notrunc status=none")
-    #expect(try ImageOpener.probe(ImageFile.open(r)) == .raw)
+    #expect(try ImageOpener.probe(ImageFile.open(r)).name == "raw")
     let empty = scratch.file("e")
     try sh(": > \(empty)")
-    #expect(try ImageOpener.probe(ImageFile.open(empty)) == .raw)
+    #expect(try ImageOpener.probe(ImageFile.open(empty)).name == "raw")
     for format in ["vmdk", "vhdx", "vpc", "vdi"] {
       let image = scratch.file("image.\(format)")
       try Qemu.create(image, format: format, size: "1M")
-      #expect(try ImageOpener.probe(ImageFile.open(image)).rawValue == format)
+      #expect(try ImageOpener.probe(ImageFile.open(image)).name == format)
     }
     // A fixed VHD has its only footer at the end of the file; qemu probes it as raw, we do not.
     let fixed = scratch.file("fixed.vpc")
     try Qemu.create(fixed, format: "vpc", size: "1M", options: ["subformat=fixed"])
-    #expect(try ImageOpener.probe(ImageFile.open(fixed)) == .vpc)
+    #expect(try ImageOpener.probe(ImageFile.open(fixed)).name == "vpc")
     let qed = scratch.file("q.qed")
     try Qemu.create(qed, format: "qed", size: "1M")
     expectVDiskError(.unsupported, [qed, "qed images are not supported"]) {
       _ = try ImageOpener.probe(ImageFile.open(qed))
     }
-    #expect(ImageFormat(rawValue: "qcow2") == .qcow2)
-    #expect(ImageFormat.allCases == [.qcow2, .raw, .vmdk, .vhdx, .vpc, .vdi])
   }
 
   @Test func metadataCacheBudget() throws {

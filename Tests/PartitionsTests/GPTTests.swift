@@ -335,18 +335,21 @@ import VDiskCore
   }
 
   @Test func crc32MatchesZlib() throws {
-    #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
-    #expect(CRC32.checksum([UInt8]()) == 0)
+    #expect(ReflectedCRC32.ieee.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+    #expect(ReflectedCRC32.ieee.checksum([UInt8]()) == 0)
     var rng = SplitMix64(seed: 7)
     let bytes = (0..<100_000).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-    let split = CRC32.checksum(bytes[40_000...], continuing: CRC32.checksum(bytes[..<40_000]))
-    #expect(split == CRC32.checksum(bytes))
+    let split = ReflectedCRC32.ieee.checksum(
+      bytes[40_000...], continuing: ReflectedCRC32.ieee.checksum(bytes[..<40_000]))
+    #expect(split == ReflectedCRC32.ieee.checksum(bytes))
     let scratch = try Scratch("crc")
     defer { scratch.remove() }
     let file = scratch.file("bytes")
     try Data(bytes).write(to: URL(fileURLWithPath: file))
     let zlib = try sh(
       "python3 -c 'import sys, zlib; print(zlib.crc32(open(sys.argv[1], \"rb\").read()))' '\(file)'")
-    #expect(UInt32(zlib.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == CRC32.checksum(bytes))
+    #expect(
+      UInt32(zlib.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+        == ReflectedCRC32.ieee.checksum(bytes))
   }
 }

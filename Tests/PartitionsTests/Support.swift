@@ -191,9 +191,9 @@ struct GPTHeaderSpec {
     s.replaceSubrange(72..<80, with: le(entryLBA, 8))
     s.replaceSubrange(80..<84, with: le(UInt64(entryCount), 4))
     s.replaceSubrange(84..<88, with: le(UInt64(entrySize), 4))
-    s.replaceSubrange(88..<92, with: le(UInt64(entriesCRC ?? CRC32.checksum(entries)), 4))
+    s.replaceSubrange(88..<92, with: le(UInt64(entriesCRC ?? ReflectedCRC32.ieee.checksum(entries)), 4))
     let covered = Array(s[0..<min(Int(headerSize), 512)])
-    s.replaceSubrange(16..<20, with: le(UInt64(headerCRC ?? CRC32.checksum(covered)), 4))
+    s.replaceSubrange(16..<20, with: le(UInt64(headerCRC ?? ReflectedCRC32.ieee.checksum(covered)), 4))
     return s
   }
 }

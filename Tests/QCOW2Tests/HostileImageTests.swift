@@ -22,7 +22,9 @@ import VDiskCore
     let image = try makeImage(scratch)
     let (l1, _) = try firstL2Table(image)
     try sh("truncate -s 50 \(image)")
-    expectVDiskError(.corrupt, [image, "too small"]) { _ = try openChain(image, OpenOptions(format: .qcow2)) }
+    expectVDiskError(.corrupt, [image, "too small"]) {
+      _ = try openChain(image, OpenOptions(format: QCOW2Driver.self))
+    }
 
     let second = try makeImage(scratch)
     try sh("truncate -s 65536 \(second)")  // the header cluster only

@@ -35,7 +35,7 @@ import VDiskCore
     for (offset, value, width, kind, fragments) in cases {
       try original.write(to: URL(fileURLWithPath: image))
       try patchLE(image, at: offset, value, width: width)
-      expectVDiskError(kind, [image] + fragments) { _ = try openChain(image, .init(format: .vdi)) }
+      expectVDiskError(kind, [image] + fragments) { _ = try openChain(image, .init(format: VDIDriver.self)) }
     }
   }
 
@@ -68,7 +68,7 @@ import VDiskCore
       }
       try Data(bytes).write(to: URL(fileURLWithPath: image))
       do {
-        let chain = try openChain(image, .init(format: .vdi))
+        let chain = try openChain(image, .init(format: VDIDriver.self))
         _ = try chain.seekData(from: 0)
         if chain.virtualSize <= 64 << 20 { _ = try readAll(chain) }
       } catch is VDiskError {

@@ -24,7 +24,7 @@ import VHD
     let end = try fileSize(fixed) - 512
     try patch(fixed, at: end + 64, 0x1234_5678, width: 4)
     expectVDiskError(.corrupt, [fixed, "checksum", "0x12345678"]) {
-      _ = try openChain(fixed, .init(format: .vpc))
+      _ = try openChain(fixed, .init(format: VHDDriver.self))
     }
 
     // Both footers of a dynamic disk damaged.
@@ -43,7 +43,7 @@ import VHD
 
     let tiny = scratch.file("tiny.vhd")
     try Data(Array("conectix".utf8)).write(to: URL(fileURLWithPath: tiny))
-    expectVDiskError(.corrupt, [tiny, "too small"]) { _ = try openChain(tiny, .init(format: .vpc)) }
+    expectVDiskError(.corrupt, [tiny, "too small"]) { _ = try openChain(tiny, .init(format: VHDDriver.self)) }
   }
 
   @Test func batAndBlockBounds() throws {
@@ -130,7 +130,7 @@ import VHD
       bytes.replaceSubrange(bytes.count - 512 + 64..<bytes.count - 512 + 68, with: sum)
       try Data(bytes).write(to: URL(fileURLWithPath: image))
       do {
-        let chain = try openChain(image, .init(format: .vpc))
+        let chain = try openChain(image, .init(format: VHDDriver.self))
         if chain.virtualSize <= 64 << 20 { _ = try readAll(chain) }
         _ = try chain.seekData(from: 0)
       } catch is VDiskError {

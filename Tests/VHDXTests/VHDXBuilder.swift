@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import VDiskCore
 import VHDX
 
 /// Little-endian field writers for building VHDX structures in tests.

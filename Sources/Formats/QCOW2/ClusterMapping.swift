@@ -179,11 +179,6 @@ extension ImageFile {
   /// Reads an L1 table of `count` entries at `offset` (native order); throws `.corrupt` when it
   /// runs past end-of-file.
   func readL1Table(at offset: UInt64, count: Int, what: String = "L1 table") throws -> [UInt64] {
-    guard count > 0 else { return [] }
-    return try [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
-      try readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: what)
-      for i in 0..<count { buffer[i] = UInt64(bigEndian: buffer[i]) }
-      initialized = count
-    }
+    try readTable(of: UInt64.self, at: offset, count: count, order: .bigEndian, what: what)
   }
 }

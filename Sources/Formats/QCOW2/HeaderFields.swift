@@ -57,11 +57,7 @@ extension ImageFile {
 
   /// Reads `count` big-endian 64-bit words at `offset`; bytes past end-of-file read as zeros.
   func readWords(at offset: UInt64, count: Int) throws -> [UInt64] {
-    guard count > 0 else { return [] }
-    return try [UInt64](unsafeUninitializedCapacity: count) { buffer, initialized in
-      try readFillingZeros(into: UnsafeMutableRawBufferPointer(buffer), at: offset)
-      for i in 0..<count { buffer[i] = UInt64(bigEndian: buffer[i]) }
-      initialized = count
-    }
+    try readTable(
+      of: UInt64.self, at: offset, count: count, order: .bigEndian, what: "table", pastEnd: .zeros)
   }
 }

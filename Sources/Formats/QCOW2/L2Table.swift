@@ -120,12 +120,7 @@ extension ImageFile {
 
   /// The L2 table of one cluster at `offset`, big-endian words converted to native order.
   func readL2Table(at offset: UInt64, clusterSize: Int) throws -> [UInt64] {
-    let words = clusterSize / 8
-    return try [UInt64](unsafeUninitializedCapacity: words) { buffer, initialized in
-      try readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "L2 table")
-      for i in 0..<words { buffer[i] = UInt64(bigEndian: buffer[i]) }
-      initialized = words
-    }
+    try readTable(of: UInt64.self, at: offset, count: clusterSize / 8, order: .bigEndian, what: "L2 table")
   }
 }
 

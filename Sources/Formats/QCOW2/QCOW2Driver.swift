@@ -1,8 +1,11 @@
 import VDiskCore
 
 /// How the opener meets qcow2: magic, and a plan (backing file, external data file, cache need).
-public enum QCOW2Driver {
-  public static func matches(head: [UInt8]) -> Bool { QCOW2Header.hasMagic(head.prefix(4)) }
+public enum QCOW2Driver: FormatDriver {
+  public static let name = "qcow2"
+  public static let summary = "QEMU copy-on-write v2 and v3 (backing files, snapshots, compression)"
+
+  public static func matches(_ probe: ProbeBytes) -> Bool { QCOW2Header.hasMagic(probe.head.prefix(4)) }
 
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let header = try QCOW2Header(file: file)

@@ -27,10 +27,10 @@ struct VDIBlockMap: Sendable {
     let n = min(Self.pageEntries, count - first)
     let offset = header.blockMapOffset + UInt64(first) * 4
     let words = try cache.value(for: TableKey(file: file, offset: offset), cost: n * 8) {
-      let bytes = try file.readBytes(at: offset, count: n * 4, what: "VDI block map page")
-      return (0..<n).map { i -> UInt64 in
-        bytes[4 * i..<4 * i + 4].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-      }
+      try file.readTable(
+        of: UInt32.self, at: offset, count: n, order: .littleEndian, what: "VDI block map page"
+      )
+      .map(UInt64.init)
     }
     guard index - first < words.count else {
       throw VDiskError.corrupt(

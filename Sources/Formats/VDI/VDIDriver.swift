@@ -1,7 +1,10 @@
 import VDiskCore
 
 /// How the opener meets vdi images: magic, and a plan for a layer.
-public enum VDIDriver {
+public enum VDIDriver: FormatDriver {
+  public static let name = "vdi"
+  public static let summary = "VirtualBox disk image (dynamic and static)"
+
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: [0x7F, 0x10, 0xDA, 0xBE], at: 64)
   }

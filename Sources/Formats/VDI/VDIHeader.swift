@@ -48,7 +48,7 @@ public struct VDIHeader: Sendable {
   public var blockExtra: UInt32
   public var blockCount: UInt32
   public var blocksAllocated: UInt32
-  public var uuid: [UInt8]
+  public var uuid: GUID
   public var comment: String
 
   public init(file: ImageFile) throws {
@@ -84,7 +84,7 @@ public struct VDIHeader: Sendable {
       blockExtra = try r.u32le(0x17C, "block extra")
       blockCount = try r.u32le(0x180, "block count")
       blocksAllocated = try r.u32le(0x184, "allocated blocks")
-      uuid = Array(try r.bytes(0x188, count: 16, "image uuid"))
+      uuid = GUID(onDisk: try r.bytes(0x188, count: 16, "image uuid"))
       comment = String(decoding: try r.bytes(0x54, count: 256, "comment").prefix { $0 != 0 }, as: UTF8.self)
     case Self.version0:
       // vdi.md, "Legacy header v0": the map follows the header, the data follows the map.
@@ -95,7 +95,7 @@ public struct VDIHeader: Sendable {
       blockExtra = 0
       blockCount = try r.u32le(0x16C, "block count")
       blocksAllocated = try r.u32le(0x170, "allocated blocks")
-      uuid = Array(try r.bytes(0x174, count: 16, "image uuid"))
+      uuid = GUID(onDisk: try r.bytes(0x174, count: 16, "image uuid"))
       comment = String(decoding: try r.bytes(0x50, count: 256, "comment").prefix { $0 != 0 }, as: UTF8.self)
       blockMapOffset = headerEnd
       dataOffset = headerEnd + UInt64(blockCount) * 4

@@ -25,8 +25,7 @@ public final class VDILayer: ImageLayer {
     let blockSize = UInt64(header.blockSize)
     let end = offset + maxLength
     var position = offset
-    var first: Mapping?
-    var length: UInt64 = 0
+    var run = RunAccumulator<Mapping>()
     while position < end {
       let block = Int(position / blockSize)
       let blockEnd = min(end, (UInt64(block) + 1) * blockSize)
@@ -40,20 +39,10 @@ public final class VDILayer: ImageLayer {
         let data = try map.dataOffset(block: block, slot: entry)
         mapping = .data(hostOffset: data + position % blockSize)
       }
-      if let head = first {
-        switch (head, mapping) {
-        case (.unallocated, .unallocated), (.zero, .zero): break
-        case (.data(let h), .data(let next)) where h + length == next: break
-        default: return Extent(offset: offset, length: length, mapping: head, file: file)
-        }
-        length += blockEnd - position
-      } else {
-        first = mapping
-        length = blockEnd - position
-      }
+      guard run.extend(mapping, blockEnd - position) else { break }
       position = blockEnd
     }
-    return Extent(offset: offset, length: length, mapping: first ?? .unallocated, file: file)
+    return Extent(offset: offset, length: run.length, mapping: run.first ?? .unallocated, file: file)
   }
 
   public var info: ImageInfo {
@@ -65,20 +54,7 @@ public final class VDILayer: ImageLayer {
         InfoField("blocks", .integer(Int64(header.blockCount))),
         InfoField("blocks-allocated", .integer(Int64(header.blocksAllocated))),
         InfoField("block-extra", .integer(Int64(header.blockExtra))),
-        InfoField("uuid", .string(vdiUUIDText(header.uuid))),
+        InfoField("uuid", .string(header.uuid.text(uppercase: false))),
       ])
   }
-}
-
-/// A VDI UUID as text: stored like a Windows GUID, the first three fields little-endian
-/// (vdi.md: qemu byte-swaps them to print the RFC 4122 form).
-func vdiUUIDText(_ b: [UInt8]) -> String {
-  guard b.count == 16 else { return "" }
-  let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15]
-  var text = ""
-  for (i, index) in order.enumerated() {
-    if [4, 6, 8, 10].contains(i) { text += "-" }
-    text += String(b[index] >> 4, radix: 16) + String(b[index] & 15, radix: 16)
-  }
-  return text
 }

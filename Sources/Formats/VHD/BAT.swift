@@ -61,10 +61,8 @@ struct VHDBlockTable: Sendable {
     let count = min(Self.pageEntries, entryCount - first)
     let offset = tableOffset + UInt64(first) * 4
     let words = try cache.value(for: TableKey(file: file, offset: offset), cost: count * 8) {
-      let bytes = try file.readBytes(at: offset, count: count * 4, what: "BAT page")
-      return (0..<count).map { i -> UInt64 in
-        bytes[4 * i..<4 * i + 4].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-      }
+      try file.readTable(of: UInt32.self, at: offset, count: count, order: .bigEndian, what: "BAT page")
+        .map(UInt64.init)
     }
     guard index - first < words.count else {
       throw VDiskError.corrupt(file.path, at: offset, "BAT page at \(hex(offset)) is shorter than expected")
@@ -93,10 +91,9 @@ struct VHDBlockTable: Sendable {
   func bitmap(at start: UInt64) throws -> [UInt64] {
     let count = Int(bitmapSize)
     return try cache.value(for: TableKey(file: file, offset: start, kind: Self.bitmapKind), cost: count) {
-      let bytes = try file.readBytes(at: start, count: count, what: "sector bitmap")
-      return stride(from: 0, to: count, by: 8).map { i in
-        bytes[i..<i + 8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-      }
+      // bitmapSize is a whole number of sectors, so of words.
+      try file.readTable(
+        of: UInt64.self, at: start, count: count / 8, order: .bigEndian, what: "sector bitmap")
     }
   }
 }

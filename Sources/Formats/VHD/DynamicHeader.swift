@@ -15,7 +15,7 @@ public struct VHDDynamicHeader: Sendable {
   public var maxTableEntries: UInt32
   public var blockSize: UInt32
   /// The unique id of the parent's footer (differencing disks).
-  public var parentUUID: [UInt8]
+  public var parentUUID: GUID
   /// UTF-16BE parent name (differencing disks), for messages and as a last-resort locator.
   public var parentName: String
   public var locators: [VHDParentLocator]
@@ -50,9 +50,8 @@ public struct VHDDynamicHeader: Sendable {
         path, at: offset + 32,
         "block size \(blockSize) is not a power of two between 512 bytes and 256 MiB")
     }
-    parentUUID = Array(try r.bytes(40, count: 16, "parent unique id"))
-    let name = try r.bytes(64, count: 512, "parent name")
-    parentName = utf16String(name, bigEndian: true)
+    parentUUID = GUID(onDisk: try r.bytes(40, count: 16, "parent unique id"), layout: .bigEndian)
+    parentName = String(utf16: try r.bytes(64, count: 512, "parent name"), order: .bigEndian)
     var locators: [VHDParentLocator] = []
     for i in 0..<Self.locatorCount {
       let entry = try VHDParentLocator(r, at: 576 + 24 * i)
@@ -64,19 +63,4 @@ public struct VHDDynamicHeader: Sendable {
   /// Bytes of the sector bitmap before each block's data: one bit per sector, padded to whole
   /// sectors (vhd.asciidoc, "Data blocks").
   var bitmapSize: UInt64 { (UInt64(blockSize) / (512 * 8) + 511) / 512 * 512 }
-}
-
-/// Text from UTF-16 code units (unpaired surrogates become U+FFFD), up to the first NUL.
-func utf16String(_ bytes: ArraySlice<UInt8>, bigEndian: Bool) -> String {
-  var units: [UInt16] = []
-  var i = bytes.startIndex
-  while i + 1 < bytes.endIndex {
-    let a = UInt16(bytes[i])
-    let b = UInt16(bytes[i + 1])
-    let unit = bigEndian ? a << 8 | b : b << 8 | a
-    if unit == 0 { break }
-    units.append(unit)
-    i += 2
-  }
-  return String(decoding: units, as: UTF16.self)
 }

@@ -41,7 +41,7 @@ public struct VHDFooter: Sendable, Equatable {
   public var heads: UInt8
   public var sectorsPerTrack: UInt8
   public var diskType: DiskType
-  public var uniqueID: [UInt8]
+  public var uniqueID: GUID
   /// Where in the file this footer was read (file size - 512, or 0 for the copy).
   public var location: UInt64
 
@@ -61,7 +61,7 @@ public struct VHDFooter: Sendable, Equatable {
         path, "VHD disk type \(type) (footer at \(hex(location))) is not supported")
     }
     diskType = known
-    uniqueID = Array(try r.bytes(68, count: 16, "unique id"))
+    uniqueID = GUID(onDisk: try r.bytes(68, count: 16, "unique id"), layout: .bigEndian)
     self.location = location
   }
 
@@ -126,14 +126,4 @@ func vhdChecksum(_ bytes: [UInt8], skipping field: Range<Int>) -> UInt32 {
   var sum: UInt32 = 0
   for (i, byte) in bytes.enumerated() where !field.contains(i) { sum &+= UInt32(byte) }
   return ~sum
-}
-
-/// A 16-byte id as the usual 8-4-4-4-12 hex text (VHD stores UUIDs big-endian).
-func uuidText(_ bytes: [UInt8]) -> String {
-  var text = ""
-  for (i, byte) in bytes.enumerated() {
-    if [4, 6, 8, 10].contains(i) { text += "-" }
-    text += String(byte >> 4, radix: 16) + String(byte & 15, radix: 16)
-  }
-  return text
 }

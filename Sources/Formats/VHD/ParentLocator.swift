@@ -40,7 +40,7 @@ public struct VHDParentLocator: Sendable {
     let bytes = try file.readBytes(at: dataOffset, count: Int(dataLength), what: "parent locator")
     let text =
       wide
-      ? utf16String(bytes[...], bigEndian: false)
+      ? String(utf16: bytes[...], order: .littleEndian)
       : String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
     let path = normalized(text.replacingBackslashes())
     return path.isEmpty ? nil : path

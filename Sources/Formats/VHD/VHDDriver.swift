@@ -2,7 +2,10 @@ import VDiskCore
 
 /// How the opener meets vpc images: magic (the footer cookie at the start of dynamic disks or at
 /// the end of every VHD), and a plan for a layer.
-public enum VHDDriver {
+public enum VHDDriver: FormatDriver {
+  public static let name = "vpc"
+  public static let summary = "VHD, Virtual PC / Hyper-V v1 (fixed, dynamic, differencing)"
+
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: Array("conectix".utf8)) || probe.tail(has: Array("conectix".utf8))
   }
@@ -54,7 +57,7 @@ public enum VHDDriver {
         guard vhd.footer.uniqueID == expected else {
           throw VDiskError.corrupt(
             child,
-            "parent \(layer.file.path) has unique id \(uuidText(vhd.footer.uniqueID)), but differencing disk \(child) expects \(uuidText(expected))"
+            "parent \(layer.file.path) has unique id \(vhd.footer.uniqueID.text(uppercase: false)), but differencing disk \(child) expects \(expected.text(uppercase: false))"
           )
         }
       }

@@ -78,13 +78,13 @@ public final class VHDLayer: ImageLayer {
       InfoField(
         "geometry",
         .string("\(footer.cylinders)/\(footer.heads)/\(footer.sectorsPerTrack)")),
-      InfoField("unique-id", .string(uuidText(footer.uniqueID))),
+      InfoField("unique-id", .string(footer.uniqueID.text(uppercase: false))),
     ]
     if footer.location == 0 {
       specific.append(InfoField("footer", .string("copy at offset 0 (the one at the end is damaged)")))
     }
     if let header, isDifferencing {
-      specific.append(InfoField("parent-unique-id", .string(uuidText(header.parentUUID))))
+      specific.append(InfoField("parent-unique-id", .string(header.parentUUID.text(uppercase: false))))
     }
     return ImageInfo(
       format: "vpc", filename: file.path, virtualSize: virtualSize,

@@ -103,17 +103,8 @@ struct BAT: Sendable {
     guard entryCount > 0, bytes <= Self.residentLimit, bytes <= UInt64(cache.budget) else { return self }
     var copy = self
     let table = try source.readBytes(at: region.offset, count: Int(bytes), what: "BAT")
-    copy.resident = Self.words(table, count: Int(entryCount))
+    copy.resident = [UInt64](decoding: table, order: .littleEndian)
     return copy
-  }
-
-  /// `count` little-endian 64-bit words from `bytes`.
-  private static func words(_ bytes: [UInt8], count: Int) -> [UInt64] {
-    (0..<count).map { i in
-      var w: UInt64 = 0
-      for b in (0..<8).reversed() { w = w << 8 | UInt64(bytes[i * 8 + b]) }
-      return w
-    }
   }
 
   /// The cached page holding entry `index` (its first index and its words).
@@ -126,7 +117,8 @@ struct BAT: Sendable {
     let count = Int(min(Self.pageEntries, entryCount - first))
     let offset = region.offset + first * 8
     let words = try cache.value(for: TableKey(file: source.file, offset: offset, kind: 1), cost: count * 8) {
-      Self.words(try source.readBytes(at: offset, count: count * 8, what: "BAT page"), count: count)
+      [UInt64](
+        decoding: try source.readBytes(at: offset, count: count * 8, what: "BAT page"), order: .littleEndian)
     }
     guard words.count == count else {
       throw VDiskError.corrupt(

@@ -1,23 +1,12 @@
+import VDiskCore
+
 /// CRC-32C (Castagnoli), the checksum of VHDX headers, region tables and log entries
 /// (vhdx-notes, "Checksums"): reflected polynomial 0x82F63B78, initial value 0xFFFFFFFF, final
-/// XOR 0xFFFFFFFF — the iSCSI / SSE4.2 crc32c. Table-driven, one byte at a time.
+/// XOR 0xFFFFFFFF — the iSCSI / SSE4.2 crc32c (`ReflectedCRC32.castagnoli`).
 public enum CRC32C {
-  /// The reflected Castagnoli polynomial.
-  static let polynomial: UInt32 = 0x82F6_3B78
-
-  static let table: [UInt32] = (0..<256).map { n in
-    var c = UInt32(n)
-    for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ polynomial : c >> 1 }
-    return c
-  }
-
   /// Feeds `bytes` into a running (pre-inverted) CRC state.
   static func update(_ state: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-    var crc = state
-    table.withUnsafeBufferPointer { t in
-      for byte in bytes { crc = t[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
-    }
-    return crc
+    ReflectedCRC32.castagnoli.update(state, bytes)
   }
 
   /// CRC-32C of `bytes`.

@@ -18,13 +18,7 @@ enum VHDXFileIdentifier {
     guard Array(bytes[0..<8]) == signature else {
       throw VDiskError.corrupt(file.path, at: 0, "file type identifier lacks the \"vhdxfile\" signature")
     }
-    var units: [UInt16] = []
-    for i in stride(from: 8, to: 520, by: 2) {
-      let unit = UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8
-      if unit == 0 { break }
-      units.append(unit)
-    }
-    return String(decoding: units, as: UTF16.self)
+    return String(utf16: bytes[8..<520], order: .littleEndian)
   }
 }
 

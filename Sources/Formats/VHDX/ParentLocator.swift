@@ -53,14 +53,9 @@ public struct ParentLocator: Sendable {
     guard length % 2 == 0 else {
       throw VDiskError.corrupt(path, "parent locator string has odd length \(length)")
     }
-    let raw = try r.bytes(offset, count: length, "parent locator string")
-    var units: [UInt16] = []
-    var i = raw.startIndex
-    while i < raw.endIndex {
-      units.append(UInt16(raw[i]) | UInt16(raw[i + 1]) << 8)
-      i += 2
-    }
-    return String(decoding: units, as: UTF16.self)
+    return String(
+      utf16: try r.bytes(offset, count: length, "parent locator string"), order: .littleEndian, upToNUL: false
+    )
   }
 
   /// The path keys in the order they are tried (vhdx-notes: relative, volume, absolute).

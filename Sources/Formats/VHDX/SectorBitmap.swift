@@ -21,12 +21,9 @@ struct SectorBitmap: Sendable {
     let words = try cache.value(
       for: TableKey(file: source.file, offset: offset, kind: 2), cost: Int(Self.pageBytes)
     ) {
-      let bytes = try source.readBytes(at: offset, count: Int(Self.pageBytes), what: "sector bitmap")
-      return (0..<Int(Self.pageBytes / 8)).map { i in
-        var w: UInt64 = 0
-        for b in (0..<8).reversed() { w = w << 8 | UInt64(bytes[i * 8 + b]) }
-        return w
-      }
+      [UInt64](
+        decoding: try source.readBytes(at: offset, count: Int(Self.pageBytes), what: "sector bitmap"),
+        order: .littleEndian)
     }
     let end = min(limit, pageStart + Self.pageBits)
     var bit = sector - pageStart

@@ -3,7 +3,10 @@ import VDiskCore
 /// How the opener meets vhdx images: magic, and a plan for a layer (the parent of a differencing
 /// disk, the BAT's cache need). Opening reads the headers, replays a pending log into memory
 /// (never writing the file), then reads the region table, metadata and BAT through that replay.
-public enum VHDXDriver {
+public enum VHDXDriver: FormatDriver {
+  public static let name = "vhdx"
+  public static let summary = "Hyper-V VHDX (fixed, dynamic, differencing; log replayed in memory)"
+
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: VHDXFileIdentifier.signature)
   }

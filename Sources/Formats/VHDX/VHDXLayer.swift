@@ -37,10 +37,18 @@ public final class VHDXLayer: ImageLayer {
   }
 
   /// What one BAT entry (or one sector run of a PARTIALLY_PRESENT block) says.
-  enum Piece: Equatable {
+  enum Piece: Equatable, RunPiece {
     case data(UInt64)
     case zero
     case unallocated
+
+    var rawHostOffset: UInt64? {
+      if case .data(let host) = self { return host }
+      return nil
+    }
+
+    /// Zeros and unallocated runs merge; data merges while host-contiguous (`rawHostOffset`).
+    var mergesWhenEqual: Bool { true }
   }
 
   /// The longest run from `offset` (at most `maxLength`) of one kind, host-contiguous for data.
@@ -49,24 +57,14 @@ public final class VHDXLayer: ImageLayer {
   public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
     let end = offset + maxLength
     var position = offset
-    var first: Piece?
-    var length: UInt64 = 0
+    var run = RunAccumulator<Piece>()
     var page: (first: UInt64, words: [UInt64])?
     while position < end {
       let (piece, pieceEnd) = try self.piece(at: position, end: end, page: &page)
-      if let head = first {
-        switch (head, piece) {
-        case (.zero, .zero), (.unallocated, .unallocated): break
-        case (.data(let h), .data(let next)) where h + length == next: break
-        default: return try finish(offset, head, length)
-        }
-      } else {
-        first = piece
-      }
-      length += pieceEnd - position
+      guard run.extend(piece, pieceEnd - position) else { break }
       position = pieceEnd
     }
-    return try finish(offset, first ?? .zero, length)
+    return try finish(offset, run.first ?? .zero, run.length)
   }
 
   private func finish(_ offset: UInt64, _ piece: Piece, _ length: UInt64) throws -> Extent {

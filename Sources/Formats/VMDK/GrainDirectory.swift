@@ -56,18 +56,9 @@ struct GrainDirectory: Sendable {
       directory = []
       return
     }
-    directory = try [UInt32](unsafeUninitializedCapacity: entries) { buffer, initialized in
-      try file.readExactly(into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain directory")
-      for i in 0..<entries { buffer[i] = UInt32(littleEndian: buffer[i]) }
-      initialized = entries
-    }
+    directory = try file.readTable(
+      of: UInt32.self, at: offset, count: entries, order: .littleEndian, what: "grain directory")
   }
-
-  var tableCoverage: UInt64 { UInt64(tableEntries) * grainSize }
-
-  /// Grain tables one `run` looks at, at most: bounds the work of one answer whatever the
-  /// directory says (the contract allows a shorter run).
-  static let maxTablesPerRun = 64
 
   /// Bytes of grain tables covering the whole extent (for the cache budget).
   var metadataCoverage: UInt64 { UInt64(directory.count) * UInt64(tableEntries) * 8 }
@@ -84,65 +75,42 @@ struct GrainDirectory: Sendable {
     let offset = sector * 512
     let count = tableEntries
     let entries = try cache.value(for: TableKey(file: file, offset: offset), cost: count * 8) {
-      let raw = try [UInt32](unsafeUninitializedCapacity: count) { buffer, initialized in
-        try file.readExactly(
-          into: UnsafeMutableRawBufferPointer(buffer), at: offset, what: "grain table (GD entry \(index))")
-        initialized = count
-      }
-      return raw.map { UInt64(UInt32(littleEndian: $0)) }
+      try file.readTable(
+        of: UInt32.self, at: offset, count: count, order: .littleEndian,
+        what: "grain table (GD entry \(index))"
+      ).map(UInt64.init)
     }
     guard entries.count == count else {
       throw VDiskError.corrupt(file.path, at: offset, "grain table at \(hex(offset)) overlaps other metadata")
     }
     return (nil, entries)
   }
+}
 
-  /// The longest run from `offset` (bytes into the extent, `< capacity`) of at most `maxLength`
-  /// bytes with one kind of mapping, host-contiguous for data; a compressed run is one grain
-  /// (or its part from `offset`). Reads no more grain tables than the run spans.
-  func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, piece: GrainPiece) {
-    let end = offset + min(maxLength, capacity - offset)
-    var position = offset
-    var run = RunAccumulator<GrainPiece>()
+extension GrainDirectory: GrainTables {
+  var grainBytes: UInt64 { grainSize }
+  var entriesPerTable: Int { tableEntries }
 
-    var tablesRead = 0
-    while position < end, tablesRead < Self.maxTablesPerRun {
-      let index = Int(position / tableCoverage)
-      let tableEnd = min(end, (UInt64(index) + 1) * tableCoverage)
-      let table = try table(index)
-      tablesRead += 1
-      if let whole = table.piece {
-        guard run.extend(whole, tableEnd - position) else { break }
-        position = tableEnd
-        continue
+  func grainTable(_ index: UInt64) throws -> GrainTable {
+    let table = try table(Int(index))
+    if let whole = table.piece { return .whole(whole) }
+    return .entries(table.entries)
+  }
+
+  /// vmdk spec, "Grain table": 0 is unallocated, 1 a zero grain when the zeroed-grain flag is
+  /// set; anything else is the grain's sector.
+  func grain(_ entry: UInt64, slot: Int, table index: UInt64) throws -> GrainPiece {
+    switch entry {
+    case 0: return .unallocated
+    case 1 where zeroedGrains: return .zero
+    default:
+      let host = entry * 512
+      guard host < file.size else {
+        throw VDiskError.corrupt(
+          file.path, at: UInt64(directory[Int(index)]) * 512 + UInt64(slot) * 4,
+          "grain table entry \(slot) (GD entry \(index)) points at sector \(entry), past the end of the file")
       }
-      while position < tableEnd {
-        let grainStart = position / grainSize * grainSize
-        let pieceEnd = min(tableEnd, grainStart + grainSize)
-        let slot = Int((position / grainSize) % UInt64(tableEntries))
-        let entry = table.entries[slot]
-        let piece: GrainPiece
-        switch entry {
-        case 0: piece = .unallocated
-        case 1 where zeroedGrains: piece = .zero
-        default:
-          let host = entry * 512
-          guard host < file.size else {
-            throw VDiskError.corrupt(
-              file.path, at: UInt64(directory[index]) * 512 + UInt64(slot) * 4,
-              "grain table entry \(slot) (GD entry \(index)) points at sector \(entry), past the end of the file"
-            )
-          }
-          piece = compressed ? .compressed(host) : .data(host + (position - grainStart))
-        }
-        if case .compressed = piece {
-          guard run.first == nil else { return (run.length, run.first ?? piece) }
-          return (pieceEnd - position, piece)
-        }
-        guard run.extend(piece, pieceEnd - position) else { return (run.length, run.first ?? piece) }
-        position = pieceEnd
-      }
+      return compressed ? .compressed(host) : .data(host)
     }
-    return (run.length, run.first ?? .unallocated)
   }
 }

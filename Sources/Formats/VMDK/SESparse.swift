@@ -2,7 +2,7 @@ import VDiskCore
 
 /// An ESXi space-efficient sparse extent (seSparse), read-only. VMware never published the
 /// format; these are the rules of vmdk-sesparse-notes.md (QEMU's "strict checks").
-struct SESparseExtent: Sendable {
+struct SESparseExtent: Sendable, GrainTables {
   static let constantMagic: UInt64 = 0xCAFE_BABE
   static let volatileMagic: UInt64 = 0xCAFE_CAFE
   /// Version 2.1, the only one QEMU accepts.
@@ -100,9 +100,8 @@ struct SESparseExtent: Sendable {
   private func directoryEntry(_ index: UInt64) throws -> UInt64 {
     let sector = gdOffset + index * 8 / 512 * 512
     let words = try cache.value(for: TableKey(file: file, offset: sector), cost: 512) {
-      let bytes = try file.readBytes(at: sector, count: 512, what: "seSparse grain directory")
-      let r = ByteReader(bytes, path: file.path, baseOffset: sector)
-      return try (0..<64).map { try r.u64le($0 * 8) }
+      try file.readTable(
+        of: UInt64.self, at: sector, count: 64, order: .littleEndian, what: "seSparse grain directory")
     }
     guard words.count == 64 else {
       throw VDiskError.corrupt(file.path, at: sector, "seSparse grain directory overlaps a grain table")
@@ -129,9 +128,9 @@ struct SESparseExtent: Sendable {
         "seSparse grain table \(entry & 0xffff_ffff) (GD entry \(index)) lies outside the grain table pool")
     }
     let table = try cache.value(for: TableKey(file: file, offset: offset), cost: Int(tableBytes)) {
-      let bytes = try file.readBytes(at: offset, count: Int(tableBytes), what: "seSparse grain table")
-      let r = ByteReader(bytes, path: file.path, baseOffset: offset)
-      return try (0..<Self.tableEntries).map { try r.u64le($0 * 8) }
+      try file.readTable(
+        of: UInt64.self, at: offset, count: Self.tableEntries, order: .littleEndian,
+        what: "seSparse grain table")
     }
     guard table.count == Self.tableEntries else {
       throw VDiskError.corrupt(
@@ -140,37 +139,17 @@ struct SESparseExtent: Sendable {
     return table
   }
 
-  /// Like `GrainDirectory.run`: the longest run from `offset` (bytes into the extent) with one
-  /// kind of mapping, host-contiguous for data.
-  func run(at offset: UInt64, maxLength: UInt64) throws -> (length: UInt64, piece: GrainPiece) {
-    let end = offset + min(maxLength, capacity - offset)
-    var position = offset
-    var run = RunAccumulator<GrainPiece>()
-    var tablesRead = 0
-    while position < end, tablesRead < GrainDirectory.maxTablesPerRun {
-      tablesRead += 1
-      let index = position / Self.tableCoverage
-      let tableEnd = min(end, (index + 1) * Self.tableCoverage)
-      guard let table = try table(index) else {
-        guard run.extend(.unallocated, tableEnd - position) else { break }
-        position = tableEnd
-        continue
-      }
-      while position < tableEnd {
-        let grainStart = position / Self.grainSize * Self.grainSize
-        let pieceEnd = min(tableEnd, grainStart + Self.grainSize)
-        let slot = Int((position / Self.grainSize) % UInt64(Self.tableEntries))
-        let piece = try decode(table[slot], slot: slot, table: index) + (position - grainStart)
-        guard run.extend(piece, pieceEnd - position) else { return (run.length, run.first ?? piece) }
-        position = pieceEnd
-      }
-    }
-    return (run.length, run.first ?? .unallocated)
+  var grainBytes: UInt64 { Self.grainSize }
+  var entriesPerTable: Int { Self.tableEntries }
+
+  func grainTable(_ index: UInt64) throws -> GrainTable {
+    guard let entries = try table(index) else { return .whole(.unallocated) }
+    return .entries(entries)
   }
 
   /// A grain-table entry: the top nibble is its type (vmdk-sesparse-notes.md, "Address
   /// translation"); allocated grain numbers have their low 12 bits in bits 48…59.
-  private func decode(_ entry: UInt64, slot: Int, table: UInt64) throws -> GrainPiece {
+  func grain(_ entry: UInt64, slot: Int, table: UInt64) throws -> GrainPiece {
     switch entry >> 60 {
     case 0x0 where entry == 0: return .unallocated
     case 0x1, 0x2: return .zero  // unmapped (SCSI UNMAP) or zero grain
@@ -187,13 +166,5 @@ struct SESparseExtent: Sendable {
       throw VDiskError.corrupt(
         file.path, "seSparse grain table \(table) entry \(slot) is invalid (\(hex(entry)))")
     }
-  }
-}
-
-extension GrainPiece {
-  /// The piece `delta` bytes further into its grain (only data moves).
-  static func + (piece: GrainPiece, delta: UInt64) -> GrainPiece {
-    if case .data(let host) = piece { return .data(host + delta) }
-    return piece
   }
 }

@@ -6,7 +6,10 @@ import VDiskCore
 /// sparse extent ("KDMV", monolithicSparse / streamOptimized) whose embedded descriptor gives the
 /// CID and the parent, and which is its own single extent (as QEMU opens it); and a COWD extent
 /// opened directly.
-public enum VMDKDriver {
+public enum VMDKDriver: FormatDriver {
+  public static let name = "vmdk"
+  public static let summary = "VMware (flat and sparse extents, streamOptimized, COWD, seSparse)"
+
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: SparseExtentHeader.magic) || probe.head(has: Array("# Disk DescriptorFile".utf8))
       || probe.head(has: COWDHeader.magic)

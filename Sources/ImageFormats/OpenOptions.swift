@@ -1,0 +1,30 @@
+import VDiskCore
+
+/// What to open and how (`--format`, `--cache-size`, whether to open backing files).
+public struct OpenOptions: Sendable {
+  /// `--format`; nil = probe.
+  public var format: (any FormatDriver.Type)?
+  /// `--cache-size` in bytes; nil = the default (what covers the chain, at most 32 MiB).
+  public var cacheSize: Int?
+  /// false: the top layer only (for `vdiskfs info` without `--backing-chain`).
+  public var openBacking: Bool = true
+  /// Open the top layer for writing (backing layers are always read-only).
+  public var writable: Bool = false
+  /// Take QEMU's image locks (writer on a writable top, reader elsewhere). false is
+  /// `force_share`: no locks, for looking at an image someone else has open (read-only only).
+  public var lock: Bool = false
+  /// The formats probing and format names resolve against (tests may add their own).
+  public var registry: FormatRegistry = .standard
+
+  public init(
+    format: (any FormatDriver.Type)? = nil, cacheSize: Int? = nil, openBacking: Bool = true,
+    writable: Bool = false, lock: Bool = false, registry: FormatRegistry = .standard
+  ) {
+    self.format = format
+    self.cacheSize = cacheSize
+    self.openBacking = openBacking
+    self.writable = writable
+    self.lock = lock
+    self.registry = registry
+  }
+}

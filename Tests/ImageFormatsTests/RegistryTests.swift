@@ -1,0 +1,113 @@
+import Foundation
+import ImageFormats
+import QCOW2
+import TestSupport
+import Testing
+import VDI
+import VDiskCore
+import VHD
+import VHDX
+import VMDK
+
+/// The format registry is the one list the opener and the CLI read.
+@Suite struct RegistryTests {
+  @Test func probeOrderIsAsDocumented() {
+    let registry = FormatRegistry.standard
+    #expect(registry.names == ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "raw"])
+    #expect(registry.drivers.last == RawDriver.self)
+    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi or raw")
+    // Only the last resort matches a file without any magic.
+    let blank = ProbeBytes(head: [UInt8](repeating: 0, count: 4096), tail: [UInt8](repeating: 0, count: 512))
+    #expect(registry.drivers.filter { $0.matches(blank) }.map { $0.name } == ["raw"])
+    #expect(Set(registry.names).count == registry.names.count)
+    for driver in registry.drivers {
+      #expect(driver.name == driver.name.lowercased())
+      #expect(!driver.summary.isEmpty)
+      #expect(registry.helpText.contains(driver.summary))
+    }
+  }
+
+  @Test func namesResolveCaseInsensitively() {
+    let registry = FormatRegistry.standard
+    #expect(registry.driver(named: "QCOW2") == QCOW2Driver.self)
+    #expect(registry.driver(named: "vpc") == VHDDriver.self)
+    #expect(registry.driver(named: "vhdx") == VHDXDriver.self)
+    #expect(registry.driver(named: "vmdk") == VMDKDriver.self)
+    #expect(registry.driver(named: "vdi") == VDIDriver.self)
+    #expect(registry.driver(named: "vhd") == nil)
+    #expect(registry.driver(named: "qed") == nil)
+  }
+
+  /// A format added by a registry line alone: probed before raw, opened, read through the chain,
+  /// and a stated format still has to match its magic.
+  @Test func aToyDriverIsProbedAndOpened() throws {
+    let scratch = try Scratch("registry")
+    defer { scratch.remove() }
+    let guest = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+    let toy = scratch.file("disk.toy")
+    try Data(
+      ToyDriver.magic + [UInt8](repeating: 0, count: ToyDriver.headerSize - ToyDriver.magic.count) + guest
+    )
+    .write(to: URL(fileURLWithPath: toy))
+    let plain = scratch.file("plain.raw")
+    try Data(guest).write(to: URL(fileURLWithPath: plain))
+
+    let registry = FormatRegistry(drivers: [ToyDriver.self] + FormatRegistry.standard.drivers)
+    #expect(try registry.probe(ImageFile.open(toy)).name == "toy")
+    #expect(try registry.probe(ImageFile.open(plain)).name == "raw")
+    #expect(try FormatRegistry.standard.probe(ImageFile.open(toy)).name == "raw")
+
+    let chain = try openChain(toy, OpenOptions(registry: registry))
+    #expect(chain.top.formatName == "toy")
+    #expect(chain.virtualSize == UInt64(guest.count))
+    #expect(try readAll(chain) == guest)
+    #expect(
+      try openChain(toy, OpenOptions(format: ToyDriver.self, registry: registry)).top.formatName == "toy")
+    expectVDiskError(.corrupt, [plain, "toy magic"]) {
+      _ = try openChain(plain, OpenOptions(format: ToyDriver.self, registry: registry))
+    }
+  }
+
+  @Test func knownButUnsupportedMagicIsRefused() throws {
+    let scratch = try Scratch("registry")
+    defer { scratch.remove() }
+    let image = scratch.file("old.qcow")
+    try Data([0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1] + [UInt8](repeating: 0, count: 504))
+      .write(to: URL(fileURLWithPath: image))
+    expectVDiskError(.unsupported, [image, "qcow version 1"]) {
+      _ = try FormatRegistry.standard.probe(ImageFile.open(image))
+    }
+  }
+}
+
+/// A made-up format: "TOYDISK\0", then guest bytes from offset 512.
+private enum ToyDriver: FormatDriver {
+  static let name = "toy"
+  static let summary = "a test format"
+  static let magic = Array("TOYDISK\0".utf8)
+  static let headerSize = 512
+
+  static func matches(_ probe: ProbeBytes) -> Bool { probe.head(has: magic) }
+
+  static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
+    guard file.size >= UInt64(headerSize) else { throw VDiskError.corrupt(file.path, "toy image too small") }
+    return LayerPlan(file: file, parent: nil) { _, _ in ToyLayer(file: file) }
+  }
+}
+
+private final class ToyLayer: ImageLayer {
+  let file: ImageFile
+  var formatName: String { ToyDriver.name }
+  var backing: (any ImageLayer)? { nil }
+  var virtualSize: UInt64 { file.size - UInt64(ToyDriver.headerSize) }
+
+  init(file: ImageFile) { self.file = file }
+
+  func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
+    Extent(
+      offset: offset, length: maxLength, mapping: .data(hostOffset: offset + UInt64(ToyDriver.headerSize)),
+      file: file)
+  }
+
+  var info: ImageInfo { ImageInfo(format: formatName, filename: file.path, virtualSize: virtualSize) }
+}
