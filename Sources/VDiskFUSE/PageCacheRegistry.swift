@@ -32,14 +32,14 @@ final class PageCacheRegistry: Sendable {
   }
 
   /// Stale pages of one inode: `length` bytes at `offset` (length 0: to the end of the file).
-  struct Notice: Equatable {
+  struct Notice: Hashable {
     var inode: UInt64
     var offset: UInt64
     var length: UInt64
   }
 
   /// What to tell the kernel after one change.
-  struct Job {
+  struct Job: Equatable {
     var notices: [Notice]
     /// Some notice is for an inode that takes page-cache writes: it may wait for a buffered
     /// write's reply, so it must not run on the lane that such replies wait for.

@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
-
 /// A time as `stat` shows it: seconds and nanoseconds since the epoch.
 public struct NodeTime: Sendable, Equatable {
   public var seconds: Int
@@ -13,11 +9,7 @@ public struct NodeTime: Sendable, Equatable {
   }
 
   /// The wall clock now (CLOCK_REALTIME, as the kernel stamps files).
-  public static var now: NodeTime {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return NodeTime(seconds: ts.tv_sec, nanoseconds: ts.tv_nsec)
-  }
+  public static var now: NodeTime { SystemCalls.wallClock() }
 }
 
 /// What a `setattr` asks to change; nil fields stay as they are.
