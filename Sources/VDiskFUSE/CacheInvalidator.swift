@@ -20,6 +20,14 @@ import Synchronization
 /// `PageCacheRegistry`) go to the first lane, whose notices wait only for reads. Notices that may
 /// wait for a buffered write of `disk.raw` go to the second lane; that write's reply comes from
 /// the first lane or from its worker, never from behind them. Neither lane can wait for itself.
+///
+/// Only synchronous requests wait here (write, fallocate, setattr). A background request (a
+/// read-ahead, the writeback of mmap'd pages, asynchronous direct I/O) holds one of the kernel's
+/// few background slots until answered, and a read-ahead that finds them all taken blocks while
+/// holding its locked pages: were a background request's answer to wait for an invalidation of
+/// those pages, nothing would move (seen with mmap writers beside buffered readers). So writeback
+/// writes are answered first and invalidate after, and asynchronous direct I/O is turned off
+/// (`fuseInit`).
 final class CacheInvalidator: Sendable {
   /// The session (an `OpaquePointer`'s bits); 0 until attached.
   private let session = Atomic<UInt>(0)

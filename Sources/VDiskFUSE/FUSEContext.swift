@@ -49,6 +49,14 @@ final class FUSEContext: Sendable {
     invalidator.run(job, then: reply)
   }
 
+  /// As `changed(_:_:through:kernelKeepsOwnPages:then:)` for a request already answered (a
+  /// background request, which must never wait for an invalidation): the pages are dropped soon
+  /// after, on a lane.
+  func changed(_ view: DiskView, _ range: Range<UInt64>, through inode: UInt64, kernelKeepsOwnPages: Bool) {
+    let job = pageCache.job(changed: view, range, through: inode, kernelKeepsOwnPages: kernelKeepsOwnPages)
+    if job != nil { invalidator.run(job) {} }
+  }
+
   /// `MountOptions.maxRead`, told to the kernel in `init` (the mount option alone kills the
   /// mount with EPROTO).
   let maxRead: Int?

@@ -85,6 +85,20 @@ func fuseWrite(
     let start = UInt64(offset)
     let (requestedEnd, overflow) = start.addingReportingOverflow(UInt64(size))
     let keepsOwn = open?.direct != true
+    if fi?.pointee.writepage != 0 {
+      // Writeback of mmap'd pages: a background request, answered at once (see CacheInvalidator).
+      let written: Int
+      do {
+        written = try ctx.tree.write(view: view, UnsafeRawBufferPointer(start: buf, count: size), at: start)
+      } catch {
+        ctx.changed(
+          view, start..<(overflow ? UInt64.max : requestedEnd), through: ino, kernelKeepsOwnPages: true)
+        throw error
+      }
+      fuse_reply_write(req, written)
+      ctx.changed(view, start..<start + UInt64(written), through: ino, kernelKeepsOwnPages: true)
+      return
+    }
     do {
       let written = try ctx.tree.write(view: view, UnsafeRawBufferPointer(start: buf, count: size), at: start)
       ctx.changed(view, start..<start + UInt64(written), through: ino, kernelKeepsOwnPages: keepsOwn) {
