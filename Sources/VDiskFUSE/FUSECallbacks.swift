@@ -141,10 +141,11 @@ func fuseInit(_ userdata: UnsafeMutableRawPointer?, _ conn: UnsafeMutablePointer
   if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
     conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
   }
-  // Direct I/O from aio submitters as synchronous requests: asynchronous ones are background
-  // requests, and a background request whose answer waits for an invalidation can starve the
-  // read-ahead that holds the very pages the invalidation waits for (CacheInvalidator).
-  conn.pointee.want &= ~UInt32(FUSE_CAP_ASYNC_DIO)
+  // On a read-write mount, direct I/O from aio submitters as synchronous requests: asynchronous
+  // ones are background requests, and a background request whose answer waits for an
+  // invalidation can starve the read-ahead that holds the very pages the invalidation waits for
+  // (CacheInvalidator). A read-only mount invalidates nothing and keeps them.
+  if !ctx.asyncDirectIO { conn.pointee.want &= ~UInt32(FUSE_CAP_ASYNC_DIO) }
   if ctx.spliceCapacity > 0 {
     let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
     conn.pointee.want |= conn.pointee.capable & splice

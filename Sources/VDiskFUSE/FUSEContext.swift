@@ -61,8 +61,13 @@ final class FUSEContext: Sendable {
   /// mount with EPROTO).
   let maxRead: Int?
 
+  /// Keep the kernel's asynchronous direct I/O (`FUSE_CAP_ASYNC_DIO`): only where nothing is
+  /// ever invalidated (a read-only mount; see `fuseInit`).
+  let asyncDirectIO: Bool
+
   init(tree: VirtualTree, options: MountOptions, logger: Logger) {
     self.maxRead = options.maxRead
+    self.asyncDirectIO = options.readOnly
     let capacity = options.splice ? cfuse_pipe_capacity(4 << 20) : 0
     self.spliceCapacity = capacity >= 256 << 10 ? capacity : 0
     self.tree = tree
