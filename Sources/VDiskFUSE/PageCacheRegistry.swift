@@ -47,6 +47,9 @@ final class PageCacheRegistry: Sendable {
   }
 
   private let entries = Mutex<[UInt64: Entry]>([:])
+  /// `entries.count`, read without the lock by every change (a write with nothing cached, the
+  /// common case under fio or a VM, takes no lock).
+  private let count = Atomic<Int>(0)
 
   /// Where `view` shows bytes: its base content and the offset and length in it.
   static func placement(of view: DiskView) -> (base: ObjectIdentifier, offset: UInt64, length: UInt64) {
@@ -79,6 +82,7 @@ final class PageCacheRegistry: Sendable {
           takesPageCacheWrites: Self.allowsPageCacheWrites(view))
       entry.opens += 1
       e[inode] = entry
+      count.store(e.count, ordering: .sequentiallyConsistent)
     }
   }
 
@@ -100,7 +104,9 @@ final class PageCacheRegistry: Sendable {
   func job(changed view: DiskView, _ range: Range<UInt64>, through inode: UInt64, kernelKeepsOwnPages: Bool)
     -> Job?
   {
-    guard !range.isEmpty else { return nil }
+    // An open registered after this load is answered after the data was written: what it
+    // caches is new.
+    guard !range.isEmpty, count.load(ordering: .sequentiallyConsistent) > 0 else { return nil }
     let (base, offset, _) = Self.placement(of: view)
     let (low, lowOverflow) = range.lowerBound.addingReportingOverflow(offset)
     let (high, highOverflow) = range.upperBound.addingReportingOverflow(offset)
@@ -122,6 +128,7 @@ final class PageCacheRegistry: Sendable {
         }
         if entry.takesPageCacheWrites { job.mayWaitForWriters = true }
       }
+      count.store(e.count, ordering: .sequentiallyConsistent)
       return job.notices.isEmpty ? nil : job
     }
   }
