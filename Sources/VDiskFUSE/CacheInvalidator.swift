@@ -52,8 +52,10 @@ final class CacheInvalidator: Sendable {
   /// kernel holds nothing of the inode) is the usual answer and means nothing is stale.
   private func send(_ notice: PageCacheRegistry.Notice) {
     guard let pointer = OpaquePointer(bitPattern: session.load(ordering: .acquiring)) else { return }
-    _ = fuse_lowlevel_notify_inval_inode(
-      pointer, fuse_ino_t(notice.inode), off_t(clamping: notice.offset), off_t(clamping: notice.length))
+    // The kernel adds offset and length as signed 64-bit numbers: past that, "to the end" (0).
+    let offset = min(notice.offset, UInt64(Int64.max))
+    let length = notice.length > UInt64(Int64.max) - offset ? 0 : notice.length
+    _ = fuse_lowlevel_notify_inval_inode(pointer, fuse_ino_t(notice.inode), off_t(offset), off_t(length))
   }
 
   /// Finishes what was submitted and stops the lanes; call before the session is destroyed.
