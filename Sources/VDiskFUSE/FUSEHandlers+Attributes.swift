@@ -6,6 +6,7 @@ import VDiskCore
 #endif
 
 // Names and attributes: lookup, getattr, setattr.
+
 func fuseLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
   handle(req) { ctx in
     guard let name else { throw FileSystemError(EINVAL) }

@@ -6,6 +6,7 @@ import VDiskCore
 #endif
 
 // File data: open, read, write, fallocate, fsync, flush, release, lseek.
+
 /// Every open keeps the file's cached pages (`keep_cache`): read-only views never change, and
 /// read-write ones drop exactly what each change makes stale (`FUSEContext.changed`).
 ///

@@ -6,6 +6,7 @@ import VDiskCore
 #endif
 
 // Directories and the file system: opendir, readdir, releasedir, statfs.
+
 func fuseOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
   handle(req) { ctx in
     try ctx.tree.openDirectory(ino)
