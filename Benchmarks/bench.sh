@@ -6,7 +6,12 @@
 #
 # Environment: SIZE_MB (2048), RUNS (5), FIO_TIME (10 s), QUICK=1 (256 MiB, 2 runs, 4 s),
 # FORMATS (qcow2 qcow2c chain vmdk vhdx vpc vdi), WRITES=0 to skip qcow2 writes, MICRO=0 to skip
-# the Swift micro benchmarks and the callgrind count, NOTE (free text put into the results).
+# the Swift micro benchmarks and the callgrind count, RSS=0 to skip the 64 GiB random-write RSS run
+# (RSS_TIME, 30 s), RO_FORMATS (qcow2 qcow2c chain: where the default mount is read-write, also
+# measured with -o ro), NOTE (free text put into the results).
+#
+# vdiskfs is measured as users mount it (`vdiskfs IMAGE MNT`: read-write where the format can be
+# written) and, on RO_FORMATS, also with `-o ro` (tool `vdiskfs-ro`).
 #
 # Beside them on the random reads: FUSECeiling (Benchmarks/Sources/FUSECeiling), a minimal libfuse
 # server that preads the raw file with vdiskfs's transport settings: no format, no caches. What it
@@ -22,13 +27,16 @@ export PATH=/opt/swift/usr/bin:$PATH:/usr/sbin:/sbin
 VDISKFS=$(realpath "${1:?usage: bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
 if [ "${QUICK:-0}" = 1 ]; then
-  SIZE_MB=${SIZE_MB:-256} RUNS=${RUNS:-2} FIO_TIME=${FIO_TIME:-4}
+  SIZE_MB=${SIZE_MB:-256} RUNS=${RUNS:-2} FIO_TIME=${FIO_TIME:-4} RSS_TIME=${RSS_TIME:-8}
 else
   SIZE_MB=${SIZE_MB:-2048} RUNS=${RUNS:-5} FIO_TIME=${FIO_TIME:-10}
 fi
 FORMATS=${FORMATS:-qcow2 qcow2c chain vmdk vhdx vpc vdi}
 WRITES=${WRITES:-1}
 MICRO=${MICRO:-1}
+RSS=${RSS:-1}
+RSS_TIME=${RSS_TIME:-30}
+RO_FORMATS=${RO_FORMATS:-qcow2 qcow2c chain}
 [ "$(id -u)" = 0 ] || { echo "bench.sh needs root (FUSE mounts, drop_caches)" >&2; exit 1; }
 
 # Peers and tools, installed when missing.
@@ -112,7 +120,8 @@ warm() { # page-cache the image files (and the chain's base)
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # ---------------------------------------------------------------- servers
-# mount_tool TOOL IMAGE FORMAT [rw] → sets target, srv_pid, mount_ms
+# mount_tool TOOL IMAGE FORMAT [rw] → sets target, srv_pid, mount_ms (rw: for qsd; vdiskfs is
+# always mounted by default, read-write)
 target="" srv_pid="" mount_ms=0
 wait_readable() { # $1 file; up to 10 s
   local i
@@ -127,8 +136,8 @@ mount_tool() {
   local tool=$1 image=$2 format=$3 rw=${4:-} t0
   t0=$(now_ns)
   case $tool in
-    vdiskfs)
-      if [ "$rw" = rw ]; then "$VDISKFS" "$image" "$work/mv"; else "$VDISKFS" "$image" "$work/mv" -o ro; fi
+    vdiskfs | vdiskfs-ro) # the default mount (read-write where the format can be written) / -o ro
+      if [ "$tool" = vdiskfs ]; then "$VDISKFS" "$image" "$work/mv" ${VDISKFS_ARGS:-}; else "$VDISKFS" "$image" "$work/mv" -o ro; fi
       target="$work/mv/disk.raw"
       wait_readable "$target"
       srv_pid=$(pgrep -n -f "^$VDISKFS $image") ;;
@@ -163,7 +172,7 @@ umount_tool() {
   local tool=$1
   case $tool in
     qsd) kill -TERM "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid="" ;; # SIGTERM, not fusermount3
-    vdiskfs) fusermount3 -u "$work/mv" ;;
+    vdiskfs | vdiskfs-ro) fusermount3 -u "$work/mv" ;;
     ceiling) fusermount3 -u "$work/mc"; wait "$srv_pid" 2>/dev/null || true ;;
     raw) ;;
     *) fusermount3 -u "$work/my" ;;
@@ -205,12 +214,13 @@ verify() { # tool image format → 0 when the tool shows exactly `qemu-img conve
 }
 
 read_benchmarks() { # format
-  local f=$1 image yal tools=() t run v
+  local f=$1 image yal tools=() t run v ro=""
   image=$(image_path "$f")
   yal=$(libyal_tool "$f")
+  case " $RO_FORMATS " in *" $f "*) ro=vdiskfs-ro ;; esac
   log "$f: verifying the views against qemu-img convert"
   qemu-img convert -O raw "$image" "$work/ref.raw"
-  for t in vdiskfs qsd $yal; do
+  for t in vdiskfs $ro qsd $yal; do
     if verify "$t" "$image" "$f"; then
       tools+=("$t"); printf '%s\t%s\tcorrect\n' "$f" "$t" >>"$work/correct.tsv"
     else
@@ -220,15 +230,25 @@ read_benchmarks() { # format
   done
   rm -f "$work/ref.raw"
   tools+=(raw)
-  for cache in warm cold; do
+  # warm: host cache warm, then a re-read on the same mount (the mount's own page cache);
+  # cold: caches dropped before mounting; cold_mounted: dropped after mounting, before reading.
+  for cache in warm cold cold_mounted; do
     log "$f: dd bs=1M, host cache $cache"
     for run in $(seq 1 "$RUNS"); do
       for t in "${tools[@]}"; do
-        if [ "$cache" = cold ]; then drop; else warm "$image"; [ "$t" = raw ] && warm "$work/disk.raw"; fi
+        case $cache in
+          warm) warm "$image"; [ "$t" = raw ] && warm "$work/disk.raw" ;;
+          cold) drop ;;
+        esac
         mount_tool "$t" "$image" "$f"
         [ "$cache" = warm ] && [ "$t" != raw ] && record mount_ms "$f" "$t" "$run" "$mount_ms" ms 0
+        [ "$cache" = cold_mounted ] && drop
         v=$(dd_mbps "$target")
         record "seq_read_$cache" "$f" "$t" "$run" "$v" MB/s "$(rss_kib)"
+        if [ "$cache" = warm ]; then
+          v=$(dd_mbps "$target")
+          record seq_reread_warm "$f" "$t" "$run" "$v" MB/s "$(rss_kib)"
+        fi
         umount_tool "$t"
       done
     done
@@ -286,6 +306,26 @@ write_benchmarks() { # qcow2 only: vdiskfs vs qsd vs a raw file; qemu-img check 
   done
 }
 
+rss_benchmark() { # peak RSS of the default mount under 4-job 4 KiB random writes over a 64 GiB qcow2 (4 KiB clusters)
+  local img="$work/rss.qcow2" v rss check=clean
+  log "qcow2 write RSS: 64 GiB, 4 KiB clusters, --cache-size 16M, 4 jobs, ${RSS_TIME}s"
+  rm -f "$img"; qemu-img create -q -f qcow2 -o cluster_size=4096 "$img" 64G
+  VDISKFS_ARGS="--cache-size 16M"
+  mount_tool vdiskfs "$img" qcow2
+  VDISKFS_ARGS=""
+  v=$(fio --name=w --filename="$target" --rw=randwrite --bs=4k --direct=1 --ioengine=psync --numjobs=4 \
+    --group_reporting --time_based --runtime="$RSS_TIME" --size=64G --randrepeat=0 \
+    --output-format=terse --terse-version=3 2>/dev/null | awk -F';' '{ print $49 }')
+  rss=$(rss_kib)
+  umount_tool vdiskfs
+  if ! qemu-img check -q "$img" >"$work/check.log" 2>&1; then
+    check=FAILED; log "qemu-img check FAILED after the RSS run: $(head -c 400 "$work/check.log")"
+  fi
+  record write_rss_64g qcow2 vdiskfs 1 "$v" IOPS "$rss"
+  printf '%s\t%s\t%s\t%s\n' write_rss_64g vdiskfs 1 "$check" >>"$work/checks.tsv"
+  rm -f "$img"
+}
+
 micro_benchmarks() {
   local bin images
   log "micro benchmarks (Benchmarks/Package.swift, ordo-one/benchmark) and callgrind"
@@ -320,7 +360,7 @@ micro_benchmarks() {
     "$(dpkg-query -W -f='${Version}' libvmdk-utils)" "$(dpkg-query -W -f='${Version}' libvhdi-utils)"
   printf 'fio\t%s\n' "$(fio --version)"
   printf 'vdiskfs_commit\t%s\n' "$(git -C "$here/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
-  printf 'size_mb\t%s\nruns\t%s\nfio_time_s\t%s\n' "$SIZE_MB" "$RUNS" "$FIO_TIME"
+  printf 'size_mb\t%s\nruns\t%s\nfio_time_s\t%s\nrss_time_s\t%s\n' "$SIZE_MB" "$RUNS" "$FIO_TIME" "$RSS_TIME"
   printf 'loadavg_start\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
   printf 'note\t%s\n' "${NOTE:-}"
 } >>"$meta"
@@ -334,6 +374,7 @@ fi
 make_images
 for f in $FORMATS; do read_benchmarks "$f"; done
 case " $FORMATS " in *" qcow2 "*) [ "$WRITES" = 1 ] && write_benchmarks ;; esac
+[ "$RSS" = 1 ] && rss_benchmark
 [ "$MICRO" = 1 ] && micro_benchmarks
 printf 'loadavg_end\t%s\n' "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$meta"
 python3 "$here/report.py" "$work" "$results/$stamp" "$VDISKFS"

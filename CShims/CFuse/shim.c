@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 #include <unistd.h>
+// The kernel's FUSE ABI (uapi), only to check the mirror below against it.
+#include <linux/fuse.h>
 
 #include "CFuse.h"
 
@@ -19,6 +21,10 @@ struct fuse_args cfuse_args_init(int argc, char **argv) {
 const int cfuse_seek_data = SEEK_DATA;
 const int cfuse_seek_hole = SEEK_HOLE;
 const int cfuse_o_direct = O_DIRECT;
+// <fcntl.h> brings <linux/falloc.h>'s FALLOC_FL_* under _GNU_SOURCE.
+const int cfuse_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
+const int cfuse_falloc_punch_hole = FALLOC_FL_PUNCH_HOLE;
+const int cfuse_falloc_zero_range = FALLOC_FL_ZERO_RANGE;
 
 static _Atomic(cfuse_log_sink) cfuse_current_sink = NULL;
 
@@ -82,12 +88,31 @@ size_t cfuse_pipe_capacity(size_t limit) {
   return best;
 }
 
-// The kernel ABI's reply to FUSE_OPEN (include/uapi/linux/fuse.h).
+// The kernel ABI's reply to FUSE_OPEN (include/uapi/linux/fuse.h, unchanged since protocol 7.1):
+// `struct fuse_open_out { uint64_t fh; uint32_t open_flags; uint32_t padding; }`. Mirrored, and
+// checked both against that layout and against the installed uapi header, so that a mismatch
+// fails the build instead of corrupting replies.
 struct cfuse_open_out {
   uint64_t fh;
   uint32_t open_flags;
   uint32_t padding;
 };
+_Static_assert(sizeof(struct cfuse_open_out) == 16, "fuse_open_out is 16 bytes");
+_Static_assert(offsetof(struct cfuse_open_out, fh) == 0, "fuse_open_out.fh at 0");
+_Static_assert(offsetof(struct cfuse_open_out, open_flags) == 8, "fuse_open_out.open_flags at 8");
+_Static_assert(offsetof(struct cfuse_open_out, padding) == 12, "fuse_open_out.padding at 12");
+_Static_assert(sizeof(struct cfuse_open_out) == sizeof(struct fuse_open_out), "size as <linux/fuse.h>");
+_Static_assert(offsetof(struct cfuse_open_out, fh) == offsetof(struct fuse_open_out, fh), "fh");
+_Static_assert(offsetof(struct cfuse_open_out, open_flags) == offsetof(struct fuse_open_out, open_flags),
+               "open_flags");
+_Static_assert(offsetof(struct cfuse_open_out, padding) == offsetof(struct fuse_open_out, padding), "padding");
+// The FOPEN_* bits CFuse.h spells out for Swift.
+_Static_assert(CFUSE_FOPEN_DIRECT_IO == FOPEN_DIRECT_IO, "FOPEN_DIRECT_IO");
+_Static_assert(CFUSE_FOPEN_KEEP_CACHE == FOPEN_KEEP_CACHE, "FOPEN_KEEP_CACHE");
+_Static_assert(CFUSE_FOPEN_NOFLUSH == FOPEN_NOFLUSH, "FOPEN_NOFLUSH");
+#ifdef FOPEN_PARALLEL_DIRECT_WRITES  // uapi headers from Linux 6.2 on
+_Static_assert(CFUSE_FOPEN_PARALLEL_DIRECT_WRITES == FOPEN_PARALLEL_DIRECT_WRITES, "FOPEN_PARALLEL_DIRECT_WRITES");
+#endif
 
 int cfuse_reply_open_flags(fuse_req_t req, uint64_t fh, uint32_t open_flags) {
   struct cfuse_open_out out = {.fh = fh, .open_flags = open_flags, .padding = 0};

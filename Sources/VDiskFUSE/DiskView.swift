@@ -10,14 +10,12 @@ public struct DiskView: Sendable {
   public let allowShrink: Bool
   /// `st_blocks` source, computed on first use and kept until a write changes the view.
   let allocation: AllocationCache
-  let cachedOpens: CachedOpens
 
   public init(content: any ByteView, writable: Bool, allowShrink: Bool = false) {
     self.content = content
     self.writable = writable
     self.allowShrink = allowShrink
     self.allocation = AllocationCache()
-    self.cachedOpens = CachedOpens()
   }
 
   public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
@@ -44,14 +42,4 @@ final class AllocationCache: Sendable {
       return computed
     }
   }
-}
-
-/// How many open handles of a view use the page cache. Writes through a direct-I/O handle
-/// (which the kernel does not reconcile with cached pages) invalidate the cache only while some.
-final class CachedOpens: Sendable {
-  private let count = Atomic<Int>(0)
-
-  func opened() { count.add(1, ordering: .relaxed) }
-  func closed() { count.subtract(1, ordering: .relaxed) }
-  var any: Bool { count.load(ordering: .relaxed) > 0 }
 }

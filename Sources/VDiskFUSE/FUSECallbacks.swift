@@ -6,9 +6,10 @@ import VDiskCore
   import Glibc
 #endif
 
-// The C trampolines libfuse calls on its worker threads, and the only code that turns libfuse's
-// userdata back into a `FUSEContext`. Each handler asks the context's `VirtualTree`, then replies
-// exactly once; every error goes through `errnoValue(for:logger:)`.
+// The operations table libfuse calls on its worker threads, and the only code that turns libfuse's
+// userdata back into a `FUSEContext`. The handlers are named functions (`fuseRead`, …; a C function
+// pointer cannot be formed from a static method), one file per group (+Attributes, +Data, +Directories); each asks the context's `VirtualTree`, then
+// replies exactly once; every error goes through `errnoValue(for:logger:)`.
 
 /// Hands `context` to C with a +1 retain, balanced by `releaseUserdata` once the session is
 /// destroyed.
@@ -24,7 +25,7 @@ func releaseUserdata(_ userdata: UnsafeMutableRawPointer) {
 /// The context is borrowed, not retained: it lives until the session is destroyed, and every
 /// retain is an atomic on a cache line all workers share (on the read path that mattered).
 @inline(__always)
-private func handle(_ req: fuse_req_t?, _ body: (FUSEContext) throws -> Void) {
+func handle(_ req: fuse_req_t?, _ body: (FUSEContext) throws -> Void) {
   guard let req, let userdata = fuse_req_userdata(req) else {
     fuse_reply_err(req, EIO)
     return
@@ -50,10 +51,9 @@ func statBuffer(_ a: NodeAttributes) -> stat {
   st.st_blksize = 4096
   st.st_uid = uid_t(a.uid)
   st.st_gid = gid_t(a.gid)
-  let time = timespec(tv_sec: a.seconds, tv_nsec: a.nanoseconds)
-  st.st_atim = time
-  st.st_mtim = time
-  st.st_ctim = time
+  st.st_atim = timespec(tv_sec: a.accessed.seconds, tv_nsec: a.accessed.nanoseconds)
+  st.st_mtim = timespec(tv_sec: a.modified.seconds, tv_nsec: a.modified.nanoseconds)
+  st.st_ctim = timespec(tv_sec: a.changed.seconds, tv_nsec: a.changed.nanoseconds)
   return st
 }
 
@@ -95,7 +95,7 @@ private func replySpliced(
 /// Answers a read of `size` bytes at `offset` of `content`: spliced when it can be, else copied
 /// through this thread's buffer (short only at the end of the view).
 @inline(__always)
-private func replyRead(
+func replyRead(
   _ req: fuse_req_t?, _ ctx: FUSEContext, _ content: any ByteView, _ size: Int, _ offset: UInt64
 ) throws {
   if ctx.spliceCapacity > 0, size >= spliceMinimum,
@@ -114,201 +114,53 @@ private func replyRead(
 /// `fuse_session_new` copies it.
 func makeOperations() -> fuse_lowlevel_ops {
   var ops = fuse_lowlevel_ops()
-  ops.`init` = { userdata, conn in
-    guard let conn, let userdata else { return }
-    let ctx = Unmanaged<FUSEContext>.fromOpaque(userdata).takeUnretainedValue()
-    // Reads of one file handle may run concurrently (we are stateless per read).
-    if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
-      conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
-    }
-    if ctx.spliceCapacity > 0 {
-      let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
-      conn.pointee.want |= conn.pointee.capable & splice
-    }
-    // Must equal the `-o max_read` mount option (MountOptions.arguments passes it): a
-    // mismatch kills the mount. max_write stays as negotiated (1 MiB).
-    if let maxRead = ctx.maxRead { conn.pointee.max_read = UInt32(maxRead) }
-  }
-  ops.lookup = { req, parent, name in
-    handle(req) { ctx in
-      guard let name else { throw FileSystemError(EINVAL) }
-      let node = try ctx.tree.lookup(parent: parent, name: String(cString: name))
-      var entry = fuse_entry_param()
-      entry.ino = fuse_ino_t(node.inode)
-      entry.generation = 1
-      entry.attr = statBuffer(try ctx.tree.attributes(of: node.inode))
-      entry.attr_timeout = ctx.timeout(for: node)
-      entry.entry_timeout = ctx.timeout(for: node)
-      fuse_reply_entry(req, &entry)
-    }
-  }
-  ops.getattr = { req, ino, _ in
-    handle(req) { ctx in
-      var st = statBuffer(try ctx.tree.attributes(of: ino))
-      fuse_reply_attr(req, &st, ctx.timeout(for: try ctx.tree.node(ino)))
-    }
-  }
-  ops.setattr = { req, ino, attr, toSet, _ in
-    handle(req) { ctx in
-      // Only the size can change (truncate grows the virtual disk); mode, owner and times of
-      // disk.raw are fixed, and requests to change them are answered with the unchanged values.
-      if toSet & FUSE_SET_ATTR_SIZE != 0 {
-        guard let attr, attr.pointee.st_size >= 0 else { throw FileSystemError(EINVAL) }
-        try ctx.tree.resize(ino, to: UInt64(attr.pointee.st_size))
-      }
-      var st = statBuffer(try ctx.tree.attributes(of: ino))
-      fuse_reply_attr(req, &st, ctx.attributeTimeout)
-    }
-  }
-  ops.open = { req, ino, fi in
-    handle(req) { ctx in
-      guard let fi else { throw FileSystemError(EINVAL) }
-      let view = try ctx.tree.open(ino, flags: fi.pointee.flags)
-      if !view.writable {
-        // The content cannot change while mounted read-only: keep cached pages across opens,
-        // and there is nothing to flush on close.
-        fi.pointee.keep_cache = ctx.keepCache ? 1 : 0
-        fi.pointee.noflush = 1
-      }
-      // O_DIRECT opens (fio, databases, qemu with cache=none) get direct I/O, and writers
-      // parallel writes: without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock
-      // across each direct write, so 4 writers run one at a time. libfuse 3.14 has no field for
-      // that bit, so the open reply is built here. On a read-only view FOPEN_DIRECT_IO only
-      // takes the kernel's synchronous read path instead of its async-DIO one: fio 4 KiB random
-      // read, 4 jobs, vhdx, medians of 5: 229 k -> 240 k IOPS.
-      let direct = (ctx.directWrites || !view.writable) && fi.pointee.flags & cfuse_o_direct != 0
-      if !direct { view.cachedOpens.opened() }
-      let handle = OpenFile.handle(for: view, direct: direct)
-      fi.pointee.fh = handle
-      let sent =
-        direct
-        ? cfuse_reply_open_flags(
-          req, handle,
-          view.writable
-            ? CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_PARALLEL_DIRECT_WRITES
-            : CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_NOFLUSH)
-        : fuse_reply_open(req, fi)
-      if sent != 0 {
-        // The kernel never saw the open (interrupted): no release will come for this handle.
-        OpenFile.release(handle: handle)
-      }
-    }
-  }
-  ops.read = { req, ino, size, offset, fi in
-    // The hottest handler: like the context, the open file is borrowed and its `DiskView` never
-    // copied. 4 KiB reads, vhdx: 8 retains a request -> 1 (the view's content).
-    handle(req) { ctx in
-      guard offset >= 0 else { throw FileSystemError(EINVAL) }
-      if let open = UnsafeRawPointer(bitPattern: UInt(fi?.pointee.fh ?? 0)) {
-        try Unmanaged<OpenFile>.fromOpaque(open)._withUnsafeGuaranteedRef { file in
-          try replyRead(req, ctx, file.view.content, size, UInt64(offset))
-        }
-      } else {
-        try replyRead(req, ctx, ctx.tree.fileView(ino).content, size, UInt64(offset))
-      }
-    }
-  }
-  ops.write = { req, ino, buf, size, offset, fi in
-    handle(req) { ctx in
-      guard offset >= 0 else { throw FileSystemError(EINVAL) }
-      let open = OpenFile.from(handle: fi?.pointee.fh ?? 0)
-      let view = try open?.view ?? ctx.tree.checkWritable(ino)
-      let written = try ctx.tree.write(
-        view: view, UnsafeRawBufferPointer(start: buf, count: size), at: UInt64(offset))
-      if open?.direct == true, view.cachedOpens.any {
-        // Pages other (buffered) opens cached are stale now; the kernel drops them only for
-        // writes through the page cache.
-        ctx.invalidateCache(inode: ino, offset: offset, length: written)
-      }
-      fuse_reply_write(req, written)
-    }
-  }
-  ops.fallocate = { req, ino, mode, offset, length, _ in
-    handle(req) { ctx in
-      guard offset >= 0, length >= 0 else { throw FileSystemError(EINVAL) }
-      try ctx.tree.fallocate(ino, mode: mode, offset: UInt64(offset), length: UInt64(length))
-      fuse_reply_err(req, 0)
-    }
-  }
-  ops.fsync = { req, ino, _, _ in
-    handle(req) { ctx in
-      try ctx.tree.sync(ino)
-      fuse_reply_err(req, 0)
-    }
-  }
-  ops.flush = { req, ino, _ in
-    handle(req) { ctx in
-      try ctx.tree.sync(ino)
-      fuse_reply_err(req, 0)
-    }
-  }
-  ops.release = { req, _, fi in
-    if let fi { OpenFile.release(handle: fi.pointee.fh) }
-    fuse_reply_err(req, 0)
-  }
-  ops.opendir = { req, ino, fi in
-    handle(req) { ctx in
-      try ctx.tree.openDirectory(ino)
-      fuse_reply_open(req, fi)
-    }
-  }
-  ops.readdir = { req, ino, size, offset, _ in
-    handle(req) { ctx in
-      let entries = try ctx.tree.entries(of: ino)
-      guard offset >= 0 else { throw FileSystemError(EINVAL) }
-      try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
-        guard let base = buffer.baseAddress else { throw FileSystemError(ENOMEM) }
-        var used = 0
-        var index = Int(clamping: offset)
-        // Each entry's offset is the index of the next one: a later call resumes there.
-        while index < entries.count {
-          let e = entries[index]
-          var st = stat()
-          st.st_ino = ino_t(e.inode)
-          st.st_mode = e.isDirectory ? S_IFDIR : S_IFREG
-          let needed = e.name.withCString {
-            fuse_add_direntry(req, base + used, size - used, $0, &st, off_t(index + 1))
-          }
-          if needed > size - used { break }
-          used += needed
-          index += 1
-        }
-        fuse_reply_buf(req, base, used)
-      }
-    }
-  }
-  ops.releasedir = { req, _, _ in
-    fuse_reply_err(req, 0)
-  }
-  ops.statfs = { req, _ in
-    handle(req) { ctx in
-      let bytes = ctx.tree.views.reduce(UInt64(0)) { $0 + $1.content.size }
-      var s = statvfs()
-      s.f_bsize = 4096
-      s.f_frsize = 4096
-      s.f_blocks = fsblkcnt_t((bytes + 4095) / 4096)
-      s.f_bfree = 0
-      s.f_bavail = 0
-      s.f_files = fsfilcnt_t(ctx.tree.nodeCount)
-      s.f_ffree = 0
-      s.f_favail = 0
-      s.f_namemax = 255
-      fuse_reply_statfs(req, &s)
-    }
-  }
-  ops.lseek = { req, ino, offset, whence, _ in
-    handle(req) { ctx in
-      // The kernel answers SEEK_SET/CUR/END itself and asks only for SEEK_DATA/SEEK_HOLE.
-      let kind: VirtualTree.SeekKind
-      switch whence {
-      case cfuse_seek_data: kind = .data
-      case cfuse_seek_hole: kind = .hole
-      default: throw FileSystemError(EINVAL)
-      }
-      guard offset >= 0 else { throw FileSystemError(ENXIO) }
-      let answer = try ctx.tree.seek(ino, from: UInt64(offset), to: kind)
-      fuse_reply_lseek(req, off_t(answer))
-    }
-  }
+  ops.`init` = fuseInit
+  // +Attributes
+  ops.lookup = fuseLookup
+  ops.getattr = fuseGetattr
+  ops.setattr = fuseSetattr
+  // +Data
+  ops.open = fuseOpen
+  ops.read = fuseRead
+  ops.write = fuseWrite
+  ops.fallocate = fuseFallocate
+  ops.fsync = fuseFsync
+  ops.flush = fuseFlush
+  ops.release = fuseRelease
+  ops.lseek = fuseLseek
+  // +Directories
+  ops.opendir = fuseOpendir
+  ops.readdir = fuseReaddir
+  ops.releasedir = fuseReleasedir
+  ops.statfs = fuseStatfs
   return ops
+}
+
+/// Connection setup: asynchronous reads, splice, and the `max_read` the mount option promised.
+func fuseInit(_ userdata: UnsafeMutableRawPointer?, _ conn: UnsafeMutablePointer<fuse_conn_info>?) {
+  guard let conn, let userdata else { return }
+  let ctx = Unmanaged<FUSEContext>.fromOpaque(userdata).takeUnretainedValue()
+  // Reads of one file handle may run concurrently (we are stateless per read).
+  if conn.pointee.capable & UInt32(FUSE_CAP_ASYNC_READ) != 0 {
+    conn.pointee.want |= UInt32(FUSE_CAP_ASYNC_READ)
+  }
+  // On a read-write mount, direct I/O from aio submitters as synchronous requests: asynchronous
+  // ones are background requests, and a background request whose answer waits for an
+  // invalidation can starve the read-ahead that holds the very pages the invalidation waits for
+  // (CacheInvalidator). A read-only mount invalidates nothing and keeps them.
+  if !ctx.asyncDirectIO { conn.pointee.want &= ~UInt32(FUSE_CAP_ASYNC_DIO) }
+  if ctx.spliceCapacity > 0 {
+    let splice = UInt32(FUSE_CAP_SPLICE_WRITE) | UInt32(FUSE_CAP_SPLICE_MOVE)
+    conn.pointee.want |= conn.pointee.capable & splice
+  }
+  // Must equal the `-o max_read` mount option (MountOptions.arguments passes it): a
+  // mismatch kills the mount. max_write stays as negotiated (1 MiB).
+  if let maxRead = ctx.maxRead { conn.pointee.max_read = UInt32(maxRead) }
+}
+
+/// A request answered later, from another thread (`FUSEContext.changed`). libfuse allows a reply
+/// from any thread; the request stays valid until its one reply.
+struct PendingRequest: @unchecked Sendable {
+  let req: fuse_req_t?
+  init(_ req: fuse_req_t?) { self.req = req }
 }

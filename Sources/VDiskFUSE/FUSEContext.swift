@@ -11,9 +11,10 @@ final class FUSEContext: Sendable {
   let errorLimiter = ErrorLogLimiter()
   let buffers: ReadBufferPool
   /// How long the kernel may cache attributes and names. The tree is immutable and a read-only
-  /// file never changes, so a long time; a read-write file's size may change (later), so 1 s.
+  /// file never changes, so a long time; a read-write file's size and allocation change, so 1 s.
   let attributeTimeout: Double
-  /// Set `keep_cache` on open of a read-only file: its pages stay valid across opens.
+  /// Set `keep_cache` on open: pages stay valid across opens (read-write views invalidate what
+  /// changes, see `changed`).
   let keepCache: Bool
   /// Read-ahead to set once the connection is initialized (KiB), if any.
   let readAheadKilobytes: Int?
@@ -27,31 +28,46 @@ final class FUSEContext: Sendable {
   /// `replySpliced` checks the fit first.
   let spliceCapacity: Int
 
-  /// The session (an `OpaquePointer`'s bits), for cache invalidation notices; 0 until attached.
-  private let session = Atomic<UInt>(0)
+  /// Inodes of writable views that may hold cached pages, and what they show.
+  let pageCache = PageCacheRegistry()
+  /// Sends their invalidations before the changes that made them stale are answered.
+  let invalidator = CacheInvalidator()
 
   func attach(session pointer: OpaquePointer) {
-    session.store(UInt(bitPattern: UnsafeRawPointer(pointer)), ordering: .releasing)
+    invalidator.attach(session: pointer)
   }
 
-  /// Tells the kernel to drop its cached pages of `inode` in the range (best effort).
-  func invalidateCache(inode: UInt64, offset: Int, length: Int) {
-    guard let pointer = OpaquePointer(bitPattern: session.load(ordering: .acquiring)) else { return }
-    _ = fuse_lowlevel_notify_inval_inode(pointer, fuse_ino_t(inode), off_t(offset), off_t(length))
+  /// Bytes `range` of `view` changed through `inode` (a write, fallocate or truncate): drops the
+  /// pages that now show stale bytes, then calls `reply` — at once when nothing is cached, else
+  /// from a `CacheInvalidator` lane. `kernelKeepsOwnPages`: the kernel keeps `inode`'s own pages
+  /// right by itself (anything but a direct-I/O write).
+  func changed(
+    _ view: DiskView, _ range: Range<UInt64>, through inode: UInt64, kernelKeepsOwnPages: Bool,
+    then reply: @escaping @Sendable () -> Void
+  ) {
+    let job = pageCache.job(changed: view, range, through: inode, kernelKeepsOwnPages: kernelKeepsOwnPages)
+    invalidator.run(job, then: reply)
   }
 
-  /// Open O_DIRECT handles of writable views with direct I/O and parallel writes. Not with a
-  /// single worker: invalidating a buffered opener's pages from a write handler may wait on a
-  /// read that only another worker could answer.
-  let directWrites: Bool
+  /// As `changed(_:_:through:kernelKeepsOwnPages:then:)` for a request already answered (a
+  /// background request, which must never wait for an invalidation): the pages are dropped soon
+  /// after, on a lane.
+  func changed(_ view: DiskView, _ range: Range<UInt64>, through inode: UInt64, kernelKeepsOwnPages: Bool) {
+    let job = pageCache.job(changed: view, range, through: inode, kernelKeepsOwnPages: kernelKeepsOwnPages)
+    if job != nil { invalidator.run(job) {} }
+  }
 
   /// `MountOptions.maxRead`, told to the kernel in `init` (the mount option alone kills the
   /// mount with EPROTO).
   let maxRead: Int?
 
+  /// Keep the kernel's asynchronous direct I/O (`FUSE_CAP_ASYNC_DIO`): only where nothing is
+  /// ever invalidated (a read-only mount; see `fuseInit`).
+  let asyncDirectIO: Bool
+
   init(tree: VirtualTree, options: MountOptions, logger: Logger) {
     self.maxRead = options.maxRead
-    self.directWrites = options.threads > 1
+    self.asyncDirectIO = options.readOnly
     let capacity = options.splice ? cfuse_pipe_capacity(4 << 20) : 0
     self.spliceCapacity = capacity >= 256 << 10 ? capacity : 0
     self.tree = tree

@@ -60,6 +60,8 @@ public final class FUSESession: @unchecked Sendable {
   }
 
   deinit {
+    // Deferred replies go out before the session they reply through is freed.
+    context.invalidator.stop()
     let s = state.withLock { $0 }
     if s.signalHandlers { fuse_remove_signal_handlers(session) }
     if s.mounted { fuse_session_unmount(session) }

@@ -1,7 +1,7 @@
 /// How `FUSESession` mounts a chain.
 public struct MountOptions: Sendable {
-  /// Mount read-only (`-o ro`); this foundation cannot write yet, so writes fail with EROFS
-  /// either way, but the file shows mode 0644 on a read-write mount.
+  /// Mount read-only (`-o ro`): every view refuses writes with EROFS (the CLI mounts read-write
+  /// unless told otherwise).
   public var readOnly: Bool = true
   /// `-o allow_shrink`: truncating disk.raw smaller shrinks the virtual disk.
   public var allowShrink: Bool = false
@@ -18,8 +18,9 @@ public struct MountOptions: Sendable {
   public var fsname: String = "vdiskfs"
   /// Extra `-o` options passed to libfuse as they are (noatime, nodev, nosuid, …).
   public var libfuseOptions: [String] = []
-  /// Tuning: on a read-only mount, keep the kernel's page cache of disk.raw across opens
-  /// (`keep_cache`); the content cannot change while mounted.
+  /// Tuning: keep the kernel's page cache of the files across opens (`keep_cache`). Read-only
+  /// views cannot change while mounted; read-write ones invalidate exactly what each write,
+  /// discard and truncate changes (`PageCacheRegistry`).
   public var keepCache: Bool = true
   /// Tuning: raise the FUSE connection's read-ahead to this many KiB after mounting (root only,
   /// best effort; the kernel default is 128), or nil to leave it. Four `maxRead` requests, so

@@ -12,20 +12,23 @@ enum MountPoint {
   /// Resolves `path` and checks it is an existing directory that is not already a mount point.
   /// Returns the resolved path.
   static func validate(_ path: String) throws -> String {
-    guard let resolvedPointer = realpath(path, nil) else {
-      let e = errno
-      throw failure(path, e, "cannot resolve mount point")
+    let resolved: String
+    switch SystemCalls.realPath(path) {
+    case .success(let p): resolved = p
+    case .failure(let e): throw failure(path, e.code, "cannot resolve mount point")
     }
-    let resolved = String(cString: resolvedPointer)
-    free(resolvedPointer)
-    var st = stat()
-    guard stat(resolved, &st) == 0 else { throw failure(path, errno, "cannot stat mount point") }
+    let st: stat
+    switch SystemCalls.status(resolved) {
+    case .success(let s): st = s
+    case .failure(let e): throw failure(path, e.code, "cannot stat mount point")
+    }
     guard (st.st_mode & S_IFMT) == S_IFDIR else {
       throw VDiskError(.invalidArgument, path: path, "mount point is not a directory", errno: ENOTDIR)
     }
-    var parent = stat()
-    guard stat(resolved == "/" ? "/" : resolved + "/..", &parent) == 0 else {
-      throw failure(path, errno, "cannot stat the parent of the mount point")
+    let parent: stat
+    switch SystemCalls.status(resolved == "/" ? "/" : resolved + "/..") {
+    case .success(let s): parent = s
+    case .failure(let e): throw failure(path, e.code, "cannot stat the parent of the mount point")
     }
     let isRoot = st.st_dev == parent.st_dev && st.st_ino == parent.st_ino
     if st.st_dev != parent.st_dev || isRoot || mountedDevice(at: resolved) != nil {
@@ -36,7 +39,7 @@ enum MountPoint {
   }
 
   private static func failure(_ path: String, _ code: Int32, _ what: String) -> VDiskError {
-    let reason = String(cString: strerror(code))
+    let reason = SystemCallError(code).text
     switch code {
     case ENOENT, ENOTDIR: return VDiskError(.notFound, path: path, "\(what): \(reason)", errno: code)
     case ENOTCONN:
@@ -85,34 +88,14 @@ enum MountPoint {
   /// INIT answer), i.e. once a later request has arrived. Best effort: root only.
   static func setReadAhead(kilobytes: Int, device: String, logger: Logger) {
     let path = "/sys/class/bdi/\(device)/read_ahead_kb"
-    let fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else {
-      logger.debug("cannot open \(path): \(String(cString: strerror(errno)))")
-      return
-    }
-    defer { close(fd) }
-    let text = Array("\(kilobytes)\n".utf8)
-    let n = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    if n != text.count {
-      logger.debug("cannot write \(path): \(String(cString: strerror(errno)))")
-    } else {
-      logger.debug("read-ahead of \(device) set to \(kilobytes) KiB")
+    switch SystemCalls.writeSmallFile(path, Array("\(kilobytes)\n".utf8)) {
+    case .success: logger.debug("read-ahead of \(device) set to \(kilobytes) KiB")
+    case .failure(let e): logger.debug("cannot write \(path): \(e.text)")
     }
   }
 
   /// The whole content of a small /proc file.
   static func readProcFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if n < 0 && errno == EINTR { continue }
-      guard n > 0 else { break }
-      bytes += chunk[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    SystemCalls.readSmallFile(path).map { String(decoding: $0, as: UTF8.self) }
   }
 }

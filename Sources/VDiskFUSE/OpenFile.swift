@@ -3,18 +3,23 @@
 /// entry left the tree (a deleted snapshot), as an unlinked file does.
 final class OpenFile: Sendable {
   let view: DiskView
-  /// Opened with O_DIRECT: answered with `FOPEN_DIRECT_IO` (and on a writable view
-  /// `FOPEN_PARALLEL_DIRECT_WRITES`), so the kernel neither caches nor serializes its I/O.
+  /// Opened with direct I/O (`FOPEN_DIRECT_IO`, on a writable view with
+  /// `FOPEN_PARALLEL_DIRECT_WRITES`): the kernel neither caches nor serializes its I/O, and keeps
+  /// no page of its inode right after its writes.
   let direct: Bool
+  /// Counted among the inode's page-cache opens (`PageCacheRegistry.opened`): its inode.
+  let cachedInode: UInt64?
 
-  init(_ view: DiskView, direct: Bool) {
+  init(_ view: DiskView, direct: Bool, cachedInode: UInt64?) {
     self.view = view
     self.direct = direct
+    self.cachedInode = cachedInode
   }
 
   /// The handle as stored in `fh` (+1 retained; balanced by `release(handle:)`).
-  static func handle(for view: DiskView, direct: Bool) -> UInt64 {
-    UInt64(UInt(bitPattern: Unmanaged.passRetained(OpenFile(view, direct: direct)).toOpaque()))
+  static func handle(for view: DiskView, direct: Bool, cachedInode: UInt64?) -> UInt64 {
+    let file = OpenFile(view, direct: direct, cachedInode: cachedInode)
+    return UInt64(UInt(bitPattern: Unmanaged.passRetained(file).toOpaque()))
   }
 
   /// The open file behind `handle`, or nil for 0 (a file opened before handles existed).
@@ -24,11 +29,11 @@ final class OpenFile: Sendable {
     return Unmanaged<OpenFile>.fromOpaque(pointer).takeUnretainedValue()
   }
 
-  /// Drops the handle's reference (and its count among the view's cached opens).
-  static func release(handle: UInt64) {
+  /// Drops the handle's reference (and its count among the inode's page-cache opens).
+  static func release(handle: UInt64, pageCache: PageCacheRegistry) {
     guard let pointer = UnsafeRawPointer(bitPattern: UInt(handle)) else { return }
     let file = Unmanaged<OpenFile>.fromOpaque(pointer)
-    if !file.takeUnretainedValue().direct { file.takeUnretainedValue().view.cachedOpens.closed() }
+    if let inode = file.takeUnretainedValue().cachedInode { pageCache.closed(inode) }
     file.release()
   }
 }

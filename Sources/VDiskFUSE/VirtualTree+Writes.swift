@@ -18,30 +18,35 @@ extension VirtualTree {
     return try view.content.write(data, at: offset)
   }
 
-  /// `fallocate` on file `inode`: PUNCH_HOLE (with KEEP_SIZE, as the kernel requires) and
-  /// ZERO_RANGE make the range read as zeros; mode 0 within the file succeeds without doing
-  /// anything (the disk's size is fixed; there is nothing to reserve that a write could not
-  /// allocate); anything else (COLLAPSE, INSERT, growing the file) is EOPNOTSUPP.
-  public func fallocate(_ inode: UInt64, mode: Int32, offset: UInt64, length: UInt64) throws {
+  /// What a `fallocate(2)` asks for, decoded from its mode bits by the FUSE handler.
+  public enum AllocateRequest: Sendable, Equatable {
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (the kernel allows no hole without KEEP_SIZE).
+    case punchHole
+    /// `FALLOC_FL_ZERO_RANGE`, with or without `FALLOC_FL_KEEP_SIZE`.
+    case zeroRange(keepSize: Bool)
+    /// Mode 0 (or just `FALLOC_FL_KEEP_SIZE`): reserve space.
+    case reserve(keepSize: Bool)
+  }
+
+  /// `fallocate` on file `inode`: a punched hole and a zeroed range read as zeros; reserving
+  /// within the file succeeds without doing anything (the disk's size is fixed; there is nothing
+  /// to reserve that a write could not allocate); growing the file is EOPNOTSUPP (as are the
+  /// modes the handler cannot decode: COLLAPSE, INSERT, …).
+  public func fallocate(_ inode: UInt64, _ request: AllocateRequest, offset: UInt64, length: UInt64) throws {
     let view = try checkWritable(inode)
-    let keepSize: Int32 = 0x01
-    let punchHole: Int32 = 0x02
-    let zeroRange: Int32 = 0x10
     let size = view.content.size
     let (end, overflow) = offset.addingReportingOverflow(length)
     guard !overflow else { throw FileSystemError(EINVAL) }
-    switch mode & ~keepSize {
-    case punchHole where mode & keepSize != 0:
+    switch request {
+    case .punchHole:
       defer { modified(view, offset..<end) }
       try view.content.discard(at: offset, length: length, mode: .punchHole)
-    case zeroRange:
-      guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
+    case .zeroRange(let keepSize):
+      guard end <= size || keepSize else { throw FileSystemError(EOPNOTSUPP) }
       defer { modified(view, offset..<end) }
       try view.content.discard(at: offset, length: length, mode: .zeroRange)
-    case 0:
-      guard end <= size || mode & keepSize != 0 else { throw FileSystemError(EOPNOTSUPP) }
-    default:
-      throw FileSystemError(EOPNOTSUPP)
+    case .reserve(let keepSize):
+      guard end <= size || keepSize else { throw FileSystemError(EOPNOTSUPP) }
     }
   }
 

@@ -39,9 +39,10 @@ public struct NodeAttributes: Sendable, Equatable {
   public var blocks: UInt64
   public var uid: UInt32
   public var gid: UInt32
-  /// Modification (and access, change) time, seconds and nanoseconds since the epoch.
-  public var seconds: Int
-  public var nanoseconds: Int
+  public var accessed: NodeTime
+  public var modified: NodeTime
+  /// Status change time.
+  public var changed: NodeTime
 }
 
 /// Owner and times every node shows: those of the image file at mount time.
@@ -79,10 +80,12 @@ public final class VirtualTree: Sendable {
     var children: [UInt64: [UInt64]] = [:]
     var inodeByKey: [String: UInt64] = [:]
     var nextInode: UInt64 = 2
+    /// Mode, owner and times set with chmod/chown/utimens, per inode, for the mount's lifetime.
+    var overrides: [UInt64: NodeOverride] = [:]
   }
 
   let source: any TreeSource
-  private let state = Mutex(State())
+  let state = Mutex(State())
   /// Counts writes (data, discard, resize) to any view: cached `st_blocks` older than it are stale.
   let writeGeneration = Atomic<UInt64>(0)
   public let metadata: NodeMetadata
@@ -234,9 +237,10 @@ public final class VirtualTree: Sendable {
 
   public func attributes(of inode: UInt64) throws -> NodeAttributes {
     let n = try node(inode)
+    let time = NodeTime(seconds: metadata.seconds, nanoseconds: metadata.nanoseconds)
     var a = NodeAttributes(
       inode: inode, isDirectory: true, permissions: 0o555, linkCount: 2, size: 4096, blocks: 0,
-      uid: metadata.uid, gid: metadata.gid, seconds: metadata.seconds, nanoseconds: metadata.nanoseconds)
+      uid: metadata.uid, gid: metadata.gid, accessed: time, modified: time, changed: time)
     switch n.kind {
     case .directory:
       let subdirectories = state.withLock { s in
@@ -252,6 +256,7 @@ public final class VirtualTree: Sendable {
       a.blocks =
         (view.allocation.value(for: view.content, generation: generation, logger: logger) + 511) / 512
     }
+    if let o = state.withLock({ $0.overrides[inode] }) { o.apply(to: &a) }
     return a
   }
 

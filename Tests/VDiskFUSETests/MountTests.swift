@@ -61,6 +61,7 @@ struct MountTests {
     #expect(Posix.open(m.disk, O_RDWR).errno == EROFS)
     #expect(Posix.open(m.disk, O_WRONLY).errno == EROFS)
     #expect(truncate(m.disk, 0) != 0 && errno == EROFS)
+    #expect(chmod(m.disk, 0o600) != 0 && errno == EROFS)
     #expect(Posix.open(m.mountpoint + "/new", O_CREAT | O_WRONLY).errno == EROFS)
 
     var fs = statvfs()

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import VDiskCore
 
@@ -20,6 +21,8 @@ final class TestLayer: ImageLayer {
   let segments: [Segment]
   /// The whole guest content (corrupt ranges as the pattern).
   let content: [UInt8]
+  /// How many times the chain asked where bytes are: each read that reached the daemon.
+  let lookups = Atomic<Int>(0)
 
   var info: ImageInfo { ImageInfo(format: formatName, filename: file.path, virtualSize: virtualSize) }
 
@@ -41,6 +44,7 @@ final class TestLayer: ImageLayer {
   }
 
   func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
+    lookups.add(1, ordering: .relaxed)
     var kind = Kind.data
     var end = virtualSize
     for s in segments {

@@ -26,6 +26,11 @@ extern const int cfuse_seek_data;
 extern const int cfuse_seek_hole;
 /// `O_DIRECT` (also `_GNU_SOURCE`-only).
 extern const int cfuse_o_direct;
+/// fallocate(2) mode bits `FALLOC_FL_KEEP_SIZE`, `FALLOC_FL_PUNCH_HOLE`, `FALLOC_FL_ZERO_RANGE`
+/// (<linux/falloc.h>, which <fcntl.h> includes only under `_GNU_SOURCE`).
+extern const int cfuse_falloc_keep_size;
+extern const int cfuse_falloc_punch_hole;
+extern const int cfuse_falloc_zero_range;
 
 /// Where formatted libfuse log lines go: `message` is one line without its trailing newline,
 /// valid only during the call.
@@ -62,9 +67,11 @@ size_t cfuse_pipe_capacity(size_t limit);
 
 /// Replies to an open with `fh` and the kernel's `FOPEN_*` bits in `open_flags` as given, which
 /// lets us set bits libfuse 3.14's `fuse_file_info` has no field for (FOPEN_PARALLEL_DIRECT_WRITES,
-/// kernel 6.2). The reply is `struct fuse_open_out` of the kernel ABI.
+/// kernel 6.2). The reply is `struct fuse_open_out` of the kernel ABI (layout checked with
+/// `_Static_assert`s in shim.c).
 int cfuse_reply_open_flags(fuse_req_t req, uint64_t fh, uint32_t open_flags);
 #define CFUSE_FOPEN_DIRECT_IO (1u << 0)
+#define CFUSE_FOPEN_KEEP_CACHE (1u << 1)
 #define CFUSE_FOPEN_NOFLUSH (1u << 5)
 #define CFUSE_FOPEN_PARALLEL_DIRECT_WRITES (1u << 6)
 
