@@ -57,7 +57,7 @@ let package = Package(
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
-    .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", logging]),
+    .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", "CLinux", logging]),
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs",

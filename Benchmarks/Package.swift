@@ -46,7 +46,7 @@ let package = Package(
 
     // `FUSECeiling FILE MOUNTPOINT`: a minimal libfuse server over a raw file (bench.sh's
     // transport ceiling).
-    .executableTarget(name: "FUSECeiling", dependencies: ["CFuse"]),
+    .executableTarget(name: "FUSECeiling", dependencies: ["CFuse", "CLinux"]),
 
     // The workloads, shared by the ordo-one benchmarks and the callgrind executable.
     .target(name: "HotPathWorkloads", dependencies: ["VDiskCore", "ImageFormats", logging]),

@@ -17,15 +17,6 @@ struct fuse_args cfuse_args_init(int argc, char **argv) {
   return args;
 }
 
-// This file is compiled with _GNU_SOURCE (Package.swift), so <unistd.h> defines both.
-const int cfuse_seek_data = SEEK_DATA;
-const int cfuse_seek_hole = SEEK_HOLE;
-const int cfuse_o_direct = O_DIRECT;
-// <fcntl.h> brings <linux/falloc.h>'s FALLOC_FL_* under _GNU_SOURCE.
-const int cfuse_falloc_keep_size = FALLOC_FL_KEEP_SIZE;
-const int cfuse_falloc_punch_hole = FALLOC_FL_PUNCH_HOLE;
-const int cfuse_falloc_zero_range = FALLOC_FL_ZERO_RANGE;
-
 static _Atomic(cfuse_log_sink) cfuse_current_sink = NULL;
 
 static void cfuse_log_trampoline(enum fuse_log_level level, const char *fmt, va_list ap) {

@@ -1,4 +1,5 @@
 import CFuse
+import CLinux
 import VDiskCore
 
 #if canImport(Glibc)
@@ -24,7 +25,7 @@ func fuseOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<
     let view = try ctx.tree.open(ino, flags: flags)
     let writes = flags & O_ACCMODE != O_RDONLY
     let direct =
-      flags & cfuse_o_direct != 0
+      flags & clinux_o_direct != 0
       || (view.writable && writes && !PageCacheRegistry.allowsPageCacheWrites(view))
     // A cached open of a view that can change is counted before it is answered.
     let tracked = !direct && view.writable
@@ -151,10 +152,10 @@ func fuseFallocate(
 /// fallocate(2)'s mode bits as a request; EOPNOTSUPP for the modes vdiskfs does not do
 /// (COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE, a hole without KEEP_SIZE, …).
 func allocateRequest(_ mode: Int32) throws -> VirtualTree.AllocateRequest {
-  let keepSize = mode & cfuse_falloc_keep_size != 0
-  switch mode & ~cfuse_falloc_keep_size {
-  case cfuse_falloc_punch_hole where keepSize: return .punchHole
-  case cfuse_falloc_zero_range: return .zeroRange(keepSize: keepSize)
+  let keepSize = mode & clinux_falloc_fl_keep_size != 0
+  switch mode & ~clinux_falloc_fl_keep_size {
+  case clinux_falloc_fl_punch_hole where keepSize: return .punchHole
+  case clinux_falloc_fl_zero_range: return .zeroRange(keepSize: keepSize)
   case 0: return .reserve(keepSize: keepSize)
   default: throw FileSystemError(EOPNOTSUPP)
   }
@@ -192,8 +193,8 @@ func fuseLseek(
   handle(req) { ctx in
     let kind: VirtualTree.SeekKind
     switch whence {
-    case cfuse_seek_data: kind = .data
-    case cfuse_seek_hole: kind = .hole
+    case clinux_seek_data: kind = .data
+    case clinux_seek_hole: kind = .hole
     default: throw FileSystemError(EINVAL)
     }
     guard offset >= 0 else { throw FileSystemError(ENXIO) }

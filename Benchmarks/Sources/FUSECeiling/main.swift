@@ -5,6 +5,7 @@
 // bench.sh measures it beside vdiskfs on the random-read workloads: what the transport alone
 // allows with these settings. Runs in the foreground; stop it with `fusermount3 -u`.
 import CFuse
+import CLinux
 
 #if canImport(Glibc)
   import Glibc
@@ -64,7 +65,7 @@ func makeOperations() -> fuse_lowlevel_ops {
   }
   ops.open = { req, _, fi in
     guard let fi else { return }
-    if fi.pointee.flags & cfuse_o_direct != 0 {
+    if fi.pointee.flags & clinux_o_direct != 0 {
       _ = cfuse_reply_open_flags(req, 0, CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_NOFLUSH)
     } else {
       fi.pointee.keep_cache = 1

@@ -20,17 +20,8 @@ extern "C" {
 /// `allocated`: the caller owns `argv`.
 struct fuse_args cfuse_args_init(int argc, char **argv);
 
-/// `SEEK_DATA` / `SEEK_HOLE` are defined by <unistd.h> only under `_GNU_SOURCE`, which Swift's
-/// Glibc module does not set; exposed as constants (the swift-nio CNIOLinux way).
-extern const int cfuse_seek_data;
-extern const int cfuse_seek_hole;
-/// `O_DIRECT` (also `_GNU_SOURCE`-only).
-extern const int cfuse_o_direct;
-/// fallocate(2) mode bits `FALLOC_FL_KEEP_SIZE`, `FALLOC_FL_PUNCH_HOLE`, `FALLOC_FL_ZERO_RANGE`
-/// (<linux/falloc.h>, which <fcntl.h> includes only under `_GNU_SOURCE`).
-extern const int cfuse_falloc_keep_size;
-extern const int cfuse_falloc_punch_hole;
-extern const int cfuse_falloc_zero_range;
+// Linux constants (SEEK_DATA, O_DIRECT, FALLOC_FL_*) come from CShims/CLinux, shared with
+// VDiskCore.
 
 /// Where formatted libfuse log lines go: `message` is one line without its trailing newline,
 /// valid only during the call.
