@@ -1,9 +1,17 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
 
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let systemPackage = Target.Dependency.product(name: "SystemPackage", package: "swift-system")
+
+/// The git commit `vdiskfs --version` names: the Makefile exports VDISKFS_GIT_COMMIT; a plain
+/// `swift build` builds too, and the version then says the commit is unknown. Only letters,
+/// digits and '-' pass, so the define needs no quoting beyond its string quotes.
+let gitCommit = (ProcessInfo.processInfo.environment["VDISKFS_GIT_COMMIT"] ?? "").filter {
+  $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-")
+}
 
 let package = Package(
   name: "vdiskfs",
@@ -24,6 +32,10 @@ let package = Package(
     .target(
       name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    // The git commit the binary was built from (a string Swift cannot take from the command line).
+    .target(
+      name: "CBuildInfo", path: "CShims/CBuildInfo",
+      cSettings: gitCommit.isEmpty ? [] : [.define("VDISKFS_GIT_COMMIT", to: "\"\(gitCommit)\"")]),
 
     // Format-agnostic engine: layers, extents, the one read loop, caches, errors. No C, no FUSE.
     .target(name: "VDiskCore", dependencies: [systemPackage, logging]),
@@ -42,7 +54,9 @@ let package = Package(
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs",
-      dependencies: ["VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", argumentParser, logging]),
+      dependencies: [
+        "VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
+      ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", logging], path: "Tests/Fixtures"),
