@@ -55,7 +55,7 @@ parser_options() {
 }
 
 test_units() {
-  t=$(mktemp -d); trap 'rm -rf "$t"' EXIT
+  t=$(mktemp -d); trap 'set +e; force_unmount "$t/mnt"; rm -rf "$t"' EXIT
   make --no-print-directory -s install PREFIX="$t/usr" >/dev/null || fail "make install PREFIX=$t/usr"
   local unitdir=$t/usr/lib/systemd/system
   grep -q "^ExecStart=$t/usr/bin/vdiskfs " "$unitdir/vdiskfs@.service" || fail "ExecStart does not name the installed binary"
@@ -73,7 +73,51 @@ test_units() {
   out=$(cd "$t" && systemd-analyze verify --man=no ./vdiskfs@mnt-vm.service 2>&1)
   [ -n "$out" ] || fail "systemd-analyze verify did not notice Type=notfy"
   grep -q '^DeviceAllow=/dev/fuse rw$' "$unitdir/vdiskfs@.service" || fail "the unit does not allow /dev/fuse"
+  run_unit_commands "$unitdir/vdiskfs@.service" ""
+  run_unit_commands "$unitdir/vdiskfs@.service" "ro,allow_other"
   make --no-print-directory -s uninstall PREFIX="$t/usr" >/dev/null
+}
+
+# Runs the unit's ExecStart and ExecStop as systemd would for an instance whose configuration
+# has OPTIONS=$2 (no systemd runs here as PID 1): ${IMAGE} and ${OPTIONS} each become one
+# argument, %f the unescaped instance. The mount must serve the image, and after ExecStop the
+# process must exit 0 with what was written in the image.
+run_unit_commands() {
+  local unit=$1 options=$2
+  make_image "$t/vm"
+  mkdir -p "$t/mnt"
+  local instance; instance=$(systemd-escape --path "$t/mnt")
+  local f; f=$(systemd-escape --unescape --path "$instance")
+  [ "$f" = "$t/mnt" ] || fail "%f of $instance is $f"
+  expand() {
+    local word; set -f
+    for word in $1; do
+      case $word in
+        '${OPTIONS}') printf '%s\0' "$options" ;;
+        '${IMAGE}') printf '%s\0' "$t/vm.qcow2" ;;
+        %f) printf '%s\0' "$f" ;;
+        *) printf '%s\0' "$word" ;;
+      esac
+    done
+  }
+  local start stop
+  mapfile -d '' start < <(expand "$(sed -n 's/^ExecStart=//p' "$unit")")
+  mapfile -d '' stop < <(expand "$(sed -n 's/^ExecStop=//p' "$unit")")
+  "${start[@]}" & local pid=$!
+  local i; for i in $(seq 100); do mounted "$f" && break; sleep 0.1; done
+  mounted "$f" || { kill "$pid"; fail "ExecStart (${start[*]}) did not mount"; }
+  cmp "$f/disk.raw" "$t/vm.raw" || { "${stop[@]}"; fail "ExecStart's mount differs from qemu-img"; }
+  if [ -z "$options" ]; then
+    printf 'written through the unit' | dd of="$f/disk.raw" bs=512 seek=4096 conv=notrunc status=none
+  fi
+  "${stop[@]}" || fail "ExecStop (${stop[*]}) failed"
+  wait "$pid" || fail "vdiskfs exited $? after ExecStop"
+  mounted "$f" && fail "still mounted after ExecStop"
+  if [ -z "$options" ]; then
+    qemu-img check -q "$t/vm.qcow2" || fail "qemu-img check after ExecStop"
+    qemu-io -f qcow2 -c "read -v 2M 24" "$t/vm.qcow2" | grep -q 'written.through.' || fail "the write is not in the image"
+  fi
+  rm -rf "$t/vm.qcow2" "$t/vm.raw"
 }
 
 test_install() {
