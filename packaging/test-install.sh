@@ -351,7 +351,7 @@ for name in "${TESTS[@]}"; do
   fi
 done
 if [ "$(stat -c %a /dev/fuse)" != "$fuse_mode" ]; then
-  echo "install tests: /dev/fuse's mode was $fuse_mode and is $(stat -c %a /dev/fuse)"; failed=$((failed + 1))
+  echo "install-tests: /dev/fuse's mode was $fuse_mode and is $(stat -c %a /dev/fuse)"; failed=$((failed + 1))
 fi
-echo "install tests: $passed passed, $failed failed"
+echo "install-tests: $passed passed, $failed failed"
 [ $failed -eq 0 ]

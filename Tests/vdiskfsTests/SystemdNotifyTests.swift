@@ -47,6 +47,30 @@ struct SystemdNotifyTests {
     #expect(!isMounted(mnt))
   }
 
+  /// READY=1 is not sent on the mount alone: libfuse's debug log (-d) shows each request as the
+  /// session loop takes it, and when READY=1 arrives the loop has already served an OPEN and a
+  /// READ of disk.raw (vdiskfs's own probe; nothing else touches the mount before READY=1).
+  @Test func readyOnlyAfterTheLoopServedAnOpenAndARead() throws {
+    let scratch = try Scratch("notify")
+    defer { scratch.remove() }
+    let img = scratch.file("vm.qcow2")
+    try Qemu.create(img, size: "4M")
+    let mnt = try scratch.directory("mnt")
+    let listener = try NotifyListener(name: scratch.file("notify.sock"))
+    let log = scratch.file("log")
+    let process = try spawnVdiskfs(["-d", "-o", "ro", img, mnt], notifySocket: listener.name, log: log)
+    let pid = process.processIdentifier
+    defer { stopAndUnmount(pid: pid, mountpoint: mnt) }
+
+    _ = try #require(listener.receive(containing: "READY=1"), "no READY=1 within 30 s")
+    let served = try String(contentsOfFile: log, encoding: .utf8)
+    #expect(served.contains("opcode: OPEN"), "READY=1 before the loop served an OPEN:\n\(served)")
+    #expect(served.contains("opcode: READ"), "READY=1 before the loop served a READ:\n\(served)")
+    #expect(kill(pid, SIGTERM) == 0)
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 0)
+  }
+
   /// The daemonizing way, with an abstract socket (`@name`) and a writable mount: READY=1 names the
   /// daemon in MAINPID= and comes from it (the parent has exited); an external unmount brings
   /// STOPPING=1 and everything written is in the image when the daemon is gone.
