@@ -85,6 +85,8 @@ struct SystemdNotifyTests {
     let r = try run(
       "env", ["NOTIFY_SOCKET=\(listener.name)", "timeout", "60", vdiskfsBinary, img, mnt], check: false)
     #expect(r.status == 0, "\(r.stderr)")
+    // Whatever fails below, the daemon goes: unmounting ends it (and waits for it).
+    defer { if isMounted(mnt) { MountedImage(mountpoint: mnt).unmount() } }
     let ready = try #require(listener.receive(containing: "READY=1"), "no READY=1 within 30 s")
     let mainPID = try #require(
       ready.fields.first { $0.hasPrefix("MAINPID=") }.flatMap { Int32($0.dropFirst("MAINPID=".count)) })
