@@ -4,12 +4,37 @@ PREFIX ?= /usr/local
 SWIFT ?= swift
 export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 
-# Debian packages the build, the tests and the demo need.
+# Debian packages the build, the tests and the demo need (systemd for systemd-analyze, jq and
+# man-db for the man page, dpkg-dev, binutils (strip) and lintian for `make deb`, passwd for the
+# unprivileged test).
 DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev pkg-config qemu-utils qemu-system-common \
-        fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux
+        fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux \
+        systemd jq man-db dpkg-dev binutils lintian passwd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release test lint format demo install uninstall bench clean
+# `vdiskfs --version`: the version in Sources/vdiskfs/BuildInfo.swift and the commit, which
+# Package.swift passes to CShims/CBuildInfo (a plain `swift build` says the commit is unknown).
+VERSION := $(shell sed -n 's/^ *static let packageVersion = "\(.*\)"/\1/p' Sources/vdiskfs/BuildInfo.swift)
+export VDISKFS_GIT_COMMIT := $(shell git describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null)
+
+# Install layout; DESTDIR stages it (make deb: PREFIX=/usr and Debian's places).
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/vdiskfs
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+INSTALL := $(if $(DESTDIR),,$(SUDO)) install
+
+# What is installed and packaged: the release binary with the Swift runtime linked in (it runs
+# without a Swift toolchain), built in its own folder so that `make release` keeps its binary.
+STATIC := .build-static
+STATIC_BIN = $(STATIC)/release/vdiskfs
+GEN := $(STATIC)/share
+EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
+
+.PHONY: all deps build release static man test test-install lint format demo install uninstall deb bench clean
 
 all: build
 
@@ -40,7 +65,15 @@ test: deps
 	left=$$(awk '$$3 ~ /^fuse/ && $$2 ~ /vdiskfs-/ {print $$2}' /proc/mounts); \
 	if [ -n "$$left" ]; then echo "make test: mounts left behind: $$left"; status=1; fi; \
 	exit $$status
+	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory lint
+
+# Installing and running it as a system tool (issue 14): the units verify, make install and
+# uninstall, the man page and completions, the mount helper and fstab, the Debian package
+# installed, used and purged, an unprivileged user's mount. Changes the system and undoes it.
+test-install: deps static man
+	$(SUDO) env PATH="$$PATH" VERSION="$(VERSION)" VDISKFS_GIT_COMMIT="$(VDISKFS_GIT_COMMIT)" \
+	  packaging/test-install.sh "$(STATIC_BIN)" "$(GEN)"
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests
@@ -53,11 +86,40 @@ format:
 demo: release
 	$(SUDO) scripts/demo.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
-install: release
-	$(SUDO) install -m 0755 "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs" $(PREFIX)/bin/vdiskfs
+static: deps
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC) --product vdiskfs
+
+# The man page (generated from the parser's own description, packaging/manpage.sh) and the
+# completions (the parser's --generate-completion-script), for PREFIX's paths.
+man: static
+	@mkdir -p $(GEN)
+	packaging/manpage.sh $(STATIC_BIN) $(UNITDIR) $(DOCDIR) > $(GEN)/vdiskfs.1
+	$(STATIC_BIN) --generate-completion-script bash | sed '1{/^#!/d}' > $(GEN)/vdiskfs.bash
+	$(STATIC_BIN) --generate-completion-script zsh > $(GEN)/_vdiskfs
+	$(STATIC_BIN) --generate-completion-script fish > $(GEN)/vdiskfs.fish
+
+install: man
+	$(INSTALL) -D -m 0755 $(STATIC_BIN) $(DESTDIR)$(BINDIR)/vdiskfs
+	$(INSTALL) -D -m 0644 $(GEN)/vdiskfs.1 $(DESTDIR)$(MANDIR)/man1/vdiskfs.1
+	$(INSTALL) -D -m 0644 $(GEN)/vdiskfs.bash $(DESTDIR)$(BASHCOMPDIR)/vdiskfs
+	$(INSTALL) -D -m 0644 $(GEN)/_vdiskfs $(DESTDIR)$(ZSHCOMPDIR)/_vdiskfs
+	$(INSTALL) -D -m 0644 $(GEN)/vdiskfs.fish $(DESTDIR)$(FISHCOMPDIR)/vdiskfs.fish
+	sed 's|/usr/bin/vdiskfs|$(BINDIR)/vdiskfs|' systemd/vdiskfs@.service > $(GEN)/vdiskfs@.service
+	$(INSTALL) -D -m 0644 $(GEN)/vdiskfs@.service $(DESTDIR)$(UNITDIR)/vdiskfs@.service
+	$(INSTALL) -d $(DESTDIR)$(DOCDIR)/examples
+	$(INSTALL) -m 0644 $(EXAMPLES) $(DESTDIR)$(DOCDIR)/examples/
 
 uninstall:
-	$(SUDO) rm -f $(PREFIX)/bin/vdiskfs
+	$(if $(DESTDIR),,$(SUDO)) rm -f $(DESTDIR)$(BINDIR)/vdiskfs $(DESTDIR)$(MANDIR)/man1/vdiskfs.1 \
+	  $(DESTDIR)$(BASHCOMPDIR)/vdiskfs $(DESTDIR)$(ZSHCOMPDIR)/_vdiskfs $(DESTDIR)$(FISHCOMPDIR)/vdiskfs.fish \
+	  $(DESTDIR)$(UNITDIR)/vdiskfs@.service $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(notdir $(EXAMPLES)))
+	-$(if $(DESTDIR),,$(SUDO)) rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# vdiskfs_VERSION_ARCH.deb: make install into a staging root with Debian's paths, the binary
+# stripped, Depends computed by dpkg-shlibdeps (plus fuse3 for fusermount3 and mount.fuse3),
+# then lintian. Installs with `apt install ./vdiskfs_*.deb` where no Swift toolchain is.
+deb: deps
+	VERSION="$(VERSION)" packaging/build-deb.sh
 
 # Benchmarks/bench.sh (issue 6): vdiskfs vs qemu-storage-daemon vs the libyal mount tools vs the
 # raw file; sequential and random reads of qcow2 (plain, compressed, chain), vmdk, vhdx, vpc, vdi;
@@ -74,4 +136,4 @@ bench: release
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
-	rm -rf .build
+	rm -rf .build $(STATIC) vdiskfs_*.deb

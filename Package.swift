@@ -1,4 +1,5 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
 
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
@@ -26,6 +27,13 @@ let formatTests = formats.map {
     dependencies: [.target(name: $0.name), "ImageFormats", "VDiskCore", "TestSupport"])
 }
 
+/// The git commit `vdiskfs --version` names: the Makefile exports VDISKFS_GIT_COMMIT; a plain
+/// `swift build` builds too, and the version then says the commit is unknown. Only letters,
+/// digits and '-' pass, so the define needs no quoting beyond its string quotes.
+let gitCommit = (ProcessInfo.processInfo.environment["VDISKFS_GIT_COMMIT"] ?? "").filter {
+  $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-")
+}
+
 let package = Package(
   name: "vdiskfs",
   products: [
@@ -37,7 +45,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
   ],
   targets: [
-    // C is confined to CShims/: libfuse3's low-level API and zlib.
+    // C is confined to CShims/: libfuse3, zlib/libdeflate, zstd, Linux constants, the build stamp.
     .target(
       name: "CFuse", path: "CShims/CFuse",
       cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
@@ -47,6 +55,10 @@ let package = Package(
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
+    // The git commit the binary was built from (a string Swift cannot take from the command line).
+    .target(
+      name: "CBuildInfo", path: "CShims/CBuildInfo",
+      cSettings: gitCommit.isEmpty ? [] : [.define("VDISKFS_GIT_COMMIT", to: "\"\(gitCommit)\"")]),
 
     // Format-agnostic engine: layers, extents, the one read and write loops, caches, errors. No
     // FUSE; C only for constants, in Syscalls.swift.
@@ -61,7 +73,9 @@ let package = Package(
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs",
-      dependencies: ["VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", argumentParser, logging]),
+      dependencies: [
+        "VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
+      ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging], path: "Tests/Fixtures"),

@@ -135,7 +135,8 @@ struct MountCommand: ParsableCommand {
         error.kind == .invalidArgument || error.kind == .notFound ? ExitCodes.mountpoint : ExitCodes.fuse
       throw CLIFailure(code: code, message: error.description)
     }
-    if !(foreground || debugging) {
+    let daemonizing = !(foreground || debugging)
+    if daemonizing {
       VDiskLogHandler.switchToSyslog()
       do {
         try session.daemonize()
@@ -144,6 +145,15 @@ struct MountCommand: ParsableCommand {
         throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
       }
     }
+    // Under systemd (Type=notify): READY=1 once disk.raw reads, STOPPING=1 when the loop ends.
+    let notifier = SystemdNotify.fromEnvironment()
+    let served = session.mountpoint ?? mountpoint
+    notifier?.announceReadyWhenServing(
+      diskRaw: served + "/disk.raw",
+      status: SystemdNotify.servingStatus(
+        image: chain.top.file.path, format: chain.top.formatName, readOnly: !opened.writable,
+        mountpoint: served),
+      mainPID: daemonizing ? getpid() : nil, logger: logger)
     var loopError: (any Error)?
     do {
       // Returns on unmount or on SIGINT/SIGTERM/SIGHUP (the session logs which).
@@ -151,6 +161,7 @@ struct MountCommand: ParsableCommand {
     } catch {
       loopError = error
     }
+    notifier?.send(["STOPPING=1", "STATUS=Writing back \(chain.top.file.path) and unmounting \(served)"])
     // Everything written goes to disk before the mount goes away (SIGTERM, fusermount3 -u).
     var flushError: (any Error)?
     do {

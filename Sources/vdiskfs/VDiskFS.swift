@@ -22,7 +22,7 @@ struct VDiskFS: ParsableCommand {
 
       \(ExitCodes.helpText)
       """,
-    version: "0.1.0",
+    version: BuildInfo.versionText,
     subcommands: [MountCommand.self, InfoCommand.self, MapCommand.self],
     defaultSubcommand: MountCommand.self)
 
