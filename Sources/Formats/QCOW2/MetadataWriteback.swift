@@ -21,8 +21,8 @@ import VDiskCore
 /// no `fdatasync` ever runs under it. A table changed again meanwhile stays dirty for the next
 /// write-back. Write-backs themselves are serialized (`QCOW2Writer.writeBack`).
 ///
-/// Dirty tables live in the chain's cache and count against its budget; when they pass half of it
-/// (after a commit or a discard) the whole sequence runs, which is what writing back a dirty L2
+/// Dirty tables live in the chain's cache and count against its budget; when they pass three
+/// quarters of it (after a commit or a discard) the whole sequence runs, which is what writing back a dirty L2
 /// table needs first anyway (QEMU's cache dependency of L2 tables on refcount blocks), and leaves
 /// every table clean and evictable.
 struct WriteBackPlan {
@@ -99,10 +99,12 @@ extension WriteState {
     pendingFrees += plan.frees
   }
 
-  /// Whether dirty tables cost more than half the cache's budget (the other half stays for tables
-  /// readers use): then the writer writes everything back.
+  /// Whether dirty tables cost more than three quarters of the cache's budget (the rest stays for
+  /// tables readers use): then the writer writes everything back. The default budget covers every
+  /// L2 table of the image and a quarter more for refcount blocks, so an image whose tables all
+  /// fit is written back only when asked (fsync, close, unmount).
   var isOverBudget: Bool {
-    cache.dirtyCost > cache.budget / 2 && hasDirtyMetadata
+    cache.dirtyCost > cache.budget / 4 * 3 && hasDirtyMetadata
   }
 
   /// The words of a dirty table (dirty entries are never evicted, so a miss is a bug, reported
@@ -152,7 +154,7 @@ extension QCOW2Writer {
   /// Writes dirty metadata back in order (see `WriteBackPlan`), one write-back at a time, with the
   /// writer's mutex held only for stage 1, for marking tables clean and for stage 5, and never
   /// across an `fdatasync`. With nothing dirty, one `fdatasync`. `ifOverBudget`: only when dirty
-  /// metadata passed half the cache's budget (after a commit or discard), else nothing.
+  /// metadata passed three quarters of the cache's budget (after a commit or discard), else nothing.
   func writeBack(ifOverBudget: Bool = false) throws {
     try writeBacks.withLock { _ in
       let plan = try state.withLock { s -> WriteBackPlan? in

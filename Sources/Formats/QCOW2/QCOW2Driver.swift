@@ -22,7 +22,11 @@ public enum QCOW2Driver: FormatDriver {
         format: header.backingFormat)
     }
     let logger = context.logger
-    return LayerPlan(file: file, parent: parent, metadataCoverage: header.l2CoverageBytes) {
+    // A writer also keeps refcount blocks in the cache: room for them as QEMU sizes its refcount
+    // cache (a quarter of the L2 cache, at least four clusters).
+    let refcountRoom = writable ? max(4 * header.clusterSize, header.l2CoverageBytes / 4) : 0
+    let (coverage, overflow) = header.l2CoverageBytes.addingReportingOverflow(refcountRoom)
+    return LayerPlan(file: file, parent: parent, metadataCoverage: overflow ? .max : coverage) {
       [dataFile] backing, cache in
       try QCOW2Layer(
         file: file, header: header, backing: backing, dataFile: dataFile, metadataCache: cache,
