@@ -156,6 +156,9 @@ extension QCOW2Writer {
   /// across an `fdatasync`. With nothing dirty, one `fdatasync`. `ifOverBudget`: only when dirty
   /// metadata passed three quarters of the cache's budget (after a commit or discard), else nothing.
   func writeBack(ifOverBudget: Bool = false) throws {
+    // After every commit: a look under the metadata mutex alone, so that a commit never waits for
+    // a write-back (and its syncs) that another thread is running.
+    if ifOverBudget, !state.withLock({ $0.isOverBudget }) { return }
     try writeBacks.withLock { _ in
       let plan = try state.withLock { s -> WriteBackPlan? in
         guard ifOverBudget ? s.isOverBudget : s.hasDirtyMetadata else { return nil }
