@@ -101,7 +101,14 @@ struct SystemdNotifyTests {
     try handle.write(contentsOf: pattern)
     try handle.close()
 
-    _ = try run("umount", [mnt])
+    // Tests run in parallel: a child another test spawns while the handle above was open may
+    // still hold an inherited copy of it for a moment ("target is busy"), so retry briefly.
+    var unmounted = try run("umount", [mnt], check: false)
+    for _ in 0..<50 where unmounted.status != 0 {
+      usleep(100_000)
+      unmounted = try run("umount", [mnt], check: false)
+    }
+    #expect(unmounted.status == 0, "umount: \(unmounted.stderr)")
     let stopping = try #require(listener.receive(containing: "STOPPING=1"), "no STOPPING=1 after umount")
     #expect(stopping.pid == mainPID)
     for _ in 0..<500 where kill(mainPID, 0) == 0 { usleep(20_000) }
