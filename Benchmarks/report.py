@@ -189,6 +189,8 @@ md.append(f"Machine: {meta.get('nproc')} CPUs ({meta.get('cpu')}), {meta.get('me
 md.append(f"vdiskfs commit {meta.get('vdiskfs_commit')}; image {meta.get('size_mb')} MiB, {meta.get('runs')} runs "
           f"(interleaved, fresh mount each), fio {meta.get('fio_time_s')} s; load average at start "
           f"{meta.get('loadavg_start')}, at end {meta.get('loadavg_end')}.  ")
+if meta.get("prefault") == "1":
+    md.append("Memory prefaulted before every timed sequential read (see `bench.sh`: free page reporting).  ")
 if meta.get("note"):
     md.append(f"Note: {meta['note']}  ")
 md += ["", "*vdiskfs* is the default mount (`vdiskfs IMAGE MNT`: read-write where the format can be written), "
