@@ -5,11 +5,11 @@
 #   Benchmarks/bench.sh /path/to/vdiskfs        (root; `make bench` builds and passes the release binary)
 #
 # Environment: SIZE_MB (2048), RUNS (5), FIO_TIME (10 s), QUICK=1 (256 MiB, 2 runs, 4 s),
-# FORMATS (qcow2 qcow2c chain vmdk vhdx vpc vdi), WRITES=0 to skip the writes, WRITE_FORMATS (qcow2 vmdk
-# vhdx vpc vdi: those of FORMATS whose writes are measured), MICRO=0 to skip
-# the Swift micro benchmarks and the callgrind count, RSS=0 to skip the 64 GiB random-write RSS run
-# (RSS_TIME, 30 s), RO_FORMATS (qcow2 qcow2c chain: where the default mount is read-write, also
-# measured with -o ro), NOTE (free text put into the results).
+# FORMATS (qcow2 qcow2c chain vmdk vhdx vpc vdi), READS=0 to skip the reads, WRITES=0 to skip the
+# writes, WRITE_FORMATS (qcow2 vmdk vhdx vpc vdi: those of FORMATS whose writes are measured),
+# MICRO=0 to skip the Swift micro benchmarks and the callgrind count, RSS=0 to skip the 64 GiB
+# random-write RSS run (RSS_TIME, 30 s), RO_FORMATS (qcow2 qcow2c chain: where the default mount is
+# read-write, also measured with -o ro), NOTE (free text put into the results).
 #
 # vdiskfs is measured as users mount it (`vdiskfs IMAGE MNT`: read-write where the format can be
 # written) and, on RO_FORMATS, also with `-o ro` (tool `vdiskfs-ro`).
@@ -24,7 +24,7 @@
 # incorrect and left out of the peer. Runs are interleaved (A B C A B C ...), each on a fresh mount.
 #
 # Before every timed first sequential read (before mounting; after the drop_caches of the cold
-# orders) the script touches 2 x SIZE_MB + 512 MiB of anonymous memory and frees it (PREFAULT=0 to
+# orders) and every write run, the script touches 2 x SIZE_MB + 512 MiB of anonymous memory and frees it (PREFAULT=0 to
 # skip). On a VM whose balloon reports free pages to the host (this
 # one: virtio_balloon with free page reporting), a page-cache page allocated from reported memory
 # faults in the host first; without the step a first read through any FUSE mount here came out at
@@ -40,6 +40,7 @@ else
   SIZE_MB=${SIZE_MB:-2048} RUNS=${RUNS:-5} FIO_TIME=${FIO_TIME:-10}
 fi
 FORMATS=${FORMATS:-qcow2 qcow2c chain vmdk vhdx vpc vdi}
+READS=${READS:-1}
 WRITES=${WRITES:-1}
 WRITE_FORMATS=${WRITE_FORMATS:-qcow2 vmdk vhdx vpc vdi}
 MICRO=${MICRO:-1}
@@ -307,6 +308,7 @@ write_benchmarks() { # format: vdiskfs vs qsd vs a raw file; the image judged by
             *) rm -f "$img"; qemu-img create -q -f "$f" "$img" "${SIZE_MB}M" ;;
           esac
         fi
+        prefault # the writes of a buffered server fill the host page cache
         if [ "$t" = raw ]; then target=$img srv_pid=""; else mount_tool "$t" "$img" "$f" rw; fi
         case $w in
           *_rand_1j) v=$(fio_write "$target" rand 1) ;;
@@ -395,7 +397,7 @@ else
   log "FUSECeiling did not build (no transport ceiling measured): $(tail -3 "$work/ceiling-build.log")"
 fi
 make_images
-for f in $FORMATS; do read_benchmarks "$f"; done
+[ "$READS" = 1 ] && for f in $FORMATS; do read_benchmarks "$f"; done
 if [ "$WRITES" = 1 ]; then
   for f in $WRITE_FORMATS; do
     case " $FORMATS " in *" $f "*) write_benchmarks "$f" ;; esac
