@@ -47,7 +47,8 @@ struct VDIWriteScenario: Sendable, CustomTestStringConvertible {
     let scratch = try Scratch("vdi-write")
     defer { scratch.remove() }
     let image = scratch.file("disk.vdi")
-    try Qemu.create(image, format: "vdi", size: "\(s.size)", options: ["static=\(s.staticImage ? "on" : "off")"])
+    try Qemu.create(
+      image, format: "vdi", size: "\(s.size)", options: ["static=\(s.staticImage ? "on" : "off")"])
     if s.prefilled {
       try Qemu.scatterPatterns(image, format: "vdi", size: s.size, count: 12, seed: seed, maxUnits: 4096)
     }

@@ -39,7 +39,9 @@ import VDiskCore
       try original.write(to: URL(fileURLWithPath: image))
       try patchLE(image, at: c.offset, c.value, width: 4)
       let before = try Data(contentsOf: URL(fileURLWithPath: image))
-      expectVDiskError(.readOnly, [image, "refusing to write"] + c.fragments) { _ = try openWritableVDI(image) }
+      expectVDiskError(.readOnly, [image, "refusing to write"] + c.fragments) {
+        _ = try openWritableVDI(image)
+      }
       #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before)
       // Still readable where the map is sound.
       #expect(try openChain(image).read(at: 0, count: 4096).allSatisfy { $0 == 0x42 })
@@ -70,7 +72,8 @@ import VDiskCore
     defer { scratch.remove() }
     let image = scratch.file("v0.vdi")
     let builder = VDIBuilder(
-      version1: false, diskSize: 2 << 20, map: [0, 0xFFFF_FFFF], slots: [[UInt8](repeating: 7, count: 1 << 20)])
+      version1: false, diskSize: 2 << 20, map: [0, 0xFFFF_FFFF],
+      slots: [[UInt8](repeating: 7, count: 1 << 20)])
     try builder.write(to: image)
     expectVDiskError(.readOnly, [image, "legacy VDI 0.0"]) { _ = try openWritableVDI(image) }
     #expect(try openChain(image).read(at: 0, count: 4) == [7, 7, 7, 7])

@@ -65,7 +65,8 @@ import VDiskCore
     try disk.chain.flush()
     // One gathered write for the three blocks (their slots follow each other), the discard's
     // zeros, and a sync with nothing dirty.
-    #expect(disk.source.stages.map(\.kind) == [.gatheringWrite, .gatheringWrite, .sync], "\(disk.source.stages)")
+    #expect(
+      disk.source.stages.map(\.kind) == [.gatheringWrite, .gatheringWrite, .sync], "\(disk.source.stages)")
     #expect(try fileSize(image) == size)
     var expected = [UInt8](repeating: 0, count: Int(4 * Self.mib))
     expected.replaceSubrange(Int(Self.mib / 2)..<Int(Self.mib / 2) + bytes.count, with: bytes)

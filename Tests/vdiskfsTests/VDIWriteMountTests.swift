@@ -26,7 +26,9 @@ import Testing
 
     let disk = try PositionalFile(mnt + "/disk.raw")
     let copy = try PositionalFile(mirror)
-    let writes: [(UInt64, Int, UInt8)] = [(4096, 5000, 0x51), ((3 << 20) + 17, 70_000, 0x52), ((7 << 20) - 1, 1, 0x53)]
+    let writes: [(UInt64, Int, UInt8)] = [
+      (4096, 5000, 0x51), ((3 << 20) + 17, 70_000, 0x52), ((7 << 20) - 1, 1, 0x53),
+    ]
     for (offset, count, value) in writes {
       let bytes = [UInt8](repeating: value, count: count)
       try disk.write(bytes, at: offset)

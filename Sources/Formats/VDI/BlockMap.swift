@@ -29,7 +29,9 @@ struct VDIBlockMap: Sendable {
   func pageOffset(_ page: Int) -> UInt64 { header.blockMapOffset + UInt64(page * Self.pageEntries) * 4 }
 
   /// Entries in page `page` (the last page may be short).
-  func pageLength(_ page: Int) -> Int { min(Self.pageEntries, Int(header.blockCount) - page * Self.pageEntries) }
+  func pageLength(_ page: Int) -> Int {
+    min(Self.pageEntries, Int(header.blockCount) - page * Self.pageEntries)
+  }
 
   /// The cache key of page `page`.
   func key(page: Int) -> TableKey { TableKey(file: file, offset: pageOffset(page)) }

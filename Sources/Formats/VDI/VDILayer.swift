@@ -17,7 +17,8 @@ public final class VDILayer: ImageLayer {
   /// `writable` (the file open read-write, the image vetted by `VDIWriteCheck`) makes the layer
   /// take writes.
   init(
-    file: ImageFile, header: VDIHeader, backing: (any ImageLayer)?, cache: MetadataCache, writable: Bool = false
+    file: ImageFile, header: VDIHeader, backing: (any ImageLayer)?, cache: MetadataCache,
+    writable: Bool = false
   ) throws {
     self.file = file
     self.header = header

@@ -62,12 +62,14 @@ final class VDIWriter: Sendable {
     let first = Int(offset / blockSize)
     let last = Int((end - 1) / blockSize)
     guard last < Int(header.blockCount) else {
-      throw VDiskError.corrupt(file.path, "VDI block \(last) lies past the block map (\(header.blockCount) blocks)")
+      throw VDiskError.corrupt(
+        file.path, "VDI block \(last) lies past the block map (\(header.blockCount) blocks)")
     }
     let entries = try (first...last).map { try self.map.entry($0) }
     let fresh = entries.filter { !VDIBlockMap.isAllocated($0) }.count
     guard fresh > 0 else {
-      return PreparedWrite(targets: targets(first: first, entries: entries, from: offset, to: end, fill: false))
+      return PreparedWrite(
+        targets: targets(first: first, entries: entries, from: offset, to: end, fill: false))
     }
     allocation.acquire(0...0)
     do {

@@ -65,7 +65,8 @@ enum VDIWriteCheck {
     }
     guard found == allocated else {
       throw refuse(
-        "the VDI block map has \(found) allocated blocks but the header counts \(allocated) (cBlocksAllocated)")
+        "the VDI block map has \(found) allocated blocks but the header counts \(allocated) (cBlocksAllocated)"
+      )
     }
   }
 
