@@ -1,21 +1,30 @@
 import VDiskCore
 
 /// A VirtualBox VDI image (dynamic or static) as one layer of a chain. Says where guest bytes
-/// live; `LayerChain` reads them. Read-only.
+/// live; `LayerChain` reads them. Opened read-write, it also takes writes
+/// (`VDILayer+Write.swift`, through its `VDIWriter`).
 public final class VDILayer: ImageLayer {
   public let file: ImageFile
   public let header: VDIHeader
   public let backing: (any ImageLayer)?
   let map: VDIBlockMap
+  /// The write side, when the layer was opened read-write.
+  let writer: VDIWriter?
 
   public var formatName: String { "vdi" }
   public var virtualSize: UInt64 { header.virtualSize }
 
-  init(file: ImageFile, header: VDIHeader, backing: (any ImageLayer)?, cache: MetadataCache) {
+  /// `writable` (the file open read-write, the image vetted by `VDIWriteCheck`) makes the layer
+  /// take writes.
+  init(
+    file: ImageFile, header: VDIHeader, backing: (any ImageLayer)?, cache: MetadataCache,
+    writable: Bool = false
+  ) throws {
     self.file = file
     self.header = header
     self.backing = backing
     map = VDIBlockMap(file: file, cache: cache, header: header)
+    writer = writable ? try VDIWriter(file: file, map: map) : nil
   }
 
   /// Contract as `ImageLayer.extent(at:maxLength:)`. Allocated blocks are data, coalesced across
