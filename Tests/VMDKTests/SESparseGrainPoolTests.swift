@@ -70,6 +70,8 @@ import VMDK
     // A grain in the file but outside the declared pool (now 2 grains).
     try patchLE(extent, at: 200, 16, width: 8)
     let small = try openChain(descriptor)
-    expectVDiskError(.corrupt, [extent, "outside the grain pool"]) { _ = try small.read(at: 7 * 4096, count: 1) }
+    expectVDiskError(.corrupt, [extent, "outside the grain pool"]) {
+      _ = try small.read(at: 7 * 4096, count: 1)
+    }
   }
 }

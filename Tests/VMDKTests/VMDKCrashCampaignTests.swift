@@ -143,7 +143,9 @@ import VMDK
       let end = try FileDescriptorSource.open(image, writable: false).size()
       disk.source.failWrites(overlapping: end..<UInt64.max, count: 1, with: .ioError)
       expectVDiskError(.io, ["failed"]) {
-        _ = try [UInt8](repeating: 0x22, count: 4096).withUnsafeBytes { try disk.chain.write($0, at: 7 << 20) }
+        _ = try [UInt8](repeating: 0x22, count: 4096).withUnsafeBytes {
+          try disk.chain.write($0, at: 7 << 20)
+        }
       }
       #expect(try disk.chain.read(at: 7 << 20, count: 4096) == [UInt8](repeating: 0, count: 4096))
       // A grain written in place (qemu's data at 0).

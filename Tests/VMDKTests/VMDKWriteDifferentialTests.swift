@@ -47,7 +47,8 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
       name: "monolithicSparse, no grain tables yet", layout: .qemu(subformat: "monolithicSparse"),
       emptyDirectory: true, seeds: [4]),
     VMDKWriteScenario(
-      name: "monolithicSparse, zeroed grains, no grain tables yet", layout: .qemu(subformat: "monolithicSparse"),
+      name: "monolithicSparse, zeroed grains, no grain tables yet",
+      layout: .qemu(subformat: "monolithicSparse"),
       options: ["zeroed_grain=on"], emptyDirectory: true, seeds: [5]),
     VMDKWriteScenario(name: "twoGbMaxExtentSparse", layout: .qemu(subformat: "twoGbMaxExtentSparse")),
     VMDKWriteScenario(
@@ -75,7 +76,8 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
     let image = scratch.file("disk.vmdk")
     switch s.layout {
     case .qemu(let subformat):
-      try Qemu.create(image, format: "vmdk", size: "\(s.size)", options: ["subformat=\(subformat)"] + s.options)
+      try Qemu.create(
+        image, format: "vmdk", size: "\(s.size)", options: ["subformat=\(subformat)"] + s.options)
       if s.startFull { try Qemu.io(image, format: "vmdk", ["write -P 0x3c 0 \(s.size)"]) }
       try Qemu.scatterPatterns(image, format: "vmdk", size: s.size, count: 20, seed: seed, maxUnits: 256)
       if s.emptyDirectory {
@@ -90,7 +92,8 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
       var lines = ""
       for name in ["a", "b", "c"] {
         try Qemu.create(
-          scratch.file("\(name).vmdk"), format: "vmdk", size: "\(part)", options: ["subformat=twoGbMaxExtentSparse"])
+          scratch.file("\(name).vmdk"), format: "vmdk", size: "\(part)",
+          options: ["subformat=twoGbMaxExtentSparse"])
         lines += "RW \(part / 512) SPARSE \"\(name)-s001.vmdk\"\n"
       }
       try writeDescriptor(image, createType: "twoGbMaxExtentSparse", extents: lines)
@@ -112,7 +115,8 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
     case .delta:
       let parent = scratch.file("parent.vmdk")
       try Qemu.create(parent, format: "vmdk", size: "\(s.size)", options: ["subformat=monolithicSparse"])
-      try Qemu.scatterPatterns(parent, format: "vmdk", size: s.size, count: 40, seed: seed &+ 100, maxUnits: 512)
+      try Qemu.scatterPatterns(
+        parent, format: "vmdk", size: s.size, count: 40, seed: seed &+ 100, maxUnits: 512)
       try Qemu.create(image, format: "vmdk", size: "\(s.size)", backing: "parent.vmdk", backingFormat: "vmdk")
       try Qemu.scatterPatterns(image, format: "vmdk", size: s.size, count: 20, seed: seed, maxUnits: 256)
       return (image, parent)
@@ -167,7 +171,9 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
   }
 
   /// The random operations; the chain is closed when this returns.
-  static func exercise(_ s: VMDKWriteScenario, image: String, initial: [UInt8], seed: UInt64, scratch: Scratch)
+  static func exercise(
+    _ s: VMDKWriteScenario, image: String, initial: [UInt8], seed: UInt64, scratch: Scratch
+  )
     throws
   {
     let disk = MirroredDisk(chain: try openWritable(image), mirror: initial)

@@ -119,7 +119,8 @@ import VMDK
     #expect(try Self.grainEntry(image, at: 65536) == (flag ? 1 : before))
     #expect(try Self.grainEntry(image, at: 131_072) == (flag ? 1 : before + 128))
     #expect(try Self.grainEntry(image, at: 4 << 20) == 0)
-    var expected = [UInt8](repeating: 0x71, count: 256 << 10) + [UInt8](repeating: 0, count: (8 << 20) - (256 << 10))
+    var expected =
+      [UInt8](repeating: 0x71, count: 256 << 10) + [UInt8](repeating: 0, count: (8 << 20) - (256 << 10))
     expected.replaceSubrange(65536..<196_608, with: repeatElement(0, count: 131_072))
     expected.replaceSubrange(200_000..<201_000, with: repeatElement(0, count: 1000))
     #expect(try Qemu.rawContent(of: image, scratch: scratch) == expected)
@@ -179,7 +180,8 @@ import VMDK
 
     let se = scratch.file("se.vmdk")
     try VMDKBuilder.seSparse(se, capacity: 4 << 20, tables: [:], grains: [:])
-    let seDescriptor = try VMDKHostileTests.descriptor(scratch, "RW 8192 SESPARSE \"se.vmdk\"\n", name: "sd.vmdk")
+    let seDescriptor = try VMDKHostileTests.descriptor(
+      scratch, "RW 8192 SESPARSE \"se.vmdk\"\n", name: "sd.vmdk")
     expectVDiskError(.readOnly, ["seSparse"]) { _ = try openWritable(seDescriptor) }
 
     let zero = try VMDKHostileTests.descriptor(scratch, "RW 8192 ZERO\n", name: "zd.vmdk")
@@ -198,7 +200,9 @@ import VMDK
     let qemu = try run("qemu-img", ["resize", "-f", "vmdk", image, "16M"], check: false)
     #expect(qemu.status != 0, "qemu-img resize of a vmdk: \(qemu.stdout)")
     let chain = try openWritable(image)
-    expectVDiskError(.unsupported, [image, "cannot be resized"]) { try chain.resize(to: 16 << 20, allowShrink: false) }
+    expectVDiskError(.unsupported, [image, "cannot be resized"]) {
+      try chain.resize(to: 16 << 20, allowShrink: false)
+    }
     #expect(chain.virtualSize == 8 << 20)
   }
 
@@ -235,8 +239,12 @@ import VMDK
     try patchLE(image, at: table + 4, 1, width: 4)
     do {
       let chain = try openWritable(image)
-      expectVDiskError(.corrupt, [image, "refusing to write"]) { try Self.write(chain, 1, at: 65536, count: 512) }
-      expectVDiskError(.corrupt, [image, "refusing to write"]) { try Self.write(chain, 1, at: 1 << 20, count: 512) }
+      expectVDiskError(.corrupt, [image, "refusing to write"]) {
+        try Self.write(chain, 1, at: 65536, count: 512)
+      }
+      expectVDiskError(.corrupt, [image, "refusing to write"]) {
+        try Self.write(chain, 1, at: 1 << 20, count: 512)
+      }
       try chain.flush()
     }
     // The dirty byte is clear again; the grains are as they were.

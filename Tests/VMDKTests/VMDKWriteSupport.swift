@@ -224,7 +224,9 @@ struct SparseHeaderFields {
   func emptyDirectoryEntries(_ path: String, _ indices: [Int]) throws {
     for index in indices {
       try patchLE(path, at: grainDirectory + UInt64(index) * 4, 0, width: 4)
-      if redundantDirectory != 0 { try patchLE(path, at: redundantDirectory + UInt64(index) * 4, 0, width: 4) }
+      if redundantDirectory != 0 {
+        try patchLE(path, at: redundantDirectory + UInt64(index) * 4, 0, width: 4)
+      }
     }
   }
 }

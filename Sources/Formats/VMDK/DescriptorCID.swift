@@ -17,7 +17,8 @@ struct DescriptorCID: Sendable {
 
   /// The descriptor of `file` for CID updates; nil when it has no CID line (nothing to keep in
   /// step). Throws `.readOnly` when a new CID would not fit the embedded descriptor's sectors.
-  static func locate(file: ImageFile, offset: UInt64, reserved: Int?, bytes: [UInt8]) throws -> DescriptorCID? {
+  static func locate(file: ImageFile, offset: UInt64, reserved: Int?, bytes: [UInt8]) throws -> DescriptorCID?
+  {
     let text = Array(bytes.prefix { $0 != 0 })
     guard let replaced = replacingCID(in: text, with: 0) else { return nil }
     if let reserved, replaced.count > reserved {
@@ -40,7 +41,9 @@ struct DescriptorCID: Sendable {
         String(decoding: line[..<equals], as: UTF8.self).lowercased().trimmingSpaces == "cid"
       {
         var valueStart = equals + 1
-        while valueStart < lineEnd, text[valueStart] == 0x20 || text[valueStart] == 0x09 || text[valueStart] == 0x22 {
+        while valueStart < lineEnd,
+          text[valueStart] == 0x20 || text[valueStart] == 0x09 || text[valueStart] == 0x22
+        {
           valueStart += 1
         }
         var valueEnd = valueStart

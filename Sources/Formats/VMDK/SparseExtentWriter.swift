@@ -35,10 +35,15 @@ final class SparseExtentWriter: Sendable {
   /// Offset of the "is dirty" byte in the header (vmdk spec, "File header").
   static let dirtyByteOffset: UInt64 = 72
 
-  init(file: ImageFile, header h: SparseExtentHeader, live: ActiveGrainDirectory, capacity: UInt64, cache: MetadataCache)
+  init(
+    file: ImageFile, header h: SparseExtentHeader, live: ActiveGrainDirectory, capacity: UInt64,
+    cache: MetadataCache
+  )
     throws
   {
-    guard file.isWritable else { throw VDiskError(.readOnly, path: file.path, "the extent is open read-only") }
+    guard file.isWritable else {
+      throw VDiskError(.readOnly, path: file.path, "the extent is open read-only")
+    }
     let layout = try SparseWriteLayout(file: file, header: h)
     self.file = file
     self.layout = layout

@@ -91,7 +91,8 @@ struct SparseWriteLayout: Sendable {
     }
     rgd = redundantEntries
     let tableBytes = UInt64(h.gtesPerGT) * 4
-    func table(_ sector: UInt32, _ index: Int, _ which: String) throws -> (range: Range<UInt64>, what: String) {
+    func table(_ sector: UInt32, _ index: Int, _ which: String) throws -> (range: Range<UInt64>, what: String)
+    {
       let start = UInt64(sector) * 512
       guard start + tableBytes <= file.size else {
         throw refuse("\(which) grain table of GD entry \(index) (sector \(sector)) lies outside the file")
@@ -101,9 +102,12 @@ struct SparseWriteLayout: Sendable {
     let isEmpty: (UInt32) -> Bool = { $0 == 0 || ($0 == 1 && h.usesZeroedGrains) }
     for index in 0..<entries {
       let primary = primaryEntries[index]
-      if let redundant = redundantEntries?[index], isEmpty(primary) || isEmpty(redundant), primary != redundant {
+      if let redundant = redundantEntries?[index], isEmpty(primary) || isEmpty(redundant),
+        primary != redundant
+      {
         throw refuse(
-          "GD entry \(index) is \(primary) but the redundant GD entry is \(redundant) (the directories disagree)")
+          "GD entry \(index) is \(primary) but the redundant GD entry is \(redundant) (the directories disagree)"
+        )
       }
       if isEmpty(primary) { continue }
       regions.append(try table(primary, index, "the"))

@@ -37,8 +37,10 @@ struct SparseWriteState {
   /// GD indices whose tables passed `checkTable` (or were made here).
   var checkedTables: Set<Int> = []
 
-  init(file: ImageFile, cache: MetadataCache, layout: SparseWriteLayout, live: ActiveGrainDirectory, capacity: UInt64)
-  {
+  init(
+    file: ImageFile, cache: MetadataCache, layout: SparseWriteLayout, live: ActiveGrainDirectory,
+    capacity: UInt64
+  ) {
     self.file = file
     self.cache = cache
     self.layout = layout
@@ -82,7 +84,8 @@ struct SparseWriteState {
     let count = layout.tableEntries
     let words = try cache.value(for: key(offset), cost: tableCost) {
       try file.readTable(
-        of: UInt32.self, at: offset, count: count, order: .littleEndian, what: "grain table (GD entry \(index))"
+        of: UInt32.self, at: offset, count: count, order: .littleEndian,
+        what: "grain table (GD entry \(index))"
       ).map(UInt64.init)
     }
     guard words.count == count else {

@@ -19,7 +19,8 @@ extension SparseWriteState {
       let offset = UInt64(gd[index]) * 512
       guard let words = cache.get(key(offset)) else {
         throw VDiskError(
-          .io, path: file.path, offset: offset, "dirty grain table at \(hex(offset)) left the cache unwritten")
+          .io, path: file.path, offset: offset, "dirty grain table at \(hex(offset)) left the cache unwritten"
+        )
       }
       plan.tables.append((index, offset, rgd.map { UInt64($0[index]) * 512 }, words))
     }
@@ -126,7 +127,9 @@ extension SparseExtentWriter {
           try file.dataSync()
           for run in plan.directory {
             let at = UInt64(run.first) * 4
-            try littleEndianWords(run.primary).withUnsafeBytes { try file.write($0, at: layout.gdOffset + at) }
+            try littleEndianWords(run.primary).withUnsafeBytes {
+              try file.write($0, at: layout.gdOffset + at)
+            }
             if let words = run.redundant, let rgd = layout.rgdOffset {
               try littleEndianWords(words).withUnsafeBytes { try file.write($0, at: rgd + at) }
             }

@@ -109,9 +109,12 @@ public enum VMDKDriver: FormatDriver {
         let length = planned.sectors * 512
         let (store, writer) = try planned.store(cache: cache, writable: writable)
         built.append(
-          VMDKExtent(start: start, length: length, store: store, fileName: planned.fileName, type: planned.type))
+          VMDKExtent(
+            start: start, length: length, store: store, fileName: planned.fileName, type: planned.type))
         if writable {
-          guard let writer else { throw VDiskError(.readOnly, path: file.path, "extent \"\(planned.fileName)\" cannot be written") }
+          guard let writer else {
+            throw VDiskError(.readOnly, path: file.path, "extent \"\(planned.fileName)\" cannot be written")
+          }
           writers.append(writer)
         }
         start += length
@@ -124,7 +127,8 @@ public enum VMDKDriver: FormatDriver {
           hasBacking: backing != nil || hasParent, cache: cache)
       }
       return VMDKLayer(
-        file: file, descriptor: descriptor, extents: built, backing: backing, isDirty: isDirty, writer: writer)
+        file: file, descriptor: descriptor, extents: built, backing: backing, isDirty: isDirty, writer: writer
+      )
     }
   }
 
@@ -147,13 +151,17 @@ public enum VMDKDriver: FormatDriver {
         for e in vmdk.extents { if let f = e.file { below.insert(Identity(f)) } }
       }
     }
-    func refuse(_ why: String) -> VDiskError { VDiskError(.readOnly, path: top.path, "refusing to write: \(why)") }
+    func refuse(_ why: String) -> VDiskError {
+      VDiskError(.readOnly, path: top.path, "refusing to write: \(why)")
+    }
     var sparseFiles = Set<Identity>()
     var flatRanges: [Identity: [Range<UInt64>]] = [:]
     for e in extents {
       guard let f = e.file else { continue }
       let id = Identity(f)
-      guard !below.contains(id) else { throw refuse("extent file \(f.path) also belongs to the backing chain") }
+      guard !below.contains(id) else {
+        throw refuse("extent file \(f.path) also belongs to the backing chain")
+      }
       switch e.store {
       case .sparse:
         guard sparseFiles.insert(id).inserted, flatRanges[id] == nil else {
@@ -192,7 +200,8 @@ public enum VMDKDriver: FormatDriver {
       )
     }
     return (
-      try file.readBytes(at: offset * 512, count: Int(sectors * 512), what: "embedded descriptor"), offset * 512
+      try file.readBytes(at: offset * 512, count: Int(sectors * 512), what: "embedded descriptor"),
+      offset * 512
     )
   }
 
@@ -228,7 +237,8 @@ public enum VMDKDriver: FormatDriver {
       case .seSparse:
         throw VDiskError(
           .readOnly, path: path,
-          "seSparse extents are read-only in vdiskfs (VMware never published how to write them; QEMU cannot either)")
+          "seSparse extents are read-only in vdiskfs (VMware never published how to write them; QEMU cannot either)"
+        )
       default:
         break
       }
@@ -347,7 +357,10 @@ struct PlannedExtent: Sendable {
   func store(cache: MetadataCache, writable: Bool) throws -> (ExtentStore, ExtentWriter?) {
     switch kind {
     case .flat(let file, let start):
-      return (.flat(file: file, start: start), writable ? .flat(file: file, start: start, written: FlatWritten()) : nil)
+      return (
+        .flat(file: file, start: start),
+        writable ? .flat(file: file, start: start, written: FlatWritten()) : nil
+      )
     case .sparse(let file, let h):
       let directory = try GrainDirectory(
         file: file, directoryOffset: h.gdOffset * 512, entries: Int(h.gdEntries),

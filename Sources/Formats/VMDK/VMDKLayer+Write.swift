@@ -47,6 +47,7 @@ extension VMDKLayer: WritableLayer {
   public func resize(to newSize: UInt64, allowShrink: Bool) throws {
     _ = try requireWriter()
     throw VDiskError.unsupported(
-      file.path, "vmdk images cannot be resized (QEMU's vmdk driver cannot either); convert to qcow2 or raw first")
+      file.path,
+      "vmdk images cannot be resized (QEMU's vmdk driver cannot either); convert to qcow2 or raw first")
   }
 }

@@ -184,7 +184,9 @@ public final class VMDKLayer: ImageLayer {
     var fullBacking: String?
     if let hint = parentFileNameHint { fullBacking = PlanContext.resolve(hint, relativeTo: file.path) }
     var specific: [InfoField] = []
-    if let cid = writer?.newCID.withLock({ $0 }) ?? cid { specific.append(InfoField("cid", .integer(Int64(cid)))) }
+    if let cid = writer?.newCID.withLock({ $0 }) ?? cid {
+      specific.append(InfoField("cid", .integer(Int64(cid))))
+    }
     specific.append(InfoField("parent-cid", .integer(Int64(parentCID))))
     specific.append(InfoField("create-type", .string(createType)))
     let list: [InfoValue] = extents.map { e in

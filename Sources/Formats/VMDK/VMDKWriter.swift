@@ -72,7 +72,8 @@ final class VMDKWriter: Sendable {
   }
 
   /// Pieces of guest range `[offset, end)` by extent: (index, extent-relative range).
-  private func pieces(_ extents: [VMDKExtent], from offset: UInt64, to end: UInt64) -> [(Int, Range<UInt64>)] {
+  private func pieces(_ extents: [VMDKExtent], from offset: UInt64, to end: UInt64) -> [(Int, Range<UInt64>)]
+  {
     var result: [(Int, Range<UInt64>)] = []
     guard var index = extents.lastIndex(where: { $0.start <= offset }) else { return [] }
     var position = offset
@@ -147,8 +148,12 @@ final class VMDKWriter: Sendable {
           guest: e.start + own.lowerBound..<e.start + own.upperBound)
       }
       var fill: [Range<UInt64>] = []
-      if grain.lowerBound < own.lowerBound { fill.append(e.start + grain.lowerBound..<e.start + own.lowerBound) }
-      if own.upperBound < grain.upperBound { fill.append(e.start + own.upperBound..<e.start + grain.upperBound) }
+      if grain.lowerBound < own.lowerBound {
+        fill.append(e.start + grain.lowerBound..<e.start + own.lowerBound)
+      }
+      if own.upperBound < grain.upperBound {
+        fill.append(e.start + own.upperBound..<e.start + grain.upperBound)
+      }
       return WriteTarget(
         file: writer.file, hostOffset: g.host, guest: e.start + grain.lowerBound..<e.start + grain.upperBound,
         fill: fill)
