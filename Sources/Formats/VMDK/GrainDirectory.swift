@@ -23,8 +23,11 @@ enum GrainPiece: Sendable, Equatable, RunPiece {
 /// directory", "Grain table").
 struct GrainDirectory: Sendable {
   let file: ImageFile
-  /// GD entries: sector numbers of grain tables, 0 = not allocated.
+  /// GD entries: sector numbers of grain tables, 0 = not allocated. Of a writable extent, the
+  /// entries as read at open; `live` then holds the current ones.
   let directory: [UInt32]
+  /// The directory as a writer keeps it (new grain tables), for readers of a writable extent.
+  let live: ActiveGrainDirectory?
   let tableEntries: Int
   let grainSize: UInt64
   /// Bytes of guest data the extent covers (the last grain table may reach past it: vmdk spec,
@@ -42,7 +45,8 @@ struct GrainDirectory: Sendable {
   /// it lies within the file and that `entries` is bounded.
   init(
     file: ImageFile, directoryOffset offset: UInt64, entries: Int, tableEntries: Int, grainSize: UInt64,
-    capacity: UInt64, zeroedGrains: Bool, compressed: Bool, hasMarkers: Bool = false, cache: MetadataCache
+    capacity: UInt64, zeroedGrains: Bool, compressed: Bool, hasMarkers: Bool = false, cache: MetadataCache,
+    writable: Bool = false
   ) throws {
     self.file = file
     self.tableEntries = tableEntries
@@ -54,10 +58,18 @@ struct GrainDirectory: Sendable {
     self.cache = cache
     guard entries > 0 else {
       directory = []
+      live = writable ? ActiveGrainDirectory([]) : nil
       return
     }
     directory = try file.readTable(
       of: UInt32.self, at: offset, count: entries, order: .littleEndian, what: "grain directory")
+    live = writable ? ActiveGrainDirectory(directory) : nil
+  }
+
+  /// GD entry `index` as readers see it now (nil past the directory).
+  func directoryEntry(_ index: Int) -> UInt32? {
+    guard index >= 0, index < directory.count else { return nil }
+    return live?.entry(index) ?? directory[index]
   }
 
   /// Bytes of grain tables covering the whole extent (for the cache budget).
@@ -66,10 +78,10 @@ struct GrainDirectory: Sendable {
   /// The grain table for GD index `index` (entries widened to 64 bits), or the whole table's
   /// meaning when the GD entry says it has none.
   private func table(_ index: Int) throws -> (piece: GrainPiece?, entries: [UInt64]) {
-    guard index < directory.count else {
+    guard let entry = directoryEntry(index) else {
       throw VDiskError.corrupt(file.path, "grain directory has no entry \(index)")
     }
-    let sector = UInt64(directory[index])
+    let sector = UInt64(entry)
     if sector == 0 { return (.unallocated, []) }
     if sector == 1, zeroedGrains { return (.zero, []) }
     let offset = sector * 512
@@ -107,10 +119,33 @@ extension GrainDirectory: GrainTables {
       let host = entry * 512
       guard host < file.size else {
         throw VDiskError.corrupt(
-          file.path, at: UInt64(directory[Int(index)]) * 512 + UInt64(slot) * 4,
+          file.path, at: UInt64(directoryEntry(Int(index)) ?? 0) * 512 + UInt64(slot) * 4,
           "grain table entry \(slot) (GD entry \(index)) points at sector \(entry), past the end of the file")
       }
       return compressed ? .compressed(host) : .data(host)
     }
+  }
+}
+
+/// The grain directory of a writable sparse extent as readers see it: the writer's entries,
+/// mirrored here whenever it links a new grain table. A lookup takes a shared lock for one array
+/// read; readers never take the writer's lock.
+///
+/// `@unchecked Sendable`: `entries` is only touched under `lock`.
+final class ActiveGrainDirectory: @unchecked Sendable {
+  private let lock = ReadWriteLock()
+  private var entries: [UInt32]
+
+  init(_ entries: [UInt32]) {
+    self.entries = entries
+  }
+
+  /// Entry `index` (0 past the end).
+  func entry(_ index: Int) -> UInt32 {
+    lock.withReadLock { index < entries.count ? entries[index] : 0 }
+  }
+
+  func set(_ index: Int, _ value: UInt32) {
+    lock.withWriteLock { if index < entries.count { entries[index] = value } }
   }
 }

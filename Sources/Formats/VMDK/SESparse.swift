@@ -23,7 +23,12 @@ struct SESparseExtent: Sendable, GrainTables {
   let tablesOffset: UInt64
   let tablesSize: UInt64
   let grainsOffset: UInt64
+  /// Bytes of the grain pool as the header declares it (may reach far past the end of the file).
+  let grainsSize: UInt64
   let cache: MetadataCache
+  /// Bound on the grain pool's declared offset and size, in sectors (2^56 bytes each, so their
+  /// sum cannot overflow).
+  static let maxPoolSectors: UInt64 = VMDKDescriptor.maxVirtualSize / 512
 
   init(file: ImageFile, cache: MetadataCache) throws {
     let path = file.path
@@ -66,7 +71,16 @@ struct SESparseExtent: Sendable, GrainTables {
     let volatile = try region(80, "volatile header")
     let gd = try region(128, "grain directory")
     let tables = try region(144, "grain table pool")
-    let grains = try region(192, "grain pool")
+    // ESXi declares the grain pool at its full size while the file holds only the grains
+    // allocated so far (QEMU reads such extents): the pool is only bounded here, and every grain
+    // a table entry references is checked against the file when it is decoded (`grain`).
+    let grainsField = (offset: try r.u64le(192), size: try r.u64le(200))
+    guard grainsField.offset <= Self.maxPoolSectors, grainsField.size <= Self.maxPoolSectors else {
+      throw VDiskError.corrupt(
+        path, at: 192,
+        "seSparse grain pool at sector \(grainsField.offset) (\(grainsField.size) sectors) is absurdly large")
+    }
+    let grains = (offset: grainsField.offset * 512, size: grainsField.size * 512)
     guard volatile.size >= 512 else {
       throw VDiskError.corrupt(path, at: 88, "seSparse volatile header is smaller than a sector")
     }
@@ -85,6 +99,7 @@ struct SESparseExtent: Sendable, GrainTables {
     tablesOffset = tables.offset
     tablesSize = tables.size
     grainsOffset = grains.offset
+    grainsSize = grains.size
     let needed = (capacity + Self.tableCoverage - 1) / Self.tableCoverage
     guard gdEntries >= needed, needed <= Self.maxGDEntries else {
       throw VDiskError.corrupt(
@@ -156,10 +171,21 @@ struct SESparseExtent: Sendable, GrainTables {
     case 0x3:
       let grain = ((entry & 0x0FFF_0000_0000_0000) >> 48) | ((entry & 0x0000_FFFF_FFFF_FFFF) << 12)
       let (scaled, overflow) = grain.multipliedReportingOverflow(by: Self.grainSize)
-      guard !overflow, scaled <= file.size, grainsOffset + scaled < file.size else {
+      // The grain must start inside the file (a last grain cut short by the end of the file
+      // reads its missing tail as zeros, as QEMU's file driver does) and lie in the grain pool
+      // the header declares.
+      let (host, past) = grainsOffset.addingReportingOverflow(scaled)
+      guard !overflow, !past, host < file.size else {
         throw VDiskError.corrupt(
           file.path,
-          "seSparse grain table \(table) entry \(slot) points at grain \(grain), past the end of the file")
+          "seSparse grain table \(table) entry \(slot) points at grain \(grain), past the end of the file (size \(hex(file.size)))"
+        )
+      }
+      guard scaled + Self.grainSize <= grainsSize else {
+        throw VDiskError.corrupt(
+          file.path,
+          "seSparse grain table \(table) entry \(slot) points at grain \(grain), outside the grain pool of \(grainsSize / Self.grainSize) grains"
+        )
       }
       return .data(grainsOffset + scaled)
     default:

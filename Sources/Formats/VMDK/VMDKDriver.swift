@@ -1,3 +1,4 @@
+import Logging
 import VDiskCore
 
 /// How the opener meets vmdk images: magic, and a plan for a layer.
@@ -17,18 +18,27 @@ public enum VMDKDriver: FormatDriver {
 
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let head = try ProbeBytes(file)
+    let writable = context.writable
     let descriptor: VMDKDescriptor
     var extents: [PlannedExtent]
     var isDirty = false
-    if head.head(has: SparseExtentHeader.magic), let text = try descriptorOfEmptyExtent(file) {
+    // Where the descriptor's bytes are (for a CID update): offset, bytes reserved (embedded),
+    // bytes.
+    var descriptorPlace: (offset: UInt64, reserved: Int?, bytes: [UInt8])?
+    if head.head(has: SparseExtentHeader.magic), let container = try descriptorOfEmptyExtent(file) {
+      let (text, at) = container
       // QEMU (vmdk_open_vmdk4): a sparse extent of capacity 0 with an embedded descriptor is
       // only a container for that descriptor, whose extents are the disk.
       descriptor = try VMDKDescriptor(bytes: text, path: file.path)
-      extents = try descriptor.extents.map { try plannedExtent($0, descriptorFile: file, context: context) }
+      extents = try descriptor.extents.map {
+        try plannedExtent($0, descriptorFile: file, context: context)
+      }
+      descriptorPlace = (at, text.count, text)
     } else if head.head(has: SparseExtentHeader.magic) {
       let header = try SparseExtentHeader(file: file)
       if let bytes = try header.embeddedDescriptor(file) {
         descriptor = try VMDKDescriptor(bytes: bytes, path: file.path, requireExtents: false)
+        descriptorPlace = (header.descriptorOffset * 512, bytes.count, bytes)
       } else {
         descriptor = try VMDKDescriptor(
           bytes: Array("createType=\"monolithicSparse\"".utf8), path: file.path,
@@ -40,8 +50,8 @@ public enum VMDKDriver: FormatDriver {
           sectors: header.capacity, kind: .sparse(file, header), fileName: name ?? baseName(file.path),
           type: "SPARSE")
       ]
-      isDirty = header.isDirty
     } else if head.head(has: COWDHeader.magic) {
+      if writable { throw PlannedExtent.cowdIsReadOnly(file.path) }
       let header = try COWDHeader(file: file)
       descriptor = try VMDKDescriptor(
         bytes: Array("createType=\"vmfsSparse\"".utf8), path: file.path,
@@ -62,7 +72,10 @@ public enum VMDKDriver: FormatDriver {
       for line in descriptor.extents {
         extents.append(try plannedExtent(line, descriptorFile: file, context: context))
       }
+      descriptorPlace = (0, nil, bytes)
     }
+    // vmdk spec, "File header": "Value to determine if the extent data file was cleanly closed".
+    isDirty = extents.contains { $0.isDirty }
 
     var parent: ParentReference?
     if descriptor.hasParent, let hint = descriptor.parentFileNameHint {
@@ -72,25 +85,105 @@ public enum VMDKDriver: FormatDriver {
         recordedName: hint, candidates: [PlanContext.resolve(hint, relativeTo: file.path)], format: "vmdk",
         validate: { layer in try checkParent(layer, expectedCID: expected, child: child) })
     }
+    var cidPlace: DescriptorCID?
+    if writable {
+      for planned in extents { try planned.checkWritable() }
+      if let place = descriptorPlace {
+        cidPlace = try DescriptorCID.locate(
+          file: file, offset: place.offset, reserved: place.reserved, bytes: place.bytes)
+      }
+      if isDirty {
+        context.logger.notice(
+          "\(file.path): a sparse extent was not closed cleanly (its dirty byte is set); vdiskfs writes it and leaves the byte set for VMware's consistency check"
+        )
+      }
+    }
     let coverage = extents.reduce(UInt64(0)) { $0 + $1.metadataCoverage }
+    let hasParent = descriptor.hasParent
     return LayerPlan(file: file, parent: parent, metadataCoverage: coverage) {
-      [extents, isDirty] backing, cache in
+      [extents, isDirty, cidPlace] backing, cache in
       var start: UInt64 = 0
       var built: [VMDKExtent] = []
+      var writers: [ExtentWriter] = []
       for planned in extents {
         let length = planned.sectors * 512
+        let (store, writer) = try planned.store(cache: cache, writable: writable)
         built.append(
           VMDKExtent(
-            start: start, length: length, store: try planned.store(cache: cache), fileName: planned.fileName,
-            type: planned.type))
+            start: start, length: length, store: store, fileName: planned.fileName, type: planned.type))
+        if writable {
+          guard let writer else {
+            throw VDiskError(.readOnly, path: file.path, "extent \"\(planned.fileName)\" cannot be written")
+          }
+          writers.append(writer)
+        }
         start += length
       }
-      return VMDKLayer(file: file, descriptor: descriptor, extents: built, backing: backing, isDirty: isDirty)
+      var writer: VMDKWriter?
+      if writable {
+        try checkWritableFiles(top: file, extents: built, backing: backing)
+        writer = try VMDKWriter(
+          path: file.path, extents: built, writers: writers, descriptor: cidPlace, cid: descriptor.cid,
+          hasBacking: backing != nil || hasParent, cache: cache)
+      }
+      return VMDKLayer(
+        file: file, descriptor: descriptor, extents: built, backing: backing, isDirty: isDirty, writer: writer
+      )
+    }
+  }
+
+  /// Refuses a writable disk whose files alias each other or the backing chain (a hostile
+  /// descriptor naming itself, its parent's files or one sparse extent twice): writes must never
+  /// reach a file they do not belong to. Flat extents of one file must not overlap.
+  static func checkWritableFiles(top: ImageFile, extents: [VMDKExtent], backing: (any ImageLayer)?) throws {
+    struct Identity: Hashable {
+      var device: UInt64
+      var inode: UInt64
+      init(_ file: ImageFile) {
+        device = file.device
+        inode = file.inode
+      }
+    }
+    var below = Set<Identity>()
+    for layer in backing?.chain ?? [] {
+      below.insert(Identity(layer.file))
+      if let vmdk = layer as? VMDKLayer {
+        for e in vmdk.extents { if let f = e.file { below.insert(Identity(f)) } }
+      }
+    }
+    func refuse(_ why: String) -> VDiskError {
+      VDiskError(.readOnly, path: top.path, "refusing to write: \(why)")
+    }
+    var sparseFiles = Set<Identity>()
+    var flatRanges: [Identity: [Range<UInt64>]] = [:]
+    for e in extents {
+      guard let f = e.file else { continue }
+      let id = Identity(f)
+      guard !below.contains(id) else {
+        throw refuse("extent file \(f.path) also belongs to the backing chain")
+      }
+      switch e.store {
+      case .sparse:
+        guard sparseFiles.insert(id).inserted, flatRanges[id] == nil else {
+          throw refuse("sparse extent file \(f.path) is named by more than one extent")
+        }
+      case .flat(_, let start):
+        guard id != Identity(top), !sparseFiles.contains(id) else {
+          throw refuse("flat extent file \(f.path) is the descriptor or a sparse extent")
+        }
+        let range = start..<start + e.length
+        if flatRanges[id, default: []].contains(where: { $0.overlaps(range) }) {
+          throw refuse("flat extents overlap in \(f.path)")
+        }
+        flatRanges[id, default: []].append(range)
+      case .zero, .seSparse:
+        break
+      }
     }
   }
 
   /// The embedded descriptor of a sparse extent whose header gives capacity 0, else nil.
-  static func descriptorOfEmptyExtent(_ file: ImageFile) throws -> [UInt8]? {
+  static func descriptorOfEmptyExtent(_ file: ImageFile) throws -> ([UInt8], UInt64)? {
     let r = ByteReader(
       try file.readBytes(at: 0, count: SparseExtentHeader.size, what: "sparse extent header"), path: file.path
     )
@@ -106,7 +199,10 @@ public enum VMDKDriver: FormatDriver {
         "embedded descriptor at sector \(offset) (\(sectors) sectors) lies outside the file or is larger than 1 MiB"
       )
     }
-    return try file.readBytes(at: offset * 512, count: Int(sectors * 512), what: "embedded descriptor")
+    return (
+      try file.readBytes(at: offset * 512, count: Int(sectors * 512), what: "embedded descriptor"),
+      offset * 512
+    )
   }
 
   /// The delta link check (vmdk spec, "Header": parentCID is "the content identifier of the
@@ -130,9 +226,26 @@ public enum VMDKDriver: FormatDriver {
     guard line.access != "NOACCESS" else {
       throw VDiskError.unsupported(path, "extent \"\(name)\" has access mode NOACCESS")
     }
+    if context.writable {
+      // Refused before any extent file is opened for writing (the mount goes read-only).
+      if line.access != "RW" {
+        throw VDiskError(.readOnly, path: path, "extent \"\(name)\" has access mode \(line.access)")
+      }
+      switch line.type {
+      case .zero:
+        throw VDiskError(.readOnly, path: path, "a ZERO extent cannot hold written data")
+      case .seSparse:
+        throw VDiskError(
+          .readOnly, path: path,
+          "seSparse extents are read-only in vdiskfs (VMware never published how to write them; QEMU cannot either)"
+        )
+      default:
+        break
+      }
+    }
     func open() throws -> ImageFile {
       _ = try VMDKDescriptor.extentPath(name, descriptorPath: path)
-      return try context.openRelated(name, by: path, what: "extent file")
+      return try context.openRelated(name, by: path, what: "extent file", writable: context.writable)
     }
     func sparseExtentSize(_ sectors: UInt64, of extentFile: ImageFile) throws {
       guard sectors >= line.sectors else {
@@ -160,6 +273,7 @@ public enum VMDKDriver: FormatDriver {
           sectors: line.sectors, kind: .sparse(extentFile, header), fileName: name, type: line.type.rawValue)
       }
       if magic.head(has: COWDHeader.magic) {
+        if context.writable { throw PlannedExtent.cowdIsReadOnly(path) }
         let header = try COWDHeader(file: extentFile)
         try sparseExtentSize(header.capacity, of: extentFile)
         return PlannedExtent(
@@ -197,12 +311,69 @@ struct PlannedExtent: Sendable {
   var fileName: String
   var type: String
 
+  /// The header's "is dirty" byte (vmdk spec, "File header"; hosted sparse extents only).
+  var isDirty: Bool {
+    if case .sparse(_, let h) = kind { return h.isDirty }
+    return false
+  }
+
+  static func cowdIsReadOnly(_ path: String) -> VDiskError {
+    VDiskError(.readOnly, path: path, "COWD (vmfsSparse) extents are read-only in vdiskfs")
+  }
+
+  /// Refuses (`.readOnly`, with the reason) an extent vdiskfs cannot write: stream-optimized
+  /// (compressed) sparse extents, COWD and seSparse extents, ZERO extents.
+  func checkWritable() throws {
+    switch kind {
+    case .sparse(let file, let h):
+      if h.isCompressed || h.hasMarkers || h.fromFooter {
+        throw VDiskError(
+          .readOnly, path: file.path,
+          "stream-optimized (compressed) vmdk images are read-only in vdiskfs (qemu-img convert -O vmdk makes a writable copy)"
+        )
+      }
+    case .flat:
+      break
+    case .cowd(let file, _):
+      throw Self.cowdIsReadOnly(file.path)
+    case .seSparse(let file):
+      throw VDiskError(.readOnly, path: file.path, "seSparse extents are read-only in vdiskfs")
+    case .zero:
+      throw VDiskError(.readOnly, path: fileName, "a ZERO extent cannot hold written data")
+    }
+  }
+
   var metadataCoverage: UInt64 {
     switch kind {
     case .sparse(_, let h): h.gdEntries * UInt64(h.gtesPerGT) * 8
     case .cowd(_, let h): UInt64(h.gdEntries) * UInt64(COWDHeader.tableEntries) * 8
     case .seSparse: (sectors * 512 + SESparseExtent.tableCoverage - 1) / SESparseExtent.tableCoverage * 32768
     case .zero, .flat: 0
+    }
+  }
+
+  /// The extent's store, and (`writable`) its writer; extents that cannot be written were
+  /// refused at planning (`checkWritable`).
+  func store(cache: MetadataCache, writable: Bool) throws -> (ExtentStore, ExtentWriter?) {
+    switch kind {
+    case .flat(let file, let start):
+      return (
+        .flat(file: file, start: start),
+        writable ? .flat(file: file, start: start, written: FlatWritten()) : nil
+      )
+    case .sparse(let file, let h):
+      let directory = try GrainDirectory(
+        file: file, directoryOffset: h.gdOffset * 512, entries: Int(h.gdEntries),
+        tableEntries: Int(h.gtesPerGT),
+        grainSize: h.grainSize, capacity: sectors * 512, zeroedGrains: h.usesZeroedGrains,
+        compressed: h.isCompressed, hasMarkers: h.hasMarkers, cache: cache, writable: writable)
+      guard writable, let live = directory.live else { return (.sparse(directory), nil) }
+      let writer = try SparseExtentWriter(
+        file: file, header: h, live: live, capacity: sectors * 512, cache: cache)
+      return (.sparse(directory), .sparse(writer))
+    default:
+      if writable { try checkWritable() }
+      return (try store(cache: cache), nil)
     }
   }
 

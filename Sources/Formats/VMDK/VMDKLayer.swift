@@ -50,7 +50,8 @@ struct VMDKExtent: Sendable {
 }
 
 /// A VMDK disk (descriptor plus extents, or a sparse extent opened directly) as one layer of a
-/// chain. Read-only: it says where guest bytes live and inflates compressed grains.
+/// chain: it says where guest bytes live and inflates compressed grains. Opened read-write, it
+/// also takes writes (`VMDKLayer+Write.swift`, through its `VMDKWriter`).
 public final class VMDKLayer: ImageLayer {
   public let file: ImageFile
   public let backing: (any ImageLayer)?
@@ -63,13 +64,16 @@ public final class VMDKLayer: ImageLayer {
   public let isDirty: Bool
   let extents: [VMDKExtent]
   let grains: CompressedGrains?
+  /// The write side, when the layer was opened read-write.
+  let writer: VMDKWriter?
 
   public var formatName: String { "vmdk" }
 
   init(
     file: ImageFile, descriptor: VMDKDescriptor, extents: [VMDKExtent], backing: (any ImageLayer)?,
-    isDirty: Bool
+    isDirty: Bool, writer: VMDKWriter? = nil
   ) {
+    self.writer = writer
     self.file = file
     self.backing = backing
     self.extents = extents
@@ -180,7 +184,9 @@ public final class VMDKLayer: ImageLayer {
     var fullBacking: String?
     if let hint = parentFileNameHint { fullBacking = PlanContext.resolve(hint, relativeTo: file.path) }
     var specific: [InfoField] = []
-    if let cid { specific.append(InfoField("cid", .integer(Int64(cid)))) }
+    if let cid = writer?.newCID.withLock({ $0 }) ?? cid {
+      specific.append(InfoField("cid", .integer(Int64(cid))))
+    }
     specific.append(InfoField("parent-cid", .integer(Int64(parentCID))))
     specific.append(InfoField("create-type", .string(createType)))
     let list: [InfoValue] = extents.map { e in
