@@ -27,7 +27,11 @@ enum MountOpening {
         logger.notice(
           "\(image): writing \(chain.top.formatName) images is not supported yet, mounting read-only")
       } catch let error as VDiskError where error.kind == .readOnly {
-        logger.notice("\(image) is write-protected (\(error.detail)), mounting read-only")
+        if error.errno != nil {  // the file itself cannot be opened for writing
+          logger.notice("\(image) is write-protected (\(error.detail)), mounting read-only")
+        } else {  // a format or image rule refuses writes (stream-optimized vmdk, damaged map, …)
+          logger.notice("\(error.path): \(error.detail); mounting read-only")
+        }
       }
     }
     options.writable = false
