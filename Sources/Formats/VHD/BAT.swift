@@ -57,18 +57,40 @@ struct VHDBlockTable: Sendable {
   /// The BAT entry of block `index` (`index < entryCount`): a sector number or `unallocated`.
   func entry(_ index: Int) throws -> UInt32 {
     let page = index / Self.pageEntries
-    let first = page * Self.pageEntries
-    let count = min(Self.pageEntries, entryCount - first)
-    let offset = tableOffset + UInt64(first) * 4
-    let words = try cache.value(for: TableKey(file: file, offset: offset), cost: count * 8) {
+    let words = try pageWords(page)
+    let slot = index - page * Self.pageEntries
+    guard slot < words.count else {
+      throw VDiskError.corrupt(
+        file.path, at: pageOffset(page), "BAT page at \(hex(pageOffset(page))) is shorter than expected")
+    }
+    return UInt32(truncatingIfNeeded: words[slot])
+  }
+
+  /// Entries in BAT page `page` (the last page of the table may be short).
+  func pageCount(_ page: Int) -> Int { min(Self.pageEntries, entryCount - page * Self.pageEntries) }
+
+  /// Where BAT page `page` starts in the file.
+  func pageOffset(_ page: Int) -> UInt64 { tableOffset + UInt64(page * Self.pageEntries) * 4 }
+
+  /// The cache key of BAT page `page` (kind 0).
+  func pageKey(_ page: Int) -> TableKey { TableKey(file: file, offset: pageOffset(page)) }
+
+  /// Cost of a cached BAT page (8 bytes an entry, as the cache holds it).
+  func pageCost(_ page: Int) -> Int { pageCount(page) * 8 }
+
+  /// BAT page `page` as the cache holds it (one entry per word; dirty entries a writer changed
+  /// included), read from the file on a miss.
+  func pageWords(_ page: Int) throws -> [UInt64] {
+    let offset = pageOffset(page)
+    let count = pageCount(page)
+    return try cache.value(for: pageKey(page), cost: count * 8) {
       try file.readTable(of: UInt32.self, at: offset, count: count, order: .bigEndian, what: "BAT page")
         .map(UInt64.init)
     }
-    guard index - first < words.count else {
-      throw VDiskError.corrupt(file.path, at: offset, "BAT page at \(hex(offset)) is shorter than expected")
-    }
-    return UInt32(truncatingIfNeeded: words[index - first])
   }
+
+  /// The cache key of the sector bitmap of the block at `start`.
+  func bitmapKey(_ start: UInt64) -> TableKey { TableKey(file: file, offset: start, kind: Self.bitmapKind) }
 
   /// Where block `index` stored at BAT sector `sector` keeps its data, after checking that the
   /// part of it the disk uses lies inside the file.
@@ -90,7 +112,7 @@ struct VHDBlockTable: Sendable {
   /// bitmap": MSB first).
   func bitmap(at start: UInt64) throws -> [UInt64] {
     let count = Int(bitmapSize)
-    return try cache.value(for: TableKey(file: file, offset: start, kind: Self.bitmapKind), cost: count) {
+    return try cache.value(for: bitmapKey(start), cost: count) {
       // bitmapSize is a whole number of sectors, so of words.
       try file.readTable(
         of: UInt64.self, at: start, count: count / 8, order: .bigEndian, what: "sector bitmap")

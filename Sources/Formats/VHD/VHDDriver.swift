@@ -12,7 +12,8 @@ public enum VHDDriver: FormatDriver {
 
   /// Reads the footer (the end one, or the copy at offset 0 when the end one is damaged), then
   /// for dynamic and differencing disks the dynamic header and the BAT's bounds, and for
-  /// differencing disks the parent locators.
+  /// differencing disks the parent locators. Opened for writing, the layout is checked as the
+  /// writer needs it (`VHDWriteStart.check`).
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let footer = try VHDFooter.locate(in: file)
     if footer.location == 0 {
@@ -35,10 +36,19 @@ public enum VHDDriver: FormatDriver {
           "fixed VHD of \(virtualSize) bytes needs that much data before its footer, but the file has \(file.size) bytes"
         )
       }
+      let start: VHDWriteStart? =
+        if context.writable {
+          try VHDWriteStart.check(file: file, footer: footer, header: nil, virtualSize: virtualSize)
+        } else {
+          nil
+        }
       return LayerPlan(file: file, parent: nil) { backing, _ in
-        VHDLayer(
+        let writer = try start.map {
+          try VHDWriter(file: file, start: $0, table: nil, isDifferencing: false, virtualSize: virtualSize)
+        }
+        return VHDLayer(
           file: file, footer: footer, header: nil, table: nil, backing: backing, parentName: nil,
-          parentPath: nil)
+          parentPath: nil, writer: writer)
       }
     }
 
@@ -65,6 +75,13 @@ public enum VHDDriver: FormatDriver {
     // Check the BAT's bounds now (its pages are read on demand into the chain's cache).
     let probeTable = try VHDBlockTable(
       file: file, header: header, virtualSize: virtualSize, cache: MetadataCache(budget: 0))
+    // A writer relies on the layout being sound: checked before anything is written.
+    let start: VHDWriteStart? =
+      if context.writable {
+        try VHDWriteStart.check(file: file, footer: footer, header: header, virtualSize: virtualSize)
+      } else {
+        nil
+      }
     let parentName = parent?.recordedName
     return LayerPlan(file: file, parent: parent, metadataCoverage: probeTable.coverage) {
       backing, cache in
@@ -74,9 +91,14 @@ public enum VHDDriver: FormatDriver {
           .invalidArgument, path: file.path,
           "differencing disk needs its parent \"\(parentName ?? "")\", which was not opened")
       }
+      let writer = try start.map {
+        try VHDWriter(
+          file: file, start: $0, table: table, isDifferencing: footer.diskType == .differencing,
+          virtualSize: virtualSize)
+      }
       return VHDLayer(
         file: file, footer: footer, header: header, table: table, backing: backing, parentName: parentName,
-        parentPath: backing?.file.path)
+        parentPath: backing?.file.path, writer: writer)
     }
   }
 }

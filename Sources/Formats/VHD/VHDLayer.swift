@@ -2,7 +2,8 @@ import VDiskCore
 
 /// A VHD (qemu: "vpc") image as one layer of a chain: fixed (raw data before the footer),
 /// dynamic (BAT + sector bitmaps; holes read as zeros) or differencing (holes and clear bitmap
-/// bits read from the parent). Says where guest bytes live; `LayerChain` reads them. Read-only.
+/// bits read from the parent). Says where guest bytes live; `LayerChain` reads them. Opened
+/// read-write, it also takes writes (`VHDLayer+Write.swift`, through its `VHDWriter`).
 public final class VHDLayer: ImageLayer {
   public let file: ImageFile
   public let footer: VHDFooter
@@ -12,6 +13,8 @@ public final class VHDLayer: ImageLayer {
   /// The recorded parent name (differencing disks), for `info`.
   let parentName: String?
   let parentPath: String?
+  /// The write side, when the layer was opened read-write.
+  let writer: VHDWriter?
 
   public var formatName: String { "vpc" }
   public var virtualSize: UInt64 { footer.virtualSize }
@@ -19,7 +22,7 @@ public final class VHDLayer: ImageLayer {
 
   init(
     file: ImageFile, footer: VHDFooter, header: VHDDynamicHeader?, table: VHDBlockTable?,
-    backing: (any ImageLayer)?, parentName: String?, parentPath: String?
+    backing: (any ImageLayer)?, parentName: String?, parentPath: String?, writer: VHDWriter? = nil
   ) {
     self.file = file
     self.footer = footer
@@ -28,6 +31,7 @@ public final class VHDLayer: ImageLayer {
     self.backing = backing
     self.parentName = parentName
     self.parentPath = parentPath
+    self.writer = writer
   }
 
   /// Contract as `ImageLayer.extent(at:maxLength:)`. Fixed disks are one host-contiguous run.
