@@ -22,11 +22,12 @@ enum WriteMountRuns {
   enum Reader: Sendable {
     case qemu, vdiskfs
 
-    /// The image's guest bytes in a new raw file in `scratch`.
-    func rawFile(of image: String, scratch: Scratch) throws -> String {
+    /// The image's guest bytes in a new raw file in `scratch` (QEMU reads it as `format`, or
+    /// probes when nil: a fixed VHD probes as raw).
+    func rawFile(of image: String, format: String?, scratch: Scratch) throws -> String {
       switch self {
       case .qemu:
-        return try Qemu.rawFile(of: image, scratch: scratch)
+        return try Qemu.rawFile(of: image, format: format, scratch: scratch)
       case .vdiskfs:
         let path = scratch.file("vdiskfs-\(UUID().uuidString.prefix(8)).raw")
         let mounted = try MountedImage.mount(image, in: scratch)
@@ -37,10 +38,14 @@ enum WriteMountRuns {
     }
 
     /// Requires the image's guest bytes to equal the raw file `raw`.
-    func expectSame(_ image: String, _ raw: String, scratch: Scratch, sourceLocation: SourceLocation) throws {
+    func expectSame(
+      _ image: String, format: String?, _ raw: String, scratch: Scratch, sourceLocation: SourceLocation
+    ) throws {
       switch self {
       case .qemu:
-        try expectSameContent(image, raw, sourceLocation: sourceLocation)
+        let stated = format.map { ["-f", $0] } ?? []
+        let r = try run("qemu-img", ["compare"] + stated + ["-F", "raw", image, raw], check: false)
+        #expect(r.status == 0, "qemu-img compare: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
       case .vdiskfs:
         let mounted = try MountedImage.mount(image, in: scratch)
         defer { mounted.unmount() }
@@ -56,11 +61,11 @@ enum WriteMountRuns {
   /// (backing files) must have kept its checksum.
   static func differential(
     image: String, scratch: Scratch, seed: UInt64, steps: Int = 400, maxWrite: UInt64 = 4 << 20,
-    judge: Judge = .qemuCheck, reader: Reader = .qemu, unchanged: [String] = [],
+    format: String? = nil, judge: Judge = .qemuCheck, reader: Reader = .qemu, unchanged: [String] = [],
     mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let sums = try unchanged.map(fileChecksum)
-    let mirrorPath = try reader.rawFile(of: image, scratch: scratch)
+    let mirrorPath = try reader.rawFile(of: image, format: format, scratch: scratch)
     let size = UInt64(try statFile(mirrorPath).st_size)
     let mounted = try MountedImage.mount(image, in: scratch, mountArguments, writable: true)
     var unmounted = false
@@ -99,8 +104,8 @@ enum WriteMountRuns {
     disk.close()
     mounted.unmount()
     unmounted = true
-    try judgeClean(image, judge, sourceLocation: sourceLocation)
-    try reader.expectSame(image, mirrorPath, scratch: scratch, sourceLocation: sourceLocation)
+    try judgeClean(image, format: format, judge, scratch: scratch, sourceLocation: sourceLocation)
+    try reader.expectSame(image, format: format, mirrorPath, scratch: scratch, sourceLocation: sourceLocation)
     for (path, sum) in zip(unchanged, sums) {
       #expect(try fileChecksum(path) == sum, "\(path) changed", sourceLocation: sourceLocation)
     }
@@ -111,11 +116,12 @@ enum WriteMountRuns {
   /// errors, leaks allowed), and every byte acknowledged by a completed fsync must be in what
   /// `reader` then reads, unless a later write covers it.
   static func crash(
-    image: String, scratch: Scratch, seed: UInt64, maxWrite: Int = 70000, reader: Reader = .qemu,
+    image: String, scratch: Scratch, seed: UInt64, maxWrite: Int = 70000, format: String? = nil,
+    reader: Reader = .qemu,
     afterCrash: (String) throws -> Void = WriteMountRuns.expectNoCorruption,
     sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
-    let mirrorPath = try reader.rawFile(of: image, scratch: scratch)
+    let mirrorPath = try reader.rawFile(of: image, format: format, scratch: scratch)
     let size = UInt64(try statFile(mirrorPath).st_size)
     let mnt = try scratch.directory("mnt-crash-\(seed)")
     try run(vdiskfsBinary, [image, mnt])
@@ -145,7 +151,7 @@ enum WriteMountRuns {
     waitForDaemonExit(mnt)
     try afterCrash(image)
     let bytes = [UInt8](
-      try Data(contentsOf: URL(fileURLWithPath: reader.rawFile(of: image, scratch: scratch))))
+      try Data(contentsOf: URL(fileURLWithPath: reader.rawFile(of: image, format: format, scratch: scratch))))
     let missing = missingAcknowledged(acknowledged, later: pending, in: bytes)
     #expect(
       missing == 0, "seed \(seed): \(missing) acknowledged bytes missing after kill -9",
@@ -190,7 +196,8 @@ enum WriteMountRuns {
   /// file's checksum is intact. With `expectTrimmed`, fstrim must also have freed space in the
   /// image (formats that can deallocate).
   static func ext4(
-    image: String, scratch: Scratch, judge: Judge = .qemuCheck, expectTrimmed: Bool = true,
+    image: String, scratch: Scratch, format: String? = nil, judge: Judge = .qemuCheck,
+    expectTrimmed: Bool = true,
     sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     loopDeviceGate.wait()
@@ -235,8 +242,8 @@ enum WriteMountRuns {
     mounted.unmount()
     unmounted = true
 
-    try judgeClean(image, judge, sourceLocation: sourceLocation)
-    let raw = try Qemu.rawFile(of: image, scratch: scratch)
+    try judgeClean(image, format: format, judge, scratch: scratch, sourceLocation: sourceLocation)
+    let raw = try Qemu.rawFile(of: image, format: format, scratch: scratch)
     let fsck = try run("e2fsck", ["-fn", raw], check: false)
     #expect(fsck.status == 0, "e2fsck: \(fsck.stdout)\(fsck.stderr)", sourceLocation: sourceLocation)
     let check = try scratch.directory("check")
@@ -251,12 +258,19 @@ enum WriteMountRuns {
   }
 
   /// After a clean unmount: `qemu-img check` exit 0, or (vpc) a conversion that succeeds.
-  static func judgeClean(_ image: String, _ judge: Judge, sourceLocation: SourceLocation) throws {
+  static func judgeClean(
+    _ image: String, format: String?, _ judge: Judge, scratch: Scratch, sourceLocation: SourceLocation
+  ) throws {
+    let stated = format.map { ["-f", $0] } ?? []
     switch judge {
     case .qemuCheck:
-      try expectCleanCheck(image, sourceLocation: sourceLocation)
+      let r = try run("qemu-img", ["check"] + stated + [image], check: false)
+      #expect(r.status == 0, "qemu-img check: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
     case .convertOnly:
-      let r = try run("qemu-img", ["convert", "-O", "raw", image, "/dev/null"], check: false)
+      // (Not to /dev/null: qemu-img refuses to "grow" a device file.)
+      let out = scratch.file("judge-\(UUID().uuidString.prefix(8)).raw")
+      defer { try? FileManager.default.removeItem(atPath: out) }
+      let r = try run("qemu-img", ["convert"] + stated + ["-O", "raw", image, out], check: false)
       #expect(r.status == 0, "qemu-img convert: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
     case .none:
       break
