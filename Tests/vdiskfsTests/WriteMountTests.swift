@@ -45,101 +45,20 @@ struct WriteMountTests {
     let scratch = try Scratch("wdiff")
     defer { scratch.remove() }
     let image = try setup.make(scratch, setup.size)
-    let mirrorPath = try Qemu.rawFile(of: image, scratch: scratch)
-    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
-    var unmounted = false
-    defer { if !unmounted { mounted.unmount() } }
-    let disk = try PositionalFile(mounted.diskRaw)
-    let mirror = try PositionalFile(mirrorPath)
-    var rng = SplitMix64(seed: setup.size &* 31)
-    for step in 0..<400 {
-      let roll = rng.next() % 100
-      let length = roll < 60 ? 1 + rng.next() % 9000 : 1 + rng.next() % (1 << 20)
-      let offset = rng.next() % (setup.size - length)
-      switch roll {
-      case 0..<70:
-        let byte = UInt8(1 + rng.next() % 255)
-        let bytes = (0..<Int(length)).map { byte &+ UInt8(truncatingIfNeeded: $0 / 512) }
-        try disk.write(bytes, at: offset)
-        try mirror.write(bytes, at: offset)
-      case 70..<80:
-        try disk.zero(at: offset, length: length, punch: roll < 75)
-        try mirror.write([UInt8](repeating: 0, count: Int(length)), at: offset)
-      case 80..<85:
-        try disk.sync()
-      default:
-        let a = try disk.read(at: offset, count: Int(length))
-        let b = try mirror.read(at: offset, count: Int(length))
-        #expect(firstDifference(a, b) == nil, "step \(step): read at \(offset)+\(length) differs")
-      }
-    }
-    try disk.sync()
-    #expect(try compareFiles(mounted.diskRaw, mirrorPath) == nil)
-    disk.close()
-    mounted.unmount()
-    unmounted = true
-    try expectCleanCheck(image)
-    try expectSameContent(image, mirrorPath)
+    let backing = scratch.file("base.qcow2")
+    let unchanged = FileManager.default.fileExists(atPath: backing) ? [backing] : []
+    try WriteMountRuns.differential(
+      image: image, scratch: scratch, seed: setup.size &* 31, unchanged: unchanged)
   }
 
   /// The real workload: mkfs.ext4 on a loop device over disk.raw, a few thousand files, fstrim,
   /// then QEMU's check and e2fsck on the result, and every file's checksum.
   @Test func ext4WorkloadWithFstrim() throws {
-    loopDeviceGate.wait()
-    defer { loopDeviceGate.signal() }
     let scratch = try Scratch("wext4")
     defer { scratch.remove() }
     let image = scratch.file("fs.qcow2")
     try Qemu.create(image, size: "2G")
-    let tree = try scratch.directory("tree")
-    try sh(
-      """
-      set -e; cd '\(tree)'
-      for d in $(seq 1 30); do mkdir d$d; for f in $(seq 1 100); do head -c $(( (d * 997 + f * 131) % 20000 )) /dev/urandom > d$d/f$f; done; done
-      head -c 20M /dev/urandom > big.bin
-      find . -type f -exec sha256sum {} + | sort > '\(scratch.file("want.sums"))'
-      """)
-    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
-    var unmounted = false
-    defer { if !unmounted { mounted.unmount() } }
-    let loop = try run("losetup", ["-f", "--show", mounted.diskRaw]).stdout
-      .trimmingCharacters(in: .whitespacesAndNewlines)
-    var detached = false
-    defer { if !detached { _ = try? run("losetup", ["-d", loop], check: false) } }
-    try run("mkfs.ext4", ["-q", "-F", loop])
-    let root = try scratch.directory("root")
-    try run("mount", [loop, root])
-    var rootMounted = true
-    defer { if rootMounted { _ = try? run("umount", [root], check: false) } }
-    try sh("cp -a '\(tree)'/. '\(root)'/ && head -c 20M /dev/urandom > '\(root)'/trash.bin && sync")
-    usleep(1_100_000)  // the kernel caches disk.raw's attributes for up to a second
-    let blocksBefore = UInt64(try statFile(mounted.diskRaw).st_blocks) * 512
-    try sh("rm -rf '\(root)'/d1 '\(root)'/trash.bin && sync")
-    try run("fstrim", [root])
-    usleep(1_100_000)
-    let blocksAfter = UInt64(try statFile(mounted.diskRaw).st_blocks) * 512
-    // fstrim reached vdiskfs as discards: the deleted files' clusters are no longer held.
-    #expect(blocksAfter + (15 << 20) <= blocksBefore, "st_blocks \(blocksBefore) → \(blocksAfter) bytes")
-    try run("umount", [root])
-    rootMounted = false
-    try run("losetup", ["-d", loop])
-    detached = true
-    mounted.unmount()
-    unmounted = true
-
-    try expectCleanCheck(image)
-    let raw = try Qemu.rawFile(of: image, scratch: scratch)
-    let fsck = try run("e2fsck", ["-fn", raw], check: false)
-    #expect(fsck.status == 0, "e2fsck: \(fsck.stdout)\(fsck.stderr)")
-    let check = try scratch.directory("check")
-    try run("mount", ["-o", "ro,loop", raw, check])
-    defer { _ = try? run("umount", [check], check: false) }
-    let got = try sh("cd '\(check)' && find . -type f ! -path './lost+found/*' -exec sha256sum {} + | sort")
-      .stdout
-    let want =
-      try String(contentsOfFile: scratch.file("want.sums"), encoding: .utf8)
-      .split(separator: "\n").filter { !$0.contains("./d1/") }.joined(separator: "\n") + "\n"
-    #expect(got == want)
+    try WriteMountRuns.ext4(image: image, scratch: scratch)
   }
 
   /// kill -9 the daemon at a random moment while writing with periodic fsync: QEMU finds no
@@ -149,54 +68,8 @@ struct WriteMountTests {
     let scratch = try Scratch("wcrash")
     defer { scratch.remove() }
     let image = scratch.file("c.qcow2")
-    let size: UInt64 = 32 << 20
-    try Qemu.create(image, size: "\(size)", options: ["cluster_size=4096"])
-    let mnt = try scratch.directory("mnt")
-    try run(vdiskfsBinary, [image, mnt])
-    defer { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) }
-    let disk = try PositionalFile(mnt + "/disk.raw")
-    var rng = SplitMix64(seed: seed)
-    var acknowledged: [(UInt64, [UInt8])] = []
-    var pending: [(UInt64, [UInt8])] = []
-    let killAt = 20 + Int(rng.next() % 60)
-    for step in 0..<100 {
-      let length = 1 + Int(rng.next() % 70000)
-      let offset = rng.next() % (size - UInt64(length))
-      let bytes = [UInt8](repeating: UInt8(1 + step % 250), count: length)
-      try disk.write(bytes, at: offset)
-      pending.append((offset, bytes))
-      if step % 7 == 6 {
-        try disk.sync()
-        acknowledged += pending
-        pending = []
-      }
-      if step == killAt { break }
-    }
-    // (^ keeps pkill from matching the shell that runs it.)
-    try sh("pkill -KILL -f -- '^\(vdiskfsBinary) \(image) \(mnt)'; sleep 0.2")
-    disk.close()
-    _ = try run("fusermount3", ["-u", "-z", mnt], check: false)
-    waitForDaemonExit(mnt)
-    let check = try qemuCheck(image)
-    #expect(check.status == 0 || check.status == 3, "qemu-img check: \(check.stdout)\(check.stderr)")
-    #expect(!check.stdout.contains("ERROR"), "\(check.stdout)")
-    // Every acknowledged byte is there, unless a later write (acknowledged or not: it may have
-    // reached the image before the kill) covers it with that write's value.
-    let content = try Qemu.rawContent(of: image, scratch: scratch)
-    let writes = acknowledged + pending
-    var mismatches = 0
-    for (index, (offset, bytes)) in acknowledged.enumerated() {
-      for i in 0..<bytes.count {
-        let at = Int(offset) + i
-        var allowed: Set<UInt8> = [bytes[i]]
-        for (laterOffset, later) in writes[(index + 1)...]
-        where Int(laterOffset) <= at && at < Int(laterOffset) + later.count {
-          allowed.insert(later[at - Int(laterOffset)])
-        }
-        if !allowed.contains(content[at]) { mismatches += 1 }
-      }
-    }
-    #expect(mismatches == 0, "\(mismatches) acknowledged bytes missing after kill -9")
+    try Qemu.create(image, size: "\(32 << 20)", options: ["cluster_size=4096"])
+    try WriteMountRuns.crash(image: image, scratch: scratch, seed: seed)
   }
 
   /// fio with 4 writers and crc32c verification, then a verify-only pass after a remount;

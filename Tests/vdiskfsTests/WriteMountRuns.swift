@@ -1,0 +1,270 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Write workloads through a real `vdiskfs` mount, shared by every writable format's mount tests
+/// (`WriteMountTests` for qcow2, `<FORMAT>WriteMountTests` for the others). Each run mounts the
+/// image read-write, works on `disk.raw`, unmounts, and has QEMU judge the image.
+enum WriteMountRuns {
+  /// How an image is judged after a run.
+  enum Judge: Sendable {
+    /// `qemu-img check` finds no errors (and, after a clean unmount, no leaks either).
+    case qemuCheck
+    /// `qemu-img check` does not support the format (vpc): it must convert, and compare equal.
+    case convertOnly
+    /// QEMU cannot open the image (differencing VHDX, VHD differencing built in test code): the
+    /// caller's own structural check, if any, is all there is.
+    case none
+  }
+
+  /// Who reads an image's guest bytes for the mirror and the comparisons: `qemu-img convert`, or
+  /// (for images QEMU cannot open) a read-only vdiskfs mount.
+  enum Reader: Sendable {
+    case qemu, vdiskfs
+
+    /// The image's guest bytes in a new raw file in `scratch`.
+    func rawFile(of image: String, scratch: Scratch) throws -> String {
+      switch self {
+      case .qemu:
+        return try Qemu.rawFile(of: image, scratch: scratch)
+      case .vdiskfs:
+        let path = scratch.file("vdiskfs-\(UUID().uuidString.prefix(8)).raw")
+        let mounted = try MountedImage.mount(image, in: scratch)
+        defer { mounted.unmount() }
+        try run("cp", ["--sparse=always", mounted.diskRaw, path])
+        return path
+      }
+    }
+
+    /// Requires the image's guest bytes to equal the raw file `raw`.
+    func expectSame(_ image: String, _ raw: String, scratch: Scratch, sourceLocation: SourceLocation) throws {
+      switch self {
+      case .qemu:
+        try expectSameContent(image, raw, sourceLocation: sourceLocation)
+      case .vdiskfs:
+        let mounted = try MountedImage.mount(image, in: scratch)
+        defer { mounted.unmount() }
+        #expect(try compareFiles(mounted.diskRaw, raw) == nil, sourceLocation: sourceLocation)
+      }
+    }
+  }
+
+  /// Seeded random writes of 1 byte to `maxWrite` bytes (aligned and not), zero-range and
+  /// punch-hole, fsyncs and reads on disk.raw and on a mirror raw file made by
+  /// `qemu-img convert`; they must read the same throughout. After the unmount the image is judged,
+  /// `qemu-img compare` must find it identical to the mirror, and each file of `unchanged`
+  /// (backing files) must have kept its checksum.
+  static func differential(
+    image: String, scratch: Scratch, seed: UInt64, steps: Int = 400, maxWrite: UInt64 = 4 << 20,
+    judge: Judge = .qemuCheck, reader: Reader = .qemu, unchanged: [String] = [],
+    mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let sums = try unchanged.map(fileChecksum)
+    let mirrorPath = try reader.rawFile(of: image, scratch: scratch)
+    let size = UInt64(try statFile(mirrorPath).st_size)
+    let mounted = try MountedImage.mount(image, in: scratch, mountArguments, writable: true)
+    var unmounted = false
+    defer { if !unmounted { mounted.unmount() } }
+    let disk = try PositionalFile(mounted.diskRaw)
+    let mirror = try PositionalFile(mirrorPath)
+    var rng = SplitMix64(seed: seed)
+    for step in 0..<steps {
+      let roll = rng.next() % 100
+      var length = roll < 60 ? 1 + rng.next() % 9000 : 1 + rng.next() % maxWrite
+      if rng.next() % 4 == 0 { length = max(512, length & ~511) }  // sector-aligned now and then
+      length = min(length, size)
+      var offset = rng.next() % (size - length + 1)
+      if rng.next() % 4 == 0 { offset &= ~511 }
+      switch roll {
+      case 0..<70:
+        let byte = UInt8(1 + rng.next() % 255)
+        let bytes = (0..<Int(length)).map { byte &+ UInt8(truncatingIfNeeded: $0 / 512) }
+        try disk.write(bytes, at: offset)
+        try mirror.write(bytes, at: offset)
+      case 70..<80:
+        try disk.zero(at: offset, length: length, punch: roll < 75)
+        try mirror.write([UInt8](repeating: 0, count: Int(length)), at: offset)
+      case 80..<85:
+        try disk.sync()
+      default:
+        let a = try disk.read(at: offset, count: Int(length))
+        let b = try mirror.read(at: offset, count: Int(length))
+        #expect(
+          firstDifference(a, b) == nil, "seed \(seed) step \(step): read at \(offset)+\(length) differs",
+          sourceLocation: sourceLocation)
+      }
+    }
+    try disk.sync()
+    #expect(try compareFiles(mounted.diskRaw, mirrorPath) == nil, sourceLocation: sourceLocation)
+    disk.close()
+    mounted.unmount()
+    unmounted = true
+    try judgeClean(image, judge, sourceLocation: sourceLocation)
+    try reader.expectSame(image, mirrorPath, scratch: scratch, sourceLocation: sourceLocation)
+    for (path, sum) in zip(unchanged, sums) {
+      #expect(try fileChecksum(path) == sum, "\(path) changed", sourceLocation: sourceLocation)
+    }
+  }
+
+  /// `kill -9` of the daemon at a seeded random moment while writing with an fsync every seventh
+  /// write. Afterwards `afterCrash` judges the image (by default: `qemu-img check` finds no
+  /// errors, leaks allowed), and every byte acknowledged by a completed fsync must be in what
+  /// `reader` then reads, unless a later write covers it.
+  static func crash(
+    image: String, scratch: Scratch, seed: UInt64, maxWrite: Int = 70000, reader: Reader = .qemu,
+    afterCrash: (String) throws -> Void = WriteMountRuns.expectNoCorruption,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let mirrorPath = try reader.rawFile(of: image, scratch: scratch)
+    let size = UInt64(try statFile(mirrorPath).st_size)
+    let mnt = try scratch.directory("mnt-crash-\(seed)")
+    try run(vdiskfsBinary, [image, mnt])
+    defer { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) }
+    let disk = try PositionalFile(mnt + "/disk.raw")
+    var rng = SplitMix64(seed: seed)
+    var acknowledged: [(UInt64, [UInt8])] = []
+    var pending: [(UInt64, [UInt8])] = []
+    let killAt = 20 + Int(rng.next() % 60)
+    for step in 0..<100 {
+      let length = min(Int(size), 1 + Int(rng.next() % UInt64(maxWrite)))
+      let offset = rng.next() % (size - UInt64(length) + 1)
+      let bytes = [UInt8](repeating: UInt8(1 + step % 250), count: length)
+      try disk.write(bytes, at: offset)
+      pending.append((offset, bytes))
+      if step % 7 == 6 {
+        try disk.sync()
+        acknowledged += pending
+        pending = []
+      }
+      if step == killAt { break }
+    }
+    // (^ keeps pkill from matching the shell that runs it.)
+    try sh("pkill -KILL -f -- '^\(vdiskfsBinary) \(image) \(mnt)'; sleep 0.2")
+    disk.close()
+    _ = try run("fusermount3", ["-u", "-z", mnt], check: false)
+    waitForDaemonExit(mnt)
+    try afterCrash(image)
+    let bytes = [UInt8](
+      try Data(contentsOf: URL(fileURLWithPath: reader.rawFile(of: image, scratch: scratch))))
+    let missing = missingAcknowledged(acknowledged, later: pending, in: bytes)
+    #expect(
+      missing == 0, "seed \(seed): \(missing) acknowledged bytes missing after kill -9",
+      sourceLocation: sourceLocation)
+  }
+
+  /// `qemu-img check` after a crash: exit 0 (clean) or 3 (leaks only), no ERROR line.
+  static func expectNoCorruption(_ image: String) throws {
+    let check = try qemuCheck(image)
+    #expect(check.status == 0 || check.status == 3, "qemu-img check: \(check.stdout)\(check.stderr)")
+    #expect(!check.stdout.contains("ERROR"), "\(check.stdout)")
+  }
+
+  /// The bytes of `acknowledged` writes that `content` does not hold, where no later write (the
+  /// acknowledged ones after it, then `later`: unacknowledged writes may have reached the image)
+  /// covers them with its own value.
+  static func missingAcknowledged(
+    _ acknowledged: [(UInt64, [UInt8])], later: [(UInt64, [UInt8])], in content: [UInt8]
+  ) -> Int {
+    let writes = acknowledged + later
+    var missing = 0
+    for (index, (offset, bytes)) in acknowledged.enumerated() {
+      for i in 0..<bytes.count {
+        let at = Int(offset) + i
+        guard at < content.count else {
+          missing += 1
+          continue
+        }
+        if content[at] == bytes[i] { continue }
+        let covered = writes[(index + 1)...].contains { laterOffset, laterBytes in
+          Int(laterOffset) <= at && at < Int(laterOffset) + laterBytes.count
+            && laterBytes[at - Int(laterOffset)] == content[at]
+        }
+        if !covered { missing += 1 }
+      }
+    }
+    return missing
+  }
+
+  /// The real workload: mkfs.ext4 on a loop device over disk.raw, a few thousand files, deleting
+  /// part of them, fstrim; then the image is judged, e2fsck finds the file system clean and every
+  /// file's checksum is intact. With `expectTrimmed`, fstrim must also have freed space in the
+  /// image (formats that can deallocate).
+  static func ext4(
+    image: String, scratch: Scratch, judge: Judge = .qemuCheck, expectTrimmed: Bool = true,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    loopDeviceGate.wait()
+    defer { loopDeviceGate.signal() }
+    let tree = try scratch.directory("tree")
+    try sh(
+      """
+      set -e; cd '\(tree)'
+      for d in $(seq 1 30); do mkdir d$d; for f in $(seq 1 100); do head -c $(( (d * 997 + f * 131) % 20000 )) /dev/urandom > d$d/f$f; done; done
+      head -c 20M /dev/urandom > big.bin
+      find . -type f -exec sha256sum {} + | sort > '\(scratch.file("want.sums"))'
+      """)
+    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
+    var unmounted = false
+    defer { if !unmounted { mounted.unmount() } }
+    let loop = try run("losetup", ["-f", "--show", mounted.diskRaw]).stdout
+      .trimmingCharacters(in: .whitespacesAndNewlines)
+    var detached = false
+    defer { if !detached { _ = try? run("losetup", ["-d", loop], check: false) } }
+    try run("mkfs.ext4", ["-q", "-F", loop])
+    let root = try scratch.directory("root")
+    try run("mount", [loop, root])
+    var rootMounted = true
+    defer { if rootMounted { _ = try? run("umount", [root], check: false) } }
+    try sh("cp -a '\(tree)'/. '\(root)'/ && head -c 20M /dev/urandom > '\(root)'/trash.bin && sync")
+    usleep(1_100_000)  // the kernel caches disk.raw's attributes for up to a second
+    let blocksBefore = UInt64(try statFile(mounted.diskRaw).st_blocks) * 512
+    try sh("rm -rf '\(root)'/d1 '\(root)'/trash.bin && sync")
+    try run("fstrim", [root])
+    usleep(1_100_000)
+    let blocksAfter = UInt64(try statFile(mounted.diskRaw).st_blocks) * 512
+    if expectTrimmed {
+      // fstrim reached vdiskfs as discards: the deleted files' space is no longer held.
+      #expect(
+        blocksAfter + (15 << 20) <= blocksBefore, "st_blocks \(blocksBefore) → \(blocksAfter) bytes",
+        sourceLocation: sourceLocation)
+    }
+    try run("umount", [root])
+    rootMounted = false
+    try run("losetup", ["-d", loop])
+    detached = true
+    mounted.unmount()
+    unmounted = true
+
+    try judgeClean(image, judge, sourceLocation: sourceLocation)
+    let raw = try Qemu.rawFile(of: image, scratch: scratch)
+    let fsck = try run("e2fsck", ["-fn", raw], check: false)
+    #expect(fsck.status == 0, "e2fsck: \(fsck.stdout)\(fsck.stderr)", sourceLocation: sourceLocation)
+    let check = try scratch.directory("check")
+    try run("mount", ["-o", "ro,loop", raw, check])
+    defer { _ = try? run("umount", [check], check: false) }
+    let got = try sh("cd '\(check)' && find . -type f ! -path './lost+found/*' -exec sha256sum {} + | sort")
+      .stdout
+    let want =
+      try String(contentsOfFile: scratch.file("want.sums"), encoding: .utf8)
+      .split(separator: "\n").filter { !$0.contains("./d1/") }.joined(separator: "\n") + "\n"
+    #expect(got == want, sourceLocation: sourceLocation)
+  }
+
+  /// After a clean unmount: `qemu-img check` exit 0, or (vpc) a conversion that succeeds.
+  static func judgeClean(_ image: String, _ judge: Judge, sourceLocation: SourceLocation) throws {
+    switch judge {
+    case .qemuCheck:
+      try expectCleanCheck(image, sourceLocation: sourceLocation)
+    case .convertOnly:
+      let r = try run("qemu-img", ["convert", "-O", "raw", image, "/dev/null"], check: false)
+      #expect(r.status == 0, "qemu-img convert: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
+    case .none:
+      break
+    }
+  }
+
+  /// SHA-256 of a whole file, to prove a backing file never changed.
+  static func fileChecksum(_ path: String) throws -> String {
+    try run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init) ?? ""
+  }
+}
