@@ -124,7 +124,9 @@ struct FaultyVHDX {
   }
 
   /// The image after a crash, read three ways, holds what `model` allows.
-  static func expectRecovers(_ image: String, _ model: DurabilityModel, context: String, scratch: Scratch) throws {
+  static func expectRecovers(_ image: String, _ model: DurabilityModel, context: String, scratch: Scratch)
+    throws
+  {
     // vdiskfs, read-only: the log replayed in memory, the file untouched.
     let before = try checksum(image)
     if let v = model.violation(in: try readAll(try openChain(image))) {

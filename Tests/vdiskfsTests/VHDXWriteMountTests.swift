@@ -8,9 +8,12 @@ import Testing
 @Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
 struct VHDXWriteMountTests {
   /// A dynamic VHDX with 1 MiB blocks (or the default for its size) and qemu's patterns.
-  static func dynamic(_ scratch: Scratch, size: UInt64, blockSize: String? = "1M", seed: UInt64) throws -> String {
+  static func dynamic(_ scratch: Scratch, size: UInt64, blockSize: String? = "1M", seed: UInt64) throws
+    -> String
+  {
     let image = scratch.file("disk.vhdx")
-    try Qemu.create(image, format: "vhdx", size: "\(size)", options: blockSize.map { ["block_size=\($0)"] } ?? [])
+    try Qemu.create(
+      image, format: "vhdx", size: "\(size)", options: blockSize.map { ["block_size=\($0)"] } ?? [])
     try Qemu.scatterPatterns(image, format: "vhdx", size: size, count: 20, seed: seed, maxUnits: 4096)
     return image
   }
@@ -28,11 +31,13 @@ struct VHDXWriteMountTests {
     let scratch = try Scratch("vhdx-wmount-fixed")
     defer { scratch.remove() }
     let image = scratch.file("fixed.vhdx")
-    try Qemu.create(image, format: "vhdx", size: "32M", options: ["subformat=fixed", "block_size=1M"])
+    try Qemu.create(
+      image, format: "vhdx", size: "32M",
+      options: ["subformat=fixed", "block_size=1M", "block_state_zero=off"])
     try Qemu.scatterPatterns(image, format: "vhdx", size: 32 << 20, count: 20, seed: seed, maxUnits: 4096)
     let size = try FileManager.default.attributesOfItem(atPath: image)[.size] as? UInt64
     try WriteMountRuns.differential(image: image, scratch: scratch, seed: seed)
-    // A fixed disk keeps its blocks: writes and discards never grow the file.
+    // Every block of this fixed disk is FULLY_PRESENT: writes and discards never grow the file.
     #expect(try FileManager.default.attributesOfItem(atPath: image)[.size] as? UInt64 == size)
   }
 

@@ -7,7 +7,8 @@ import VDiskCore
 ///   vdiskfs), PAYLOAD_BLOCK_ZERO for a zeroed range;
 /// - differencing: always PAYLOAD_BLOCK_ZERO, because a block the child does not hold
 ///   (NOT_PRESENT, and UNMAPPED by MS-VHDX) shows the parent's data, which must not show through;
-/// - a fixed disk (LeaveBlockAllocated) keeps every block: the engine writes zeros instead.
+/// - a fixed disk (LeaveBlockAllocated) keeps every block and its state: the engine writes zeros
+///   over what its blocks hold.
 /// Blocks the range covers only in part go back to the engine to be written with zeros, unless
 /// they read as zeros already.
 extension VHDXWriter {
@@ -15,7 +16,7 @@ extension VHDXWriter {
     let size = metadata.virtualSize
     guard offset < size, length > 0 else { return [] }
     let end = offset + min(length, size - offset)
-    if metadata.leaveBlocksAllocated { return [offset..<end] }
+    let fixed = metadata.leaveBlocksAllocated
     try noteDataChange()
     let newState: UInt8 =
       bat.differencing || mode == .zeroRange ? BATEntry.zero : BATEntry.unmapped
@@ -32,7 +33,7 @@ extension VHDXWriter {
         // sure to (MS-VHDX lets the parent show through the other states).
         let held = entry.state == BATEntry.fullyPresent || entry.state == BATEntry.partiallyPresent
         if entry.state == BATEntry.zero || (!bat.differencing && !held) { continue }
-        guard offset <= blockStart, end >= blockEnd else {
+        guard offset <= blockStart, end >= blockEnd, !fixed else {
           let part = max(offset, blockStart)..<min(end, blockEnd)
           if let last = leftovers.last, last.upperBound == part.lowerBound {
             leftovers[leftovers.count - 1] = last.lowerBound..<part.upperBound

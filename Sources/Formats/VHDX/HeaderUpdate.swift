@@ -39,7 +39,8 @@ extension VHDXHeader {
   /// synced, so a crash leaves either the old or the new header current; then, as qemu does, the
   /// other slot with SequenceNumber + 2, synced, so that both slots are valid. Returns the header
   /// now current.
-  static func update(_ file: ImageFile, from current: VHDXHeader, to changed: VHDXHeader) throws -> VHDXHeader {
+  static func update(_ file: ImageFile, from current: VHDXHeader, to changed: VHDXHeader) throws -> VHDXHeader
+  {
     var next = changed
     next.raw = current.raw
     var slot = current.slot == 1 ? 2 : 1

@@ -54,7 +54,9 @@ public enum VHDXDriver: FormatDriver {
         file, bat: probeBAT, regions: regions, header: header, metadata: metadata)
     }
     let parentName = parent?.recordedName
-    let (writable, opened, overlay, entries, end) = (context.writable, header, source, replayed, allocationEnd)
+    let (writable, opened, overlay, entries, end) = (
+      context.writable, header, source, replayed, allocationEnd
+    )
     let logger = context.logger
     // A writer keeps dirty pages pinned and writes back past three quarters of the budget: room
     // for twice the tables (at least 1 MiB), so that a disk whose BAT fits is written back only

@@ -204,7 +204,8 @@ public final class VHDXLayer: ImageLayer {
       // A log with entries to replay: the file was not closed cleanly (read-only opens replay it
       // in memory; a read-write open writes it into the file first).
       InfoField("log-pending", .bool(replayedLogEntries > 0 && writer == nil)),
-      InfoField("data-write-guid", .string((writer?.header.withLock { $0 } ?? header).dataWriteGuid.description)),
+      InfoField(
+        "data-write-guid", .string((writer?.header.withLock { $0 } ?? header).dataWriteGuid.description)),
     ]
     if let locator = metadata.parentLocator {
       fields.append(InfoField("parent-linkage", .string(locator.linkage.description)))

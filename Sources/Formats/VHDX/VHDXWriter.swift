@@ -3,7 +3,9 @@ import VDiskCore
 
 /// The write side of a VHDX layer opened read-write (fixed, dynamic or differencing). It plans
 /// where guest bytes go and links what the engine wrote:
-/// - a FULLY_PRESENT block is written in place (every block of a fixed disk);
+/// - a FULLY_PRESENT block is written in place (every block of a fixed disk made with
+///   block_state_zero=off; qemu marks a new fixed disk's blocks ZERO with no offset, and like
+///   qemu the writer then gives them new blocks at the end of the file);
 /// - any other block of a fixed or dynamic disk, and a ZERO/UNDEFINED/UNMAPPED block of a
 ///   differencing disk, gets a new block at the end of the file (vhdx-notes, "Allocation"),
 ///   which the file is extended over, so what the write leaves reads as zeros, and becomes
@@ -103,7 +105,8 @@ final class VHDXWriter: Sendable {
     let sectorSize = metadata.logicalSectorSize
     func target(_ host: UInt64, _ guest: Range<UInt64>, fill: [Range<UInt64>] = []) {
       targets.append(
-        WriteTarget(file: file, hostOffset: host + guest.lowerBound - blockRange.lowerBound, guest: guest, fill: fill))
+        WriteTarget(
+          file: file, hostOffset: host + guest.lowerBound - blockRange.lowerBound, guest: guest, fill: fill))
     }
     switch entry.state {
     case BATEntry.fullyPresent:
@@ -130,7 +133,8 @@ final class VHDXWriter: Sendable {
       target(host, sectors.lowerBound * sectorSize..<sectors.upperBound * sectorSize, fill: fill)
       links.append(
         .present(
-          bitmapOffset: bitmapOffset, sectors: sectors.lowerBound - chunkFirst..<sectors.upperBound - chunkFirst))
+          bitmapOffset: bitmapOffset,
+          sectors: sectors.lowerBound - chunkFirst..<sectors.upperBound - chunkFirst))
     case BATEntry.notPresent, BATEntry.undefined, BATEntry.zero, BATEntry.unmapped, BATEntry.unmappedDraft:
       let host = try s.allocate(blockSize)
       let showsParent = bat.differencing && entry.state == BATEntry.notPresent
@@ -143,15 +147,19 @@ final class VHDXWriter: Sendable {
       let sectors = sectorRange(range)
       let chunkFirst = block / bat.chunkRatio * BAT.sectorsPerChunk
       let guest = sectors.lowerBound * sectorSize..<sectors.upperBound * sectorSize
-      let fill = [guest.lowerBound..<range.lowerBound, range.upperBound..<guest.upperBound].filter { !$0.isEmpty }
+      let fill = [guest.lowerBound..<range.lowerBound, range.upperBound..<guest.upperBound].filter {
+        !$0.isEmpty
+      }
       target(host, guest, fill: fill)
       links.append(.entry(index: index, raw: host | UInt64(BATEntry.partiallyPresent)))
       links.append(
         .present(
-          bitmapOffset: bitmapOffset, sectors: sectors.lowerBound - chunkFirst..<sectors.upperBound - chunkFirst))
+          bitmapOffset: bitmapOffset,
+          sectors: sectors.lowerBound - chunkFirst..<sectors.upperBound - chunkFirst))
     default:
       throw VDiskError.corrupt(
-        file.path, at: bat.region.offset + index * 8, "payload block \(block) has reserved BAT state \(entry.state)")
+        file.path, at: bat.region.offset + index * 8,
+        "payload block \(block) has reserved BAT state \(entry.state)")
     }
   }
 
@@ -171,7 +179,8 @@ final class VHDXWriter: Sendable {
     let offset = entry.fileOffset
     let (_, overflow) = offset.addingReportingOverflow(blockSize)
     guard offset >= VHDXFileIdentifier.headerSectionSize, !overflow else {
-      throw VDiskError.corrupt(file.path, at: offset, "payload block \(block) at \(hex(offset)) is outside the file")
+      throw VDiskError.corrupt(
+        file.path, at: offset, "payload block \(block) at \(hex(offset)) is outside the file")
     }
     return offset
   }
@@ -183,7 +192,8 @@ final class VHDXWriter: Sendable {
     guard sb.state == BATEntry.bitmapPresent, sb.fileOffset >= VHDXFileIdentifier.headerSectionSize else {
       throw VDiskError.corrupt(
         file.path, at: bat.region.offset + bat.bitmapIndex(chunk) * 8,
-        "payload block \(block) is PARTIALLY_PRESENT but the sector bitmap of chunk \(chunk) is in state \(sb.state)")
+        "payload block \(block) is PARTIALLY_PRESENT but the sector bitmap of chunk \(chunk) is in state \(sb.state)"
+      )
     }
     return sb.fileOffset
   }
@@ -208,7 +218,8 @@ final class VHDXWriter: Sendable {
       for link in pending.links {
         switch link {
         case .entry(let index, let raw): try s.setEntry(index, raw)
-        case .present(let bitmapOffset, let sectors): try s.setPresent(bitmapOffset: bitmapOffset, sectors: sectors)
+        case .present(let bitmapOffset, let sectors):
+          try s.setPresent(bitmapOffset: bitmapOffset, sectors: sectors)
         }
       }
     }

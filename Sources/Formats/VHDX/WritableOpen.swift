@@ -50,14 +50,17 @@ enum WritableOpen {
     guard zeroBytes <= maxReplayedZeros else {
       throw VDiskError(
         .readOnly, path: file.path,
-        "the VHDX log zeroes \(zeroBytes) bytes; refusing to replay more than \(maxReplayedZeros) for writing")
+        "the VHDX log zeroes \(zeroBytes) bytes; refusing to replay more than \(maxReplayedZeros) for writing"
+      )
     }
     let zeros = [UInt8](repeating: 0, count: 1 << 20)
     for range in overlay.zeroRanges {
       var position = range.lowerBound
       while position < range.upperBound {
         let n = Int(min(UInt64(zeros.count), range.upperBound - position))
-        try zeros.withUnsafeBytes { try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: position) }
+        try zeros.withUnsafeBytes {
+          try file.write(UnsafeRawBufferPointer(rebasing: $0[0..<n]), at: position)
+        }
         position += UInt64(n)
       }
     }
@@ -110,7 +113,8 @@ enum WritableOpen {
           let block = i - i / stride
           guard block < bat.dataBlocks else { continue }
           switch entry.state {
-          case BATEntry.notPresent, BATEntry.undefined, BATEntry.zero, BATEntry.unmapped, BATEntry.unmappedDraft:
+          case BATEntry.notPresent, BATEntry.undefined, BATEntry.zero, BATEntry.unmapped,
+            BATEntry.unmappedDraft:
             continue
           case BATEntry.fullyPresent: break
           case BATEntry.partiallyPresent where bat.differencing: break
@@ -122,7 +126,8 @@ enum WritableOpen {
         let (stop, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, stop <= bat.source.size else {
           throw refuse(
-            "BAT entry \(i) places a block at \(hex(offset)) past the end of the file (\(hex(bat.source.size)))")
+            "BAT entry \(i) places a block at \(hex(offset)) past the end of the file (\(hex(bat.source.size)))"
+          )
         }
         // New blocks go after the whole block, even past a short last one.
         if !isBitmap { end = max(end, offset + bat.blockSize) }

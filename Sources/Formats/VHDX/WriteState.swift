@@ -68,7 +68,8 @@ struct VHDXWriteState {
       for: TableKey(file: file, offset: pageOffset, kind: 2), cost: Int(SectorBitmap.pageBytes)
     ) {
       [UInt64](
-        decoding: try bat.source.readBytes(at: pageOffset, count: Int(SectorBitmap.pageBytes), what: "sector bitmap"),
+        decoding: try bat.source.readBytes(
+          at: pageOffset, count: Int(SectorBitmap.pageBytes), what: "sector bitmap"),
         order: .littleEndian)
     }
     guard words.count == Int(SectorBitmap.pageBytes / 8) else {
