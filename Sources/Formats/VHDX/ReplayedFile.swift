@@ -17,8 +17,10 @@ struct ReplayedFile: Sendable {
   let sortedSectors: [UInt64]
   /// Zeroed ranges, sorted and disjoint; a replayed sector inside one wins over it.
   let zeroRanges: [Range<UInt64>]
-  /// The file's size after replay: at least its real size.
-  let size: UInt64
+  /// The size the log says the file has (LastFileOffset, rounded); see `size`.
+  let replayedSize: UInt64
+  /// The file's size after replay: at least its real size, which grows while a writer allocates.
+  var size: UInt64 { max(replayedSize, file.size) }
 
   init(file: ImageFile) {
     self.init(file: file, sectors: [:], zeroRanges: [], size: file.size)
@@ -29,7 +31,7 @@ struct ReplayedFile: Sendable {
     self.sectors = sectors
     sortedSectors = sectors.keys.sorted()
     self.zeroRanges = zeroRanges.sorted { $0.lowerBound < $1.lowerBound }
-    self.size = max(size, file.size)
+    replayedSize = size
   }
 
   var isReplayed: Bool { !sectors.isEmpty || !zeroRanges.isEmpty }

@@ -3,9 +3,11 @@ import VDiskCore
 /// How the opener meets vhdx images: magic, and a plan for a layer (the parent of a differencing
 /// disk, the BAT's cache need). Opening reads the headers, replays a pending log into memory
 /// (never writing the file), then reads the region table, metadata and BAT through that replay.
+/// Opening for writing then checks what the writer relies on and replays the log into the file
+/// itself (`WritableOpen`).
 public enum VHDXDriver: FormatDriver {
   public static let name = "vhdx"
-  public static let summary = "Hyper-V VHDX (fixed, dynamic, differencing; log replayed in memory)"
+  public static let summary = "Hyper-V VHDX (fixed, dynamic, differencing; writable through the log)"
 
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: VHDXFileIdentifier.signature)
@@ -15,7 +17,7 @@ public enum VHDXDriver: FormatDriver {
     _ = try VHDXFileIdentifier.read(file)
     let header = try VHDXHeader.current(file)
     let (source, replayed) = try VHDXLog.replay(file, header: header, logger: context.logger)
-    if replayed > 0 {
+    if replayed > 0 && !context.writable {
       context.logger.info(
         "replayed the VHDX log in memory; the file is unchanged",
         metadata: ["path": "\(file.path)", "entries": "\(replayed)"])
@@ -44,12 +46,40 @@ public enum VHDXDriver: FormatDriver {
     }
     // Check the BAT geometry now so that a bad image fails before any parent is opened.
     let probeBAT = try BAT(source, region: regions.bat, metadata: metadata, cache: MetadataCache(budget: 0))
+    var allocationEnd: UInt64 = 0
+    if context.writable {
+      // Checked on the log as replayed in memory, before the file changes: a hostile image is
+      // refused (read-only) without being touched.
+      allocationEnd = try WritableOpen.checkAllocations(
+        file, bat: probeBAT, regions: regions, header: header, metadata: metadata)
+    }
     let parentName = parent?.recordedName
-    return LayerPlan(file: file, parent: parent, metadataCoverage: probeBAT.coverage) { backing, cache in
-      let bat = try BAT(source, region: regions.bat, metadata: metadata, cache: cache).loadingResident()
+    let (writable, opened, overlay, entries, end) = (
+      context.writable, header, source, replayed, allocationEnd
+    )
+    let logger = context.logger
+    // A writer keeps dirty pages pinned and writes back past three quarters of the budget: room
+    // for twice the tables (at least 1 MiB), so that a disk whose BAT fits is written back only
+    // when flushed.
+    let tables = probeBAT.coverage
+    let coverage = !writable ? tables : max(tables > UInt64.max / 2 ? .max : tables * 2, 1 << 20)
+    return LayerPlan(file: file, parent: parent, metadataCoverage: coverage) { backing, cache in
+      guard writable else {
+        let bat = try BAT(overlay, region: regions.bat, metadata: metadata, cache: cache).loadingResident()
+        return VHDXLayer(
+          file: file, header: opened, source: overlay, replayedLogEntries: entries, regions: regions,
+          metadata: metadata, bat: bat, backing: backing, parentName: parentName)
+      }
+      // The parent is open and accepted: now the file may change (log replayed into it, new
+      // FileWriteGuid and LogGuid).
+      let (current, replayedIntoFile) = try WritableOpen.prepare(file, header: opened, logger: logger)
+      let view = ReplayedFile(file: file)
+      // A writer's BAT changes, so it stays in pages in the cache rather than a resident copy.
+      let bat = try BAT(view, region: regions.bat, metadata: metadata, cache: cache)
+      let writer = VHDXWriter(file: file, header: current, bat: bat, metadata: metadata, allocationEnd: end)
       return VHDXLayer(
-        file: file, header: header, source: source, replayedLogEntries: replayed, regions: regions,
-        metadata: metadata, bat: bat, backing: backing, parentName: parentName)
+        file: file, header: current, source: view, replayedLogEntries: replayedIntoFile, regions: regions,
+        metadata: metadata, bat: bat, backing: backing, parentName: parentName, writer: writer)
     }
   }
 }

@@ -16,13 +16,16 @@ public final class VHDXLayer: ImageLayer {
   let bitmap: SectorBitmap
   /// The parent as the locator names it, and the path it was found at.
   let parentName: String?
+  /// The write side, when the layer is the top of a chain opened read-write.
+  let writer: VHDXWriter?
 
   public var formatName: String { "vhdx" }
   public var virtualSize: UInt64 { metadata.virtualSize }
 
   init(
     file: ImageFile, header: VHDXHeader, source: ReplayedFile, replayedLogEntries: Int, regions: RegionTable,
-    metadata: VHDXMetadata, bat: BAT, backing: (any ImageLayer)?, parentName: String?
+    metadata: VHDXMetadata, bat: BAT, backing: (any ImageLayer)?, parentName: String?,
+    writer: VHDXWriter? = nil
   ) {
     self.file = file
     self.header = header
@@ -34,6 +37,7 @@ public final class VHDXLayer: ImageLayer {
     self.bitmap = SectorBitmap(source: source, cache: bat.cache)
     self.backing = backing
     self.parentName = parentName
+    self.writer = writer
   }
 
   /// What one BAT entry (or one sector run of a PARTIALLY_PRESENT block) says.
@@ -197,7 +201,11 @@ public final class VHDXLayer: ImageLayer {
       InfoField("has-parent", .bool(metadata.hasParent)),
       InfoField("leave-blocks-allocated", .bool(metadata.leaveBlocksAllocated)),
       InfoField("log-replayed", .bool(replayedLogEntries > 0)),
-      InfoField("data-write-guid", .string(header.dataWriteGuid.description)),
+      // A log with entries to replay: the file was not closed cleanly (read-only opens replay it
+      // in memory; a read-write open writes it into the file first).
+      InfoField("log-pending", .bool(replayedLogEntries > 0 && writer == nil)),
+      InfoField(
+        "data-write-guid", .string((writer?.header.withLock { $0 } ?? header).dataWriteGuid.description)),
     ]
     if let locator = metadata.parentLocator {
       fields.append(InfoField("parent-linkage", .string(locator.linkage.description)))
