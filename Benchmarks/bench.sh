@@ -286,8 +286,8 @@ read_benchmarks() { # format
 }
 
 write_check() { # image format → "clean" when QEMU finds nothing wrong (vpc: qemu-img check does not support it; it must convert)
-  if [ "$2" = vpc ]; then
-    qemu-img convert -O raw "$1" /dev/null >"$work/check.log" 2>&1
+  if [ "$2" = vpc ]; then # (into a file: qemu-img will not write to /dev/null)
+    qemu-img convert -f vpc -O raw "$1" "$work/check.raw" >"$work/check.log" 2>&1 && rm -f "$work/check.raw"
   else
     qemu-img check -q -f "$(qemu_driver "$2")" "$1" >"$work/check.log" 2>&1
   fi && echo clean || echo FAILED
