@@ -51,6 +51,25 @@ struct WriteMountTests {
       image: image, scratch: scratch, seed: setup.size &* 31, unchanged: unchanged)
   }
 
+  /// A qcow2 top over a parent of every other format QEMU can make (mixed chains): copy-on-write
+  /// fill comes through that format's reader, and the parent never changes.
+  @Test(arguments: ["vmdk", "vhdx", "vpc", "vdi"])
+  func differentialOverEachFormatParent(_ baseFormat: String) throws {
+    let scratch = try Scratch("wmixed")
+    defer { scratch.remove() }
+    let size: UInt64 = 16 << 20
+    let base = scratch.file("base.\(baseFormat)")
+    try Qemu.create(base, format: baseFormat, size: "\(size)")
+    try Qemu.io(
+      base, format: baseFormat, ["write -P 0x5a 0 3M", "write -P 0x6b 5M 1M", "write -P 0x7c 9M 4M"])
+    let image = scratch.file("top.qcow2")
+    try Qemu.create(
+      image, size: "\(size)", options: ["cluster_size=16384"], backing: base, backingFormat: baseFormat)
+    try WriteMountRuns.differential(
+      image: image, scratch: scratch, seed: 41, steps: 250, maxWrite: 1 << 20, format: "qcow2",
+      unchanged: [base])
+  }
+
   /// The real workload: mkfs.ext4 on a loop device over disk.raw, a few thousand files, fstrim,
   /// then QEMU's check and e2fsck on the result, and every file's checksum.
   @Test func ext4WorkloadWithFstrim() throws {
