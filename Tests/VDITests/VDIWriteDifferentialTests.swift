@@ -14,7 +14,7 @@ struct VDIWriteScenario: Sendable, CustomTestStringConvertible {
   /// `--cache-size`; nil for the default.
   var cacheSize: Int?
   var seeds: [UInt64] = [1, 2]
-  var ops = 700
+  var ops = 350
 
   var testDescription: String { name }
 }

@@ -14,7 +14,7 @@ struct VHDWriteScenario: Sendable, CustomTestStringConvertible {
   /// qemu-io writes before the test (a dynamic disk with blocks allocated by qemu).
   var prefill = false
   var seeds: [UInt64] = [1, 2]
-  var ops = 500
+  var ops = 300
   var maxWrite = 4 << 20
   var testDescription: String { name }
 }

@@ -19,7 +19,7 @@ struct VHDXWriteScenario: Sendable, CustomTestStringConvertible {
   /// Differencing children: their logical sector size.
   var sectorSize: UInt64 = 512
   var seeds: [UInt64] = [1, 2]
-  var ops = 600
+  var ops = 300
   var maxWrite = 4 << 20
   /// A cache budget for the chain (nil: the default, which holds every table).
   var cacheSize: Int?

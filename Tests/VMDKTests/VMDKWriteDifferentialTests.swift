@@ -25,7 +25,7 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
   /// Empty every grain directory entry but the first (tables unallocated) before writing.
   var emptyDirectory = false
   var seeds: [UInt64] = [1, 2]
-  var ops = 600
+  var ops = 300
 
   var testDescription: String { name }
 }
