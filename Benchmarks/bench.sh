@@ -7,6 +7,7 @@
 # Environment: SIZE_MB (2048), RUNS (5), FIO_TIME (10 s), QUICK=1 (256 MiB, 2 runs, 4 s),
 # FORMATS (qcow2 qcow2c chain vmdk vhdx vpc vdi), READS=0 to skip the reads, WRITES=0 to skip the
 # writes, WRITE_FORMATS (qcow2 vmdk vhdx vpc vdi: those of FORMATS whose writes are measured),
+# WRITE_WORKLOADS (alloc_rand_1j alloc_rand_4j empty_rand_1j empty_rand_4j empty_seq),
 # MICRO=0 to skip the Swift micro benchmarks and the callgrind count, RSS=0 to skip the 64 GiB
 # random-write RSS run (RSS_TIME, 30 s), RO_FORMATS (qcow2 qcow2c chain: where the default mount is
 # read-write, also measured with -o ro), NOTE (free text put into the results).
@@ -43,6 +44,7 @@ FORMATS=${FORMATS:-qcow2 qcow2c chain vmdk vhdx vpc vdi}
 READS=${READS:-1}
 WRITES=${WRITES:-1}
 WRITE_FORMATS=${WRITE_FORMATS:-qcow2 vmdk vhdx vpc vdi}
+WRITE_WORKLOADS=${WRITE_WORKLOADS:-alloc_rand_1j alloc_rand_4j empty_rand_1j empty_rand_4j empty_seq}
 MICRO=${MICRO:-1}
 RSS=${RSS:-1}
 RSS_TIME=${RSS_TIME:-30}
@@ -294,7 +296,7 @@ write_check() { # image format → "clean" when QEMU finds nothing wrong (vpc: q
 }
 write_benchmarks() { # format: vdiskfs vs qsd vs a raw file; the image judged by QEMU after each run
   local f=$1 w t run v img check rss
-  for w in alloc_rand_1j alloc_rand_4j empty_rand_1j empty_rand_4j empty_seq; do
+  for w in $WRITE_WORKLOADS; do
     log "$f write: $w"
     for run in $(seq 1 "$RUNS"); do
       for t in vdiskfs qsd raw; do

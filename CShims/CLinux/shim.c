@@ -16,3 +16,7 @@ const int clinux_falloc_fl_punch_hole = FALLOC_FL_PUNCH_HOLE;
 const int clinux_falloc_fl_zero_range = FALLOC_FL_ZERO_RANGE;
 
 const int clinux_o_direct = O_DIRECT;
+
+int clinux_fallocate(int fd, int mode, long long offset, long long length) {
+  return fallocate(fd, mode, (off_t)offset, (off_t)length);
+}

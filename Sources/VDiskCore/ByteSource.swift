@@ -39,6 +39,11 @@ public protocol ByteSource: AnyObject, Sendable {
   /// Grows (with zeros / a hole) or cuts the source to `size` bytes.
   func setSize(_ size: UInt64) throws
 
+  /// Makes the source at least `end` bytes long and `[offset, end)` read as zeros, never cutting
+  /// it. The caller owns `[offset, end)` and saw it past the end of the source (so it holds no
+  /// old bytes); a concurrent write elsewhere may already have extended the source further.
+  func extendWithZeros(from offset: UInt64, to end: UInt64) throws
+
   /// Size, allocation, owner and times, as `fstat` gives them.
   func status() throws -> FileStatus
 
@@ -60,6 +65,12 @@ extension ByteSource {
   }
 
   public func allocation(at offset: UInt64) -> HostAllocation? { nil }
+
+  /// Writes one zero byte at `end - 1` (the range is the caller's and reads as zeros already).
+  public func extendWithZeros(from offset: UInt64, to end: UInt64) throws {
+    guard end > offset else { return }
+    try [UInt8(0)].withUnsafeBytes { try write($0, at: end - 1) }
+  }
 }
 
 /// What identifies the object under a source: device and inode for files; sources that are not

@@ -75,6 +75,20 @@ public final class FileDescriptorSource: ByteSource {
 
   public func status() throws -> FileStatus { try Syscalls.fileStatus(descriptor) }
 
+  /// `fallocate` over the range (QEMU zeroes a new cluster's copy-on-write regions the same
+  /// way); where the file system cannot, one zero byte written at the end.
+  public func extendWithZeros(from offset: UInt64, to end: UInt64) throws {
+    guard end > offset else { return }
+    do {
+      try Syscalls.allocate(descriptor, at: offset, length: end - offset)
+      return
+    } catch {
+      guard error == .notSupported || error == .invalidArgument || error == .noFunction else { throw error }
+    }
+    let zero: [UInt8] = [0]
+    try zero.withUnsafeBytes { try write($0, at: end - 1) }
+  }
+
   /// SEEK_DATA, then SEEK_HOLE. nil when the file system cannot say (EINVAL on one without
   /// support): counting the bytes as data is always correct.
   public func allocation(at offset: UInt64) -> HostAllocation? {

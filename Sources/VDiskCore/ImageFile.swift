@@ -129,6 +129,21 @@ public final class ImageFile: Sendable {
     grow(to: offset + UInt64(total))
   }
 
+  /// Makes the file at least `end` bytes long with `[offset, end)` reading as zeros, never cutting
+  /// it (`ByteSource.extendWithZeros`): for a new unit whose unwritten part lies past the end of
+  /// the file, instead of writing zeros there.
+  public func extendWithZeros(from offset: UInt64, to end: UInt64) throws {
+    try checkWritable(at: offset)
+    guard end > offset else { return }
+    do {
+      try source.extendWithZeros(from: offset, to: end)
+    } catch {
+      throw Self.failure(
+        error, path: path, offset: offset, "extending to \(hex(end)) from \(hex(offset)) failed")
+    }
+    grow(to: end)
+  }
+
   /// Sets the file's size (ftruncate): grows it with a hole, or cuts it.
   public func setSize(_ newSize: UInt64) throws {
     guard isWritable else { throw VDiskError(.readOnly, path: path, "file is open read-only") }

@@ -103,6 +103,18 @@ extension LayerChain {
     let fill = UnsafeMutableRawBufferPointer.allocate(byteCount: max(fillBytes, 1), alignment: 4096)
     defer { fill.deallocate() }
     try readFill(fills, into: fill)
+    // Zero fill wholly past the end of its file (a new unit at the end) is not written: the file
+    // is extended over it after the data, as QEMU zeroes a new cluster's copy-on-write regions
+    // with fallocate instead of writing them. The unit is this write's alone, so nothing else
+    // writes there; bytes past the end of a file read as zeros.
+    var beyondEnd: [Piece] = []
+    pieces.removeAll { p in
+      guard p.dataStart == nil, p.host >= p.file.size,
+        Self.isZero(UnsafeRawBufferPointer(rebasing: fill[p.fillStart..<p.fillStart + p.length]))
+      else { return false }
+      beyondEnd.append(p)
+      return true
+    }
     pieces.sort { $0.file.id != $1.file.id ? $0.file.id < $1.file.id : $0.host < $1.host }
     var i = 0
     while i < pieces.count {
@@ -120,6 +132,19 @@ extension LayerChain {
       try pieces[i].file.write(gathering: buffers, at: pieces[i].host)
       i = j
     }
+    // A skipped piece inside the file now (data written after it) is a hole: zeros already.
+    for p in beyondEnd where p.host + UInt64(p.length) > p.file.size {
+      try p.file.extendWithZeros(from: p.host, to: p.host + UInt64(p.length))
+    }
+  }
+
+  /// Whether every byte of `bytes` is zero (eight at a time).
+  static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    let words = bytes.count / 8
+    for k in 0..<words where bytes.loadUnaligned(fromByteOffset: k * 8, as: UInt64.self) != 0 {
+      return false
+    }
+    return bytes[(words * 8)...].allSatisfy { $0 == 0 }
   }
 
   /// Reads the current guest bytes of every fill range into `buffer` (at each range's start),

@@ -68,6 +68,14 @@ enum Syscalls {
     _ = try retrying { ftruncate(fd.rawValue, off_t(size)) }
   }
 
+  /// `fallocate` with mode 0: allocates `[offset, offset + length)`, extending the file when the
+  /// range reaches past its end and never cutting it; new bytes read as zeros.
+  static func allocate(_ fd: FileDescriptor, at offset: UInt64, length: UInt64) throws(Errno) {
+    let (end, overflow) = offset.addingReportingOverflow(length)
+    guard !overflow, end <= UInt64(Int64.max) else { throw Errno.fileTooLarge }
+    _ = try retrying { clinux_fallocate(fd.rawValue, 0, Int64(offset), Int64(length)) }
+  }
+
   /// `fdatasync`.
   static func dataSync(_ fd: FileDescriptor) throws(Errno) {
     _ = try retrying { fdatasync(fd.rawValue) }

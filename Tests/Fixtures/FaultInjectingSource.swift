@@ -6,7 +6,8 @@ import VDiskCore
 /// the layers do when I/O fails and of what a kill -9 between two write-back stages leaves.
 ///
 /// Stages: every write that is performed (plain or gathering: one system call each), every
-/// `synchronize` (fdatasync) and every `setSize` (ftruncate) counts as one write-back stage,
+/// `synchronize` (fdatasync), every `setSize` (ftruncate) and every `extendWithZeros` (fallocate;
+/// a write, for faults) counts as one write-back stage,
 /// numbered from 1 in the order they reach this source. After `crash(afterStage: n)`, stages
 /// 1…n are performed and every later write, sync or size change is refused with EIO and not
 /// performed, so the file below holds exactly what a kill -9 right after stage n leaves (the
@@ -15,7 +16,7 @@ import VDiskCore
 public final class FaultInjectingSource: ByteSource {
   /// What one stage was.
   public enum StageKind: String, Sendable, Hashable {
-    case write, gatheringWrite, sync, setSize
+    case write, gatheringWrite, sync, setSize, extend
   }
 
   public struct Stage: Sendable, CustomStringConvertible {
@@ -139,6 +140,12 @@ public final class FaultInjectingSource: ByteSource {
 
   public func setSize(_ size: UInt64) throws {
     try stage(.setSize, size, 0, isWrite: false) { try base.setSize(size) }
+  }
+
+  public func extendWithZeros(from offset: UInt64, to end: UInt64) throws {
+    try stage(.extend, offset, end - offset, isWrite: true) {
+      try base.extendWithZeros(from: offset, to: end)
+    }
   }
 
   public func status() throws -> FileStatus { try base.status() }

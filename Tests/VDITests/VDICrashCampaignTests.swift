@@ -87,7 +87,7 @@ import VDiskCore
     let reference = Self.run(full, initial: initial, cacheBudget: cacheBudget, crashAfter: nil)
     #expect(!reference.cut)
     let stages = reference.stages
-    #expect(Set(stages.map(\.kind)).isSuperset(of: [.gatheringWrite, .write, .sync, .setSize]), "\(stages)")
+    #expect(Set(stages.map(\.kind)).isSuperset(of: [.gatheringWrite, .write, .sync, .extend]), "\(stages)")
     #expect(stages.count >= 15, "\(stages)")
     let check = try VDICheck(full)
     #expect(check.isClean, "the whole workload: \(check)")

@@ -25,12 +25,14 @@ import VDiskCore
     let disk = try FaultyVDI(image)
     let bytes = pattern(5000, serial: 9)
     _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: 6 * Self.mib + 4096) }
-    // Block 6 → slot 1: the file grows by one slot with a hole, and only the data is written.
+    // Block 6 → slot 1: only the data is written, then the file is extended over the rest of the
+    // slot (the engine writes no zero fill past the end of the file).
     let stages = disk.source.stages
-    #expect(stages.map(\.kind) == [.setSize, .gatheringWrite], "\(stages)")
-    #expect(stages.first?.offset == Self.dataOffset + 2 * Self.mib)
-    #expect(stages.last?.offset == Self.dataOffset + Self.mib + 4096)
-    #expect(stages.last?.length == 5000)
+    #expect(stages.map(\.kind) == [.gatheringWrite, .extend], "\(stages)")
+    #expect(stages.first?.offset == Self.dataOffset + Self.mib + 4096)
+    #expect(stages.first?.length == 5000)
+    #expect(stages.last.map { $0.offset + $0.length } == Self.dataOffset + 2 * Self.mib)
+    #expect(try fileSize(image) == Self.dataOffset + 2 * Self.mib)
     #expect(try u32LE(image, at: Self.mapOffset + 6 * 4) == 0xFFFF_FFFF)
     #expect(try u32LE(image, at: 0x184) == 1)
     // Readers see it at once.

@@ -26,6 +26,9 @@ extern const int clinux_falloc_fl_keep_size;
 extern const int clinux_falloc_fl_punch_hole;
 extern const int clinux_falloc_fl_zero_range;
 
+/// `fallocate(2)`, which the Swift Glibc module hides: returns 0, or -1 with `errno` set.
+int clinux_fallocate(int fd, int mode, long long offset, long long length);
+
 /// `open` flag for I/O that bypasses the page cache; its value differs between architectures.
 extern const int clinux_o_direct;
 

@@ -2,38 +2,10 @@ import VDiskCore
 
 /// The engine's write contract (`WritableLayer`), answered by the layer's `QCOW2Writer`; a layer
 /// opened read-only refuses with `.readOnly`.
-extension QCOW2Layer: WritableLayer {
-  private func requireWriter() throws -> QCOW2Writer {
-    guard let writer else { throw VDiskError(.readOnly, path: file.path, "the image is open read-only") }
-    return writer
-  }
-
+extension QCOW2Layer: WriterBackedLayer {
   public var writeUnit: UInt64 { header.clusterSize }
 
-  /// Never used on a read-only layer (the engine refuses writes there first).
-  public var writeLocks: RangeLocks { writer?.locks ?? RangeLocks() }
-
-  public func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
-    try requireWriter().prepareWrite(at: offset, length: length)
-  }
-
-  public func commitWrite(_ prepared: PreparedWrite) throws {
-    try requireWriter().commitWrite(prepared)
-  }
-
-  public func abortWrite(_ prepared: PreparedWrite) {
-    writer?.abortWrite(prepared)
-  }
-
-  public func discard(at offset: UInt64, length: UInt64, mode: DiscardMode) throws -> [Range<UInt64>] {
-    try requireWriter().discard(at: offset, length: length, mode: mode)
-  }
-
-  public func flush() throws {
-    try requireWriter().flush()
-  }
-
-  public func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    try requireWriter().resize(to: newSize, allowShrink: allowShrink)
-  }
+  public var layerWriter: (any LayerWriter)? { writer }
 }
+
+extension QCOW2Writer: LayerWriter {}

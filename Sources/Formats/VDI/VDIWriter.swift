@@ -12,10 +12,10 @@ import VDiskCore
 /// the one allocation in flight are `linked..<linked + n`, and an aborted allocation leaves no
 /// hole (the next one reuses its slots). Writes into allocated blocks never take it.
 ///
-/// A new block reads as zeros where it is not written: when its slot lies wholly past the end of
-/// the file, the file is extended with a hole (no fill written); otherwise (a slot left behind by
-/// an aborted allocation or a crash) the engine writes the whole block, the rest filled with the
-/// zeros the chain reads there.
+/// A new block reads as zeros where it is not written: its run covers the whole block, the rest
+/// filled with the zeros the chain reads there (the engine writes no zeros past the end of the
+/// file, it extends the file instead; a slot left behind by an aborted allocation or a crash gets
+/// them written).
 ///
 /// Changed map pages stay dirty in the chain's `MetadataCache` (counted against its budget) and
 /// reach the file in `writeBack` (`MapWriteback.swift`).
@@ -69,7 +69,7 @@ final class VDIWriter: Sendable {
     let fresh = entries.filter { !VDIBlockMap.isAllocated($0) }.count
     guard fresh > 0 else {
       return PreparedWrite(
-        targets: targets(first: first, entries: entries, from: offset, to: end, fill: false))
+        targets: targets(first: first, entries: entries, from: offset, to: end))
     }
     allocation.acquire(0...0)
     do {
@@ -78,10 +78,6 @@ final class VDIWriter: Sendable {
         throw VDiskError.corrupt(
           file.path, "VDI has no free slot for \(fresh) more blocks (\(slot) of \(header.blockCount) in use)")
       }
-      // Past the end of the file, a hole reads as zeros: extend the file, write only the data.
-      let start = slotStart(slot)
-      let beyondEnd = file.size <= start
-      if beyondEnd { try file.setSize(slotStart(slot + UInt32(fresh))) }
       var assigned = entries
       var next = slot
       var blocks: [NewBlock] = []
@@ -91,8 +87,7 @@ final class VDIWriter: Sendable {
         next += 1
       }
       let runs = targets(
-        first: first, entries: assigned, from: offset, to: end, fill: !beyondEnd,
-        fresh: Set(blocks.map(\.index)))
+        first: first, entries: assigned, from: offset, to: end, fresh: Set(blocks.map(\.index)))
       return PreparedWrite(targets: runs, token: PendingAllocation(blocks: blocks))
     } catch {
       allocation.release(0...0)
@@ -100,10 +95,10 @@ final class VDIWriter: Sendable {
     }
   }
 
-  /// One run per block: the written part of an allocated or hole-backed block, or the whole of a
-  /// new block in a reused slot with the rest filled (zeros: the chain still shows it free).
+  /// One run per block: the written part of an allocated block, or the whole of a new block with
+  /// the rest filled (zeros: the chain still shows it free).
   private func targets(
-    first: Int, entries: [UInt32], from offset: UInt64, to end: UInt64, fill: Bool, fresh: Set<Int> = []
+    first: Int, entries: [UInt32], from offset: UInt64, to end: UInt64, fresh: Set<Int> = []
   ) -> [WriteTarget] {
     entries.enumerated().map { i, slot in
       let block = first + i
@@ -111,7 +106,7 @@ final class VDIWriter: Sendable {
       let blockEnd = blockStart + blockSize
       let lo = max(offset, blockStart)
       let hi = min(end, blockEnd)
-      guard fill, fresh.contains(block) else {
+      guard fresh.contains(block) else {
         return WriteTarget(file: file, hostOffset: slotData(slot) + (lo - blockStart), guest: lo..<hi)
       }
       let ranges = [blockStart..<lo, hi..<blockEnd].filter { !$0.isEmpty }

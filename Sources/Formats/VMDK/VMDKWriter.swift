@@ -19,8 +19,11 @@ final class FlatWritten: Sendable {
 /// descriptor's CID once before the first change, and writes everything back on flush. Delta
 /// disks are written like any other: only this top layer changes; the engine reads the parent
 /// for a new grain's fill.
-final class VMDKWriter: Sendable {
+final class VMDKWriter: LayerWriter {
   let path: String
+  let extents: [VMDKExtent]
+  /// The disk's size: where the last extent ends.
+  let virtualSize: UInt64
   let writers: [ExtentWriter]
   let descriptor: DescriptorCID?
   let locks = RangeLocks()
@@ -40,6 +43,8 @@ final class VMDKWriter: Sendable {
     hasBacking: Bool, cache: MetadataCache
   ) throws {
     self.path = path
+    self.extents = extents
+    virtualSize = extents.last.map { $0.start + $0.length } ?? 0
     self.writers = writers
     self.descriptor = descriptor
     self.hasBacking = hasBacking
@@ -106,7 +111,13 @@ final class VMDKWriter: Sendable {
     }
   }
 
-  func prepareWrite(_ extents: [VMDKExtent], at offset: UInt64, length: UInt64) throws -> PreparedWrite {
+  func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
+    let (end, overflow) = offset.addingReportingOverflow(length)
+    guard length > 0, !overflow, end <= virtualSize else {
+      throw VDiskError(
+        .invalidArgument, path: path, offset: offset,
+        "write of \(length) bytes at \(hex(offset)) lies outside the disk (size \(hex(virtualSize)))")
+    }
     try beginChange()
     var targets: [WriteTarget] = []
     var prepared: [(writer: Int, grains: [PlannedGrain])] = []
@@ -189,7 +200,9 @@ final class VMDKWriter: Sendable {
   /// Whole grains of sparse extents become zeros where the format can say so (see
   /// `SparseWriteState.zeroGrains`); the rest (flat extents, partial grains, grains that need
   /// zeros written) goes back to the engine.
-  func discard(_ extents: [VMDKExtent], at offset: UInt64, length: UInt64) throws -> [Range<UInt64>] {
+  func discard(at offset: UInt64, length requested: UInt64, mode: DiscardMode) throws -> [Range<UInt64>] {
+    guard offset < virtualSize, requested > 0 else { return [] }
+    let length = min(requested, virtualSize - offset)
     try beginChange()
     var leftovers: [Range<UInt64>] = []
     for (index, range) in pieces(extents, from: offset, to: offset + length) {
@@ -233,5 +246,10 @@ final class VMDKWriter: Sendable {
         try s.flush()
       }
     }
+  }
+
+  func resize(to newSize: UInt64, allowShrink: Bool) throws {
+    throw VDiskError.unsupported(
+      path, "vmdk images cannot be resized (QEMU's vmdk driver cannot either); convert to qcow2 or raw first")
   }
 }
