@@ -12,7 +12,7 @@ import VDiskCore
     defer { scratch.remove() }
     let image = scratch.file("g.qcow2")
     try Qemu.create(image, size: "8M")  // 64 KiB clusters
-    let disk = try FaultyImage(image)
+    let disk = try FaultyChain(image, format: QCOW2Driver.self)
     let before = disk.source.stages.count
     // 5000 bytes across the boundary of two new clusters: head fill, data, tail fill, allocated
     // next to each other, so one run of 128 KiB.
@@ -32,6 +32,6 @@ import VDiskCore
       expected[65536 + 4096 + i] = 0x5C
     }
     #expect(firstDifference(try Qemu.rawContent(of: image, scratch: scratch), expected) == nil)
-    #expect(try qemuCheck(image).isClean)
+    #expect(try Qemu.check(image, format: "qcow2").isClean)
   }
 }
