@@ -27,11 +27,13 @@ public struct CrashCampaign {
 
   /// Writes between two flushes never overlap (`DurabilityModel`'s rule).
   public var workload: [Step]
-  /// Opens an image for writing over a faulty source that crashes after `crashAfter` stages
-  /// (nil: never).
-  public var open: (_ image: String, _ crashAfter: Int?) throws -> FaultyChain
+  /// Opens an image for writing over `source` (`FaultyChain(_:source:format:…)`), a faulty
+  /// source over the image armed to crash at the crash point.
+  public var open: (_ image: String, _ source: FaultInjectingSource) throws -> FaultyChain
 
-  public init(workload: [Step], open: @escaping (_ image: String, _ crashAfter: Int?) throws -> FaultyChain) {
+  public init(
+    workload: [Step], open: @escaping (_ image: String, _ source: FaultInjectingSource) throws -> FaultyChain
+  ) {
     self.workload = workload
     self.open = open
   }
@@ -40,11 +42,18 @@ public struct CrashCampaign {
   /// `pattern(count, serial: k)`.
   public func run(_ image: String, initial: [UInt8], crashAfter: Int?) -> Outcome {
     var model = DurabilityModel(initial)
+    let source: FaultInjectingSource
     let disk: FaultyChain
     do {
-      disk = try open(image, crashAfter)
+      source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: true))
     } catch {
-      return Outcome(model: model, stages: [], cut: true)  // crashed while opening
+      return Outcome(model: model, stages: [], cut: true)
+    }
+    if let crashAfter { source.crash(afterStage: crashAfter) }
+    do {
+      disk = try open(image, source)
+    } catch {
+      return Outcome(model: model, stages: source.stages, cut: true)  // crashed while opening
     }
     var serial: UInt64 = 0
     do {

@@ -13,8 +13,19 @@ public struct FaultyChain {
     _ image: String, format: any FormatDriver.Type, writable: Bool = true, parent: String? = nil,
     cacheBudget: Int = 32 << 20, crashAfter: Int? = nil
   ) throws {
-    source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: writable))
+    let source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: writable))
     if let crashAfter { source.crash(afterStage: crashAfter) }
+    try self.init(
+      image, source: source, format: format, writable: writable, parent: parent, cacheBudget: cacheBudget)
+  }
+
+  /// Opens `image` with `format` over `source` (a `FaultInjectingSource` over `image` the
+  /// caller made and armed, so that it can count the stages even when opening fails).
+  public init(
+    _ image: String, source: FaultInjectingSource, format: any FormatDriver.Type, writable: Bool = true,
+    parent: String? = nil, cacheBudget: Int = 32 << 20
+  ) throws {
+    self.source = source
     let cache = MetadataCache(budget: cacheBudget)
     var below: (any ImageLayer)?
     if let parent {

@@ -38,8 +38,8 @@ import VDiskCore
     try Qemu.create(pristine, size: "4M", options: ["cluster_size=512"])
     try Qemu.io(pristine, ["write -P 0x11 0 64k"])
     let initial = try Qemu.rawContent(of: pristine, scratch: scratch)
-    let campaign = CrashCampaign(workload: Self.workload) { image, crashAfter in
-      try FaultyChain(image, format: QCOW2Driver.self, cacheBudget: cacheBudget, crashAfter: crashAfter)
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: QCOW2Driver.self, cacheBudget: cacheBudget)
     }
 
     // The whole workload once: its stages, and the image it leaves.

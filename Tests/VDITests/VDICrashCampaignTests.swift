@@ -37,8 +37,8 @@ import VDiskCore
     try Qemu.io(pristine, format: "vdi", ["write -P 0x11 0 64k"])
     let initial = try Qemu.rawContent(of: pristine, scratch: scratch)
 
-    let campaign = CrashCampaign(workload: Self.workload) { image, crashAfter in
-      try FaultyChain(image, format: VDIDriver.self, cacheBudget: cacheBudget, crashAfter: crashAfter)
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: VDIDriver.self, cacheBudget: cacheBudget)
     }
 
     let full = scratch.file("full.vdi")

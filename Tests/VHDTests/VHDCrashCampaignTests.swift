@@ -64,9 +64,8 @@ import VHD
     let parentSum = try parent.map(fileChecksum)
     let initial = try readAll(openChain(pristine))
 
-    let campaign = CrashCampaign(workload: workload) { image, crashAfter in
-      try FaultyChain(
-        image, format: VHDDriver.self, parent: parent, cacheBudget: cacheBudget, crashAfter: crashAfter)
+    let campaign = CrashCampaign(workload: workload) { image, source in
+      try FaultyChain(image, source: source, format: VHDDriver.self, parent: parent, cacheBudget: cacheBudget)
     }
 
     let full = scratch.file("full.vhd")

@@ -38,8 +38,8 @@ import VDiskCore
     try Qemu.io(pristine, format: "vhdx", ["write -P 0x11 0 2M"])
     let initial = try Qemu.rawContent(of: pristine, scratch: scratch)
 
-    let campaign = CrashCampaign(workload: Self.workload) { image, crashAfter in
-      try FaultyChain(image, format: VHDXDriver.self, cacheBudget: cacheBudget, crashAfter: crashAfter)
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: VHDXDriver.self, cacheBudget: cacheBudget)
     }
 
     let full = scratch.file("full.vhdx")

@@ -46,8 +46,8 @@ import VMDK
     let pristine = scratch.file("pristine.vmdk")
     let initial = try Self.pristine(pristine, scratch: scratch)
 
-    let campaign = CrashCampaign(workload: Self.workload) { image, crashAfter in
-      try FaultyChain(image, format: VMDKDriver.self, cacheBudget: cacheBudget, crashAfter: crashAfter)
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: VMDKDriver.self, cacheBudget: cacheBudget)
     }
 
     let full = scratch.file("full.vmdk")
