@@ -7,21 +7,6 @@ import VDiskCore
 /// The write engine's I/O, seen from below the image file: fill and guest bytes of one host run go
 /// out in one gathered write, and no metadata is written before a flush.
 @Suite struct EngineWriteTests {
-  /// Opens `image` (whose backing file is `base`, when given) writable through a fault-injecting
-  /// source; the base is opened read-only under it.
-  private func open(_ image: String, base: String?) throws -> (LayerChain, FaultInjectingSource) {
-    let cache = MetadataCache(budget: 32 << 20)
-    let below = try base.map { path in
-      let file = try ImageFile.open(path)
-      return try QCOW2Driver.plan(file, context: PlanContext(logger: logger, writable: false)).build(
-        nil, cache)
-    }
-    let source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: true))
-    let file = try ImageFile(source: source, path: image, isWritable: true)
-    let plan = try QCOW2Driver.plan(file, context: PlanContext(logger: logger, writable: true))
-    return (LayerChain(top: try plan.build(below, cache)), source)
-  }
-
   @Test func oneGatheredWritePerHostRun() throws {
     let scratch = try Scratch("engine-gather")
     defer { scratch.remove() }
@@ -30,7 +15,8 @@ import VDiskCore
     try Qemu.io(base, ["write -P 0x33 0 1M"])
     let image = scratch.file("g.qcow2")
     try Qemu.create(image, size: "8M", backing: base, backingFormat: "qcow2")  // 64 KiB clusters
-    let (chain, source) = try open(image, base: base)
+    let disk = try FaultyChain(image, format: QCOW2Driver.self, parent: base)
+    let (chain, source) = (disk.chain, disk.source)
     let before = source.stages.count
     // 5000 bytes across the boundary of two new clusters: head fill, data, tail fill (copied up
     // from the base), allocated next to each other, so one run of 128 KiB.
@@ -51,7 +37,7 @@ import VDiskCore
       expected[65536 + 4096 + i] = 0x5C
     }
     #expect(firstDifference(try Qemu.rawContent(of: image, scratch: scratch), expected) == nil)
-    #expect(try qemuCheck(image).isClean)
+    #expect(try Qemu.check(image, format: "qcow2").isClean)
   }
 
   /// Zero fill of new clusters at the end of the file is not written: the data goes out alone,
@@ -61,7 +47,8 @@ import VDiskCore
     defer { scratch.remove() }
     let image = scratch.file("z.qcow2")
     try Qemu.create(image, size: "8M")  // 64 KiB clusters, no backing: new clusters read as zeros
-    let (chain, source) = try open(image, base: nil)
+    let disk = try FaultyChain(image, format: QCOW2Driver.self)
+    let (chain, source) = (disk.chain, disk.source)
     let before = source.stages.count
     let data = [UInt8](repeating: 0x5C, count: 5000)
     _ = try data.withUnsafeBytes { try chain.write($0, at: 65536 - 1000) }
@@ -76,6 +63,6 @@ import VDiskCore
     for i in 0..<5000 { expected[65536 - 1000 + i] = 0x5C }
     #expect(try chain.read(at: 0, count: 3 * 65536) == Array(expected[0..<3 * 65536]))
     #expect(firstDifference(try Qemu.rawContent(of: image, scratch: scratch), expected) == nil)
-    #expect(try qemuCheck(image).isClean)
+    #expect(try Qemu.check(image, format: "qcow2").isClean)
   }
 }

@@ -73,7 +73,7 @@ import VDiskCore
       #expect(back.allSatisfy { $0 == later })
     }
     try chain.flush()
-    let report = try qemuCheck(image)
+    let report = try Qemu.check(image, format: "qcow2")
     #expect(report.isClean, "\(report)")
   }
 }

@@ -90,7 +90,7 @@ import VDiskCore
         #expect(firstDifference(try content(of: try layer.snapshotLayer(id: id)), old) == nil)
       }
     }
-    let check = try qemuCheck(fixture.image)
+    let check = try Qemu.check(fixture.image, format: "qcow2")
     #expect(check.isClean, "\(check)")
     for (name, old) in zip(fixture.names, before) {
       let (_, expected) = try qemuSnapshotContent(fixture.image, name: name, scratch: scratch)

@@ -107,21 +107,19 @@ struct WriteScenario: Sendable, CustomTestStringConvertible {
       try Qemu.scatterPatterns(image, size: s.size, count: 10, seed: seed &+ 7, maxUnits: 64)
       snapshotRaw = try snapshotContent(image, scratch: scratch)
     }
-    let baseSum = s.backing == .none ? 0 : try checksum(base)
+    let baseSum = s.backing == .none ? 0 : try fileChecksum(base)
     let initial = try Qemu.rawContent(of: image, scratch: scratch)
     #expect(UInt64(initial.count) == s.size)
 
     try exercise(s, image: image, initial: initial, seed: seed, scratch: scratch)
 
-    let report = try qemuCheck(image)
-    #expect(report.isClean, "\(s.name) seed \(seed): \(report)")
-    let (identical, output) = try qemuIdentical(image, scratch.file("mirror.raw"))
-    #expect(identical, "\(s.name) seed \(seed): \(output)")
+    try Qemu.expectCleanAndIdentical(
+      image, format: "qcow2", to: scratch.file("mirror.raw"), "\(s.name) seed \(seed)")
     if let snapshotRaw {
       let after = try snapshotContent(image, scratch: scratch)
       #expect(firstDifference(after, snapshotRaw) == nil, "\(s.name): snapshot s1 changed")
     }
-    if s.backing != .none { #expect(try checksum(base) == baseSum, "\(s.name): backing file changed") }
+    if s.backing != .none { #expect(try fileChecksum(base) == baseSum, "\(s.name): backing file changed") }
   }
 
   static func snapshotContent(_ image: String, scratch: Scratch) throws -> [UInt8] {
@@ -136,49 +134,8 @@ struct WriteScenario: Sendable, CustomTestStringConvertible {
     throws
   {
     let disk = MirroredDisk(chain: try openWritable(image), mirror: initial)
-    var rng = SplitMix64(seed: seed &* 7919 &+ UInt64(s.size))
-    let cluster = s.clusterSize
-    let size = s.size
-    func randomRange() -> (UInt64, Int) {
-      let kind = rng.next() % 100
-      let limit: UInt64 =
-        kind < 55 ? 8192 : kind < 88 ? 256 << 10 : kind < 97 ? 1 << 20 : UInt64(s.maxWrite)
-      var length = 1 + rng.next() % min(limit, size)
-      var offset = rng.next() % (size - length + 1)
-      if rng.next() % 3 == 0 {
-        // Cluster-aligned ranges exercise whole-cluster paths (in place, discard to zero).
-        offset &= ~(cluster - 1)
-        length = max(cluster, length & ~(cluster - 1))
-        if offset + length > size { length = size - offset }
-      }
-      return (offset, Int(length))
-    }
-    for step in 0..<s.ops {
-      let op = rng.next() % 100
-      let (offset, length) = randomRange()
-      switch op {
-      case 0..<50:
-        try disk.write(at: offset, count: length)
-      case 50..<72:
-        if let d = try disk.verify(at: offset, count: length) {
-          Issue.record("\(s.name) seed \(seed) step \(step): \(d)")
-          return
-        }
-      case 72..<82:
-        try disk.discard(at: offset, count: length, mode: .punchHole)
-      case 82..<89:
-        try disk.discard(at: offset, count: length, mode: .zeroRange)
-      case 89..<95:
-        try disk.chain.flush()
-      default:
-        if step % 4 == 0, let d = try disk.verifyAll() {
-          Issue.record("\(s.name) seed \(seed) step \(step) (full check): \(d)")
-          return
-        }
-      }
-    }
-    try disk.chain.flush()
-    if let d = try disk.verifyAll() { Issue.record("\(s.name) seed \(seed) at the end: \(d)") }
-    try disk.saveMirror(scratch.file("mirror.raw"))
+    var run = DifferentialRun(name: s.name, seed: seed, ops: s.ops, unit: s.clusterSize)
+    run.maxWrite = UInt64(s.maxWrite)
+    try run.exercise(disk, mirrorPath: scratch.file("mirror.raw"))
   }
 }

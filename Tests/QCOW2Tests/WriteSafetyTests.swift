@@ -125,7 +125,7 @@ import VDiskCore
     }
     crashCopies.append(image)
     for copy in crashCopies {
-      let report = try qemuCheck(copy)
+      let report = try Qemu.check(copy, format: "qcow2")
       #expect(report.status == 0 || report.status == 3, "\(copy): \(report)")
       #expect(report.errors == 0, "\(copy): \(report)")
     }
@@ -139,7 +139,7 @@ import VDiskCore
     try Qemu.create(base, size: "2M")
     try Qemu.io(base, ["write -P 0x31 0 2M"])
     try Qemu.create(image, size: "2M", backing: "base.qcow2", backingFormat: "qcow2")
-    let before = try checksum(base)
+    let before = try fileChecksum(base)
     do {
       let chain = try openWritable(image)
       #expect(chain.layers.count == 2)
@@ -154,8 +154,8 @@ import VDiskCore
       try chain.flush()
       #expect(try disk.verifyAll() == nil)
     }
-    #expect(try checksum(base) == before)
-    #expect(try qemuCheck(image).isClean)
+    #expect(try fileChecksum(base) == before)
+    #expect(try Qemu.check(image, format: "qcow2").isClean)
   }
 
   @Test(arguments: [false, true])

@@ -11,11 +11,11 @@ import VDiskCore
 @Suite struct WriteStructureTests {
   /// Ends a test on an image: clean `qemu-img check`, identical to the mirror.
   static func expectConsistent(_ image: String, mirror: [UInt8], scratch: Scratch) throws {
-    let report = try qemuCheck(image)
+    let report = try Qemu.check(image, format: "qcow2")
     #expect(report.isClean, "\(report)")
     let raw = scratch.file("mirror.raw")
     try Data(mirror).write(to: URL(fileURLWithPath: raw))
-    let (identical, output) = try qemuIdentical(image, raw)
+    let (identical, output) = try Qemu.identical(image, format: "qcow2", to: raw)
     #expect(identical, "\(output)")
   }
 

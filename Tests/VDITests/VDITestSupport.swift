@@ -80,3 +80,17 @@ struct VDIBuilder {
     return out
   }
 }
+
+/// A little-endian u32 of a file.
+func u32LE(_ path: String, at offset: UInt64) throws -> UInt32 {
+  let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+  defer { try? handle.close() }
+  try handle.seek(toOffset: offset)
+  let data = try handle.read(upToCount: 4) ?? Data()
+  return data.reversed().reduce(0) { $0 << 8 | UInt32($1) }
+}
+
+/// Size of a file in bytes.
+func fileSize(_ path: String) throws -> UInt64 {
+  (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
+}

@@ -40,7 +40,7 @@ import VDiskCore
       try patchLE(image, at: c.offset, c.value, width: 4)
       let before = try Data(contentsOf: URL(fileURLWithPath: image))
       expectVDiskError(.readOnly, [image, "refusing to write"] + c.fragments) {
-        _ = try openWritableVDI(image)
+        _ = try openWritable(image, format: VDIDriver.self)
       }
       #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before)
       // Still readable where the map is sound.
@@ -49,7 +49,7 @@ import VDiskCore
     // qemu agrees each of these is damaged (the test images are the ones it would flag).
     try original.write(to: URL(fileURLWithPath: image))
     try patchLE(image, at: Self.mapOffset + 8, 0, width: 4)
-    #expect(!(try VDICheck(image).isClean))
+    #expect(!(try Qemu.check(image, format: "vdi").isClean))
   }
 
   @Test func slotPastEndOfFileIsRefusedForWriting() throws {
@@ -62,7 +62,7 @@ import VDiskCore
     try handle.close()
     let before = try Data(contentsOf: URL(fileURLWithPath: image))
     expectVDiskError(.readOnly, [image, "block 2 (slot 1) lies beyond end of file", "refusing to write"]) {
-      _ = try openWritableVDI(image)
+      _ = try openWritable(image, format: VDIDriver.self)
     }
     #expect(try Data(contentsOf: URL(fileURLWithPath: image)) == before)
   }
@@ -75,7 +75,9 @@ import VDiskCore
       version1: false, diskSize: 2 << 20, map: [0, 0xFFFF_FFFF],
       slots: [[UInt8](repeating: 7, count: 1 << 20)])
     try builder.write(to: image)
-    expectVDiskError(.readOnly, [image, "legacy VDI 0.0"]) { _ = try openWritableVDI(image) }
+    expectVDiskError(.readOnly, [image, "legacy VDI 0.0"]) {
+      _ = try openWritable(image, format: VDIDriver.self)
+    }
     #expect(try openChain(image).read(at: 0, count: 4) == [7, 7, 7, 7])
   }
 
@@ -95,7 +97,7 @@ import VDiskCore
     let dataOffset = UInt64(512 + 512)
     let slotSize = UInt64(block + 512)
 
-    let disk = MirroredDisk(chain: try openWritableVDI(image), mirror: builder.content)
+    let disk = MirroredDisk(chain: try openWritable(image, format: VDIDriver.self), mirror: builder.content)
     try disk.write(at: UInt64(block) - 100, count: 300)  // block 0 in place, block 1 new (slot 3)
     try disk.write(at: UInt64(3 * block) + 5, count: 10)  // block 3 (zero-marked) new (slot 4)
     try disk.write(at: UInt64(4 * block) + 1000, count: block - 2000)  // block 4, last, in place
@@ -114,6 +116,6 @@ import VDiskCore
       #expect(file[start..<start + 512].allSatisfy { $0 == 0xEE }, "slot \(slot)")
     }
     // The image as left is one vdiskfs would write again (slots 0..<5, each once).
-    _ = try openWritableVDI(image)
+    _ = try openWritable(image, format: VDIDriver.self)
   }
 }

@@ -22,7 +22,7 @@ import VDiskCore
     try Qemu.io(image, format: "vdi", ["write -P 0x11 3M 4k"])  // block 3 → slot 0
     #expect(try fileSize(image) == Self.dataOffset + Self.mib)
 
-    let disk = try FaultyVDI(image)
+    let disk = try FaultyChain(image, format: VDIDriver.self)
     let bytes = pattern(5000, serial: 9)
     _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: 6 * Self.mib + 4096) }
     // Block 6 → slot 1: only the data is written, then the file is extended over the rest of the
@@ -50,7 +50,7 @@ import VDiskCore
     // Nothing dirty: one sync.
     try disk.chain.flush()
     #expect(disk.source.stages.dropFirst(5).map(\.kind) == [.sync])
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 
   /// A static image is written in place: no allocation, no metadata, the file's size unchanged.
@@ -60,7 +60,7 @@ import VDiskCore
     let image = scratch.file("s.vdi")
     try Qemu.create(image, format: "vdi", size: "4M", options: ["static=on"])
     let size = try fileSize(image)
-    let disk = try FaultyVDI(image)
+    let disk = try FaultyChain(image, format: VDIDriver.self)
     let bytes = pattern(3 * Int(Self.mib), serial: 3)
     _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: Self.mib / 2) }
     try disk.chain.discard(at: Self.mib, length: Self.mib, mode: .punchHole)
@@ -74,7 +74,7 @@ import VDiskCore
     expected.replaceSubrange(Int(Self.mib / 2)..<Int(Self.mib / 2) + bytes.count, with: bytes)
     expected.replaceSubrange(Int(Self.mib)..<Int(2 * Self.mib), with: repeatElement(0, count: Int(Self.mib)))
     #expect(try Qemu.rawContent(of: image, scratch: scratch) == expected)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 
   /// A slot that already holds bytes (left by a crashed allocation) is written whole: the rest of
@@ -90,7 +90,7 @@ import VDiskCore
     try handle.write(contentsOf: Data(repeating: 0xAA, count: Int(2 * Self.mib)))
     try handle.close()
 
-    let chain = try openWritableVDI(image)
+    let chain = try openWritable(image, format: VDIDriver.self)
     let bytes = pattern(4096, serial: 5)
     _ = try bytes.withUnsafeBytes { try chain.write($0, at: 2 * Self.mib + 8192) }
     try chain.flush()
@@ -98,7 +98,7 @@ import VDiskCore
     expected.replaceSubrange(Int(2 * Self.mib + 8192)..<Int(2 * Self.mib + 8192 + 4096), with: bytes)
     #expect(try chain.read(at: 0, count: Int(4 * Self.mib)) == expected)
     #expect(try Qemu.rawContent(of: image, scratch: scratch) == expected)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 
   /// Discards leave free blocks alone, zero allocated ones in place, and never change the count
@@ -109,14 +109,14 @@ import VDiskCore
     let image = scratch.file("d.vdi")
     try Qemu.create(image, format: "vdi", size: "4M")
     try Qemu.io(image, format: "vdi", ["write -P 0x22 1M 1M"])
-    let chain = try openWritableVDI(image)
+    let chain = try openWritable(image, format: VDIDriver.self)
     try chain.discard(at: 0, length: 4 * Self.mib, mode: .punchHole)
     try chain.flush()
     #expect(try u32LE(image, at: 0x184) == 1)
     #expect(try u32LE(image, at: Self.mapOffset + 4) == 0)
     #expect(try u32LE(image, at: Self.mapOffset) == 0xFFFF_FFFF)
     #expect(try Qemu.rawContent(of: image, scratch: scratch).allSatisfy { $0 == 0 })
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 
   /// qemu cannot resize a vdi; neither can vdiskfs, with a clear error. The same size is fine.
@@ -127,7 +127,7 @@ import VDiskCore
     try Qemu.create(image, format: "vdi", size: "4M")
     let qemu = try run("qemu-img", ["resize", "-f", "vdi", image, "8M"], check: false)
     #expect(qemu.status != 0)
-    let chain = try openWritableVDI(image)
+    let chain = try openWritable(image, format: VDIDriver.self)
     try chain.resize(to: 4 * Self.mib, allowShrink: false)
     expectVDiskError(.unsupported, [image, "resizing VDI images is not supported"]) {
       try chain.resize(to: 8 * Self.mib, allowShrink: false)
@@ -145,7 +145,7 @@ import VDiskCore
     defer { scratch.remove() }
     let image = scratch.file("d.vdi")
     try Qemu.create(image, format: "vdi", size: "4M")
-    let disk = try FaultyVDI(image)
+    let disk = try FaultyChain(image, format: VDIDriver.self)
     let first = pattern(10_000, serial: 1)
     _ = try first.withUnsafeBytes { try disk.chain.write($0, at: 1000) }
     try disk.chain.flush()
@@ -163,7 +163,7 @@ import VDiskCore
     #expect(try disk.chain.read(at: 2 * Self.mib, count: 8192).allSatisfy { $0 == 0 })
     try disk.chain.flush()
     #expect(try u32LE(image, at: 0x184) == 1)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
 
     // The failed allocation's slot is taken again, written whole this time.
     let third = pattern(4096, serial: 3)
@@ -174,7 +174,7 @@ import VDiskCore
     expected.replaceSubrange(Int(2 * Self.mib + 512)..<Int(2 * Self.mib + 512) + 4096, with: third)
     #expect(try Qemu.rawContent(of: image, scratch: scratch) == expected)
     #expect(try u32LE(image, at: 0x184) == 2)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 
   /// A failed write-back keeps the pages dirty; the next flush writes them.
@@ -183,16 +183,16 @@ import VDiskCore
     defer { scratch.remove() }
     let image = scratch.file("d.vdi")
     try Qemu.create(image, format: "vdi", size: "4M")
-    let disk = try FaultyVDI(image)
+    let disk = try FaultyChain(image, format: VDIDriver.self)
     let bytes = pattern(4096, serial: 4)
     _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: 3 * Self.mib) }
     disk.source.failWrites(overlapping: 0..<512, count: 1, with: .ioError)
     expectVDiskError(.io, [image]) { try disk.chain.flush() }
     #expect(try u32LE(image, at: 0x184) == 0)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
     try disk.chain.flush()
     #expect(try u32LE(image, at: 0x184) == 1)
     #expect(try u32LE(image, at: Self.mapOffset + 3 * 4) == 0)
-    #expect(try VDICheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vdi").isClean)
   }
 }

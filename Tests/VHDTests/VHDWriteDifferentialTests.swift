@@ -66,7 +66,7 @@ struct VHDWriteScenario: Sendable, CustomTestStringConvertible {
       parent = pair.parent
       #expect(try readAll(openChain(image)) == pair.expected)
     }
-    let parentSum = try parent.map(checksum)
+    let parentSum = try parent.map(fileChecksum)
     let initial = try readAll(openChain(image))
     if s.kind != .differencing {
       #expect(initial == (try Qemu.rawContent(of: image, format: "vpc", scratch: scratch)))
@@ -84,7 +84,7 @@ struct VHDWriteScenario: Sendable, CustomTestStringConvertible {
     // A writable open runs the writer's own checks of the layout.
     _ = try openWritable(image)
     if let parent {
-      #expect(try checksum(parent) == parentSum, "\(s.name): the parent changed")
+      #expect(try fileChecksum(parent) == parentSum, "\(s.name): the parent changed")
       let qemuChild = try Qemu.rawContent(of: image, format: "vpc", scratch: scratch)
       let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: image)))
       var wrong: [Int] = []
@@ -105,7 +105,7 @@ struct VHDWriteScenario: Sendable, CustomTestStringConvertible {
         wrong.isEmpty,
         "\(s.name) seed \(seed): sectors differ from qemu's child or parent, first \(wrong.prefix(8))")
     } else {
-      let (identical, output) = try qemuIdenticalVPC(image, scratch.file("mirror.raw"))
+      let (identical, output) = try Qemu.identical(image, format: "vpc", to: scratch.file("mirror.raw"))
       #expect(identical, "\(s.name) seed \(seed): \(output)")
     }
     let sizeAfter = try fileSize(image)
@@ -140,58 +140,16 @@ struct VHDWriteScenario: Sendable, CustomTestStringConvertible {
     try disk.write(to: path)
   }
 
-  /// The random operations; the chain is closed when this returns, its mirror saved.
+  /// The random operations (aligned to whole blocks or to sectors, or not); the chain is closed
+  /// when this returns, its mirror saved.
   static func exercise(_ s: VHDWriteScenario, image: String, initial: [UInt8], seed: UInt64) throws {
     let disk = MirroredDisk(chain: try openWritable(image), mirror: initial)
-    var rng = SplitMix64(seed: seed &* 7919 &+ disk.size)
-    let size = disk.size
     let unit: UInt64 = s.kind == .differencing || s.kind == .builtDynamic ? 512 << 10 : 2 << 20
-    func randomRange() -> (UInt64, Int) {
-      let kind = rng.next() % 100
-      let limit: UInt64 = kind < 55 ? 8192 : kind < 88 ? 256 << 10 : kind < 97 ? 1 << 20 : UInt64(s.maxWrite)
-      var length = 1 + rng.next() % min(limit, size)
-      var offset = rng.next() % (size - length + 1)
-      switch rng.next() % 4 {
-      case 0:
-        // Block-aligned: whole blocks.
-        offset &= ~(unit - 1)
-        length = max(unit, length & ~(unit - 1))
-      case 1:
-        // Sector-aligned.
-        offset &= ~511
-        length = max(512, length & ~511)
-      default:
-        break
-      }
-      if offset + length > size { length = size - offset }
-      return (offset, Int(length))
-    }
-    for step in 0..<s.ops {
-      let op = rng.next() % 100
-      let (offset, length) = randomRange()
-      switch op {
-      case 0..<50:
-        try disk.write(at: offset, count: length)
-      case 50..<72:
-        if let d = try disk.verify(at: offset, count: length) {
-          Issue.record("\(s.name) seed \(seed) step \(step): \(d)")
-          return
-        }
-      case 72..<80:
-        try disk.discard(at: offset, count: length, mode: .punchHole)
-      case 80..<88:
-        try disk.discard(at: offset, count: length, mode: .zeroRange)
-      case 88..<95:
-        try disk.chain.flush()
-      default:
-        if step % 4 == 0, let d = try disk.verifyAll() {
-          Issue.record("\(s.name) seed \(seed) step \(step) (full check): \(d)")
-          return
-        }
-      }
-    }
-    try disk.chain.flush()
-    if let d = try disk.verifyAll() { Issue.record("\(s.name) seed \(seed) at the end: \(d)") }
-    try disk.saveMirror(URL(fileURLWithPath: image).deletingLastPathComponent().path + "/mirror.raw")
+    var run = DifferentialRun(name: s.name, seed: seed, ops: s.ops, unit: unit)
+    run.alignment = .unitOrSector
+    run.maxWrite = UInt64(s.maxWrite)
+    run.mix = .evenDiscards
+    try run.exercise(
+      disk, mirrorPath: URL(fileURLWithPath: image).deletingLastPathComponent().path + "/mirror.raw")
   }
 }

@@ -83,14 +83,14 @@ import VHD
       try Qemu.create(image, format: "vpc", size: "4M", options: ["subformat=\(subformat)"])
       let r = try run("qemu-img", ["resize", "-f", "vpc", image, "8M"], check: false)
       #expect(r.status != 0, "qemu-img resize now accepts vpc: \(r.stdout)")
-      let before = try checksum(image)
+      let before = try fileChecksum(image)
       let chain = try openWritable(image)
       for (size, shrink) in [(UInt64(8 << 20), false), (UInt64(2 << 20), true)] {
         expectVDiskError(.unsupported, [image, "resizing VHD"]) {
           try chain.resize(to: size, allowShrink: shrink)
         }
       }
-      #expect(try checksum(image) == before)
+      #expect(try fileChecksum(image) == before)
     }
   }
 
@@ -107,7 +107,7 @@ import VHD
     try Qemu.io(image, format: "vpc", ["write -P 0x31 0 256k"])
     var model = DurabilityModel(try Qemu.rawContent(of: image, format: "vpc", scratch: scratch))
     do {
-      let disk = try FaultyVHD(image)
+      let disk = try FaultyChain(image, format: VHDDriver.self)
       func write(_ byte: UInt8, at offset: Int, count: Int) throws {
         let bytes = [UInt8](repeating: byte, count: count)
         model.attempt(bytes, at: offset)
@@ -165,7 +165,7 @@ import VHD
     try Qemu.create(image, format: "vpc", size: "8M", options: ["force_size=on"])
     try Qemu.io(image, format: "vpc", ["write -P 0x31 0 64k"])
     let bat = try field(image, at: 512 + 16, width: 8)
-    let disk = try FaultyVHD(image)
+    let disk = try FaultyChain(image, format: VHDDriver.self)
     try disk.chain.flush()
     #expect(disk.source.stages.map(\.kind) == [.sync])
 

@@ -6,23 +6,6 @@ import VDiskCore
 
 @testable import VHDX
 
-/// A VHDX opened for writing over a `FaultInjectingSource`, built from its plan (no opener, no
-/// image locks), so that a test can fail or cut its I/O.
-struct FaultyVHDX {
-  let chain: LayerChain
-  let source: FaultInjectingSource
-
-  /// Opens `image`; with `crashAfter`, the source crashes after that many stages, counting those
-  /// of opening.
-  init(_ image: String, cacheBudget: Int = 32 << 20, crashAfter: Int? = nil) throws {
-    source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: true))
-    if let crashAfter { source.crash(afterStage: crashAfter) }
-    let file = try ImageFile(source: source, path: image, isWritable: true)
-    let plan = try VHDXDriver.plan(file, context: PlanContext(logger: logger, writable: true))
-    chain = LayerChain(top: try plan.build(nil, MetadataCache(budget: cacheBudget)))
-  }
-}
-
 /// A kill -9 after every single write stage in turn (every `pwrite`, `fdatasync` and
 /// `ftruncate` of the image file, opening included): a workload of allocating writes, writes in
 /// place, a whole-block discard and a partial zero-range, with flushes between groups, is run once
@@ -31,15 +14,9 @@ struct FaultyVHDX {
 /// read-write open; `qemu-img check -r all` on a copy) to an image `qemu-img check` finds clean
 /// that holds every write a completed flush acknowledged.
 @Suite struct VHDXCrashCampaignTests {
-  enum Step {
-    case write(Int, count: Int)
-    case discard(Int, count: Int, DiscardMode)
-    case flush
-  }
-
   /// 1 MiB blocks over an 8 MiB disk whose first 2 MiB qemu wrote. Writes between two flushes
   /// never overlap.
-  static let workload: [Step] = [
+  static let workload: [CrashCampaign.Step] = [
     // New blocks (one write spanning two), one in place over qemu's data.
     .write(100_000, count: 3000), .write((3 << 20) - 700, count: 40_000), .write(5 << 20, count: 512),
     .write((1 << 20) + 4096, count: 8192), .flush,
@@ -51,43 +28,6 @@ struct FaultyVHDX {
     .write(6 << 20, count: 1 << 20), .flush,
   ]
 
-  struct Outcome {
-    var model: DurabilityModel
-    var stages: [FaultInjectingSource.Stage]
-    var cut: Bool
-  }
-
-  static func run(_ image: String, initial: [UInt8], cacheBudget: Int, crashAfter: Int?) -> Outcome {
-    var model = DurabilityModel(initial)
-    let disk: FaultyVHDX
-    do {
-      disk = try FaultyVHDX(image, cacheBudget: cacheBudget, crashAfter: crashAfter)
-    } catch {
-      return Outcome(model: model, stages: [], cut: true)  // crashed while opening
-    }
-    var serial: UInt64 = 0
-    do {
-      for step in workload {
-        switch step {
-        case .write(let offset, let count):
-          serial += 1
-          let bytes = pattern(count, serial: serial)
-          model.attempt(bytes, at: offset)
-          _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: UInt64(offset)) }
-        case .discard(let offset, let count, let mode):
-          model.attempt([UInt8](repeating: 0, count: count), at: offset)
-          try disk.chain.discard(at: UInt64(offset), length: UInt64(count), mode: mode)
-        case .flush:
-          try disk.chain.flush()
-          model.flushed()
-        }
-      }
-    } catch {
-      return Outcome(model: model, stages: disk.source.stages, cut: true)
-    }
-    return Outcome(model: model, stages: disk.source.stages, cut: false)
-  }
-
   /// With a cache that holds every table, and with none (every commit writes back).
   @Test(arguments: [32 << 20, 0])
   func crashAfterEveryStage(cacheBudget: Int) throws {
@@ -98,24 +38,21 @@ struct FaultyVHDX {
     try Qemu.io(pristine, format: "vhdx", ["write -P 0x11 0 2M"])
     let initial = try Qemu.rawContent(of: pristine, scratch: scratch)
 
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: VHDXDriver.self, cacheBudget: cacheBudget)
+    }
+
     let full = scratch.file("full.vhdx")
-    try FileManager.default.copyItem(atPath: pristine, toPath: full)
-    let reference = Self.run(full, initial: initial, cacheBudget: cacheBudget, crashAfter: nil)
-    #expect(!reference.cut)
+    let reference = try campaign.runWhole(
+      pristine: pristine, at: full, initial: initial, kinds: [.write, .sync, .setSize], minStages: 25)
     let stages = reference.stages
-    #expect(Set(stages.map(\.kind)).isSuperset(of: [.write, .sync, .setSize]), "\(stages)")
-    #expect(stages.count >= 25, "\(stages)")
-    #expect(try qemuCheck(full).isClean)
+    #expect(try Qemu.check(full, format: "vhdx").isClean)
     #expect(reference.model.violation(in: try Qemu.rawContent(of: full, scratch: scratch)) == nil)
 
     var pendingLogs = 0
-    for n in 0...stages.count {
-      let context = n == 0 ? "crash before the first stage" : "crash after \(stages[n - 1])"
-      let image = scratch.file("crash-\(n).vhdx")
-      try FileManager.default.copyItem(atPath: pristine, toPath: image)
-      defer { try? FileManager.default.removeItem(atPath: image) }
-      let outcome = Self.run(image, initial: initial, cacheBudget: cacheBudget, crashAfter: n)
-      #expect(outcome.cut == (n < stages.count), "\(context)")
+    try campaign.crashAtEachStage(
+      stages, pristine: pristine, initial: initial, scratch: scratch, fileExtension: "vhdx"
+    ) { image, outcome, context in
       if try #require(try openChain(image).top as? VHDXLayer).replayedLogEntries > 0 { pendingLogs += 1 }
       try Self.expectRecovers(image, outcome.model, context: context, scratch: scratch)
     }
@@ -128,20 +65,20 @@ struct FaultyVHDX {
     throws
   {
     // vdiskfs, read-only: the log replayed in memory, the file untouched.
-    let before = try checksum(image)
+    let before = try fileChecksum(image)
     if let v = model.violation(in: try readAll(try openChain(image))) {
       Issue.record("\(context), read by vdiskfs: \(v)")
     }
-    #expect(try checksum(image) == before, "\(context): a read-only open changed the file")
+    #expect(try fileChecksum(image) == before, "\(context): a read-only open changed the file")
 
     // qemu on a copy: replay with check -r all, then clean.
     let copy = scratch.file("copy.vhdx")
     try? FileManager.default.removeItem(atPath: copy)
     try FileManager.default.copyItem(atPath: image, toPath: copy)
     defer { try? FileManager.default.removeItem(atPath: copy) }
-    let repaired = try qemuCheck(copy, repair: true)
+    let repaired = try Qemu.check(copy, format: "vhdx", repair: true)
     #expect(repaired.status == 0, "\(context): \(repaired)")
-    let after = try qemuCheck(copy)
+    let after = try Qemu.check(copy, format: "vhdx")
     #expect(after.isClean, "\(context), after qemu's replay: \(after)")
     if let v = model.violation(in: try Qemu.rawContent(of: copy, format: "vhdx", scratch: scratch)) {
       Issue.record("\(context), read by qemu: \(v)")
@@ -152,7 +89,7 @@ struct FaultyVHDX {
       let chain = try openWritable(image)
       try chain.flush()
     }
-    let check = try qemuCheck(image)
+    let check = try Qemu.check(image, format: "vhdx")
     #expect(check.isClean, "\(context), after vdiskfs's replay: \(check)")
     if let v = model.violation(in: try Qemu.rawContent(of: image, format: "vhdx", scratch: scratch)) {
       Issue.record("\(context), after vdiskfs's replay, read by qemu: \(v)")
@@ -167,7 +104,7 @@ struct FaultyVHDX {
     try Qemu.create(image, format: "vhdx", size: "8M", options: ["block_size=1M"])
     var expected = try Qemu.rawContent(of: image, scratch: scratch)
     do {
-      let disk = try FaultyVHDX(image)
+      let disk = try FaultyChain(image, format: VHDXDriver.self)
       let first = pattern(5000, serial: 1)
       _ = try first.withUnsafeBytes { try disk.chain.write($0, at: 3000) }
       try disk.chain.flush()
@@ -181,7 +118,7 @@ struct FaultyVHDX {
       try disk.chain.flush()
       #expect(firstDifference(try readAll(disk.chain), expected) == nil)
     }
-    #expect(try qemuCheck(image).isClean)
+    #expect(try Qemu.check(image, format: "vhdx").isClean)
     #expect(firstDifference(try Qemu.rawContent(of: image, scratch: scratch), expected) == nil)
   }
 }

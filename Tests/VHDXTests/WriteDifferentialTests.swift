@@ -85,7 +85,7 @@ struct VHDXWriteScenario: Sendable, CustomTestStringConvertible {
       ]
       try child.write(to: image)
       initial = child.expected(over: parent)
-      baseSum = try checksum(base)
+      baseSum = try fileChecksum(base)
     } else {
       try Qemu.create(image, format: "vhdx", size: "\(s.size)", options: s.options)
       if s.startFull { try Qemu.io(image, format: "vhdx", ["write -P 0x3c 0 \(s.size)"]) }
@@ -108,13 +108,11 @@ struct VHDXWriteScenario: Sendable, CustomTestStringConvertible {
 
     let mirror = try [UInt8](Data(contentsOf: URL(fileURLWithPath: scratch.file("mirror.raw"))))
     if s.kind == .differencing {
-      #expect(try checksum(base) == baseSum, "\(s.name): the parent changed")
+      #expect(try fileChecksum(base) == baseSum, "\(s.name): the parent changed")
       try expectConsistent(image, expected: mirror, context: "\(s.name) seed \(seed)")
     } else {
-      let report = try qemuCheck(image)
-      #expect(report.isClean, "\(s.name) seed \(seed): \(report)")
-      let (identical, output) = try qemuIdentical(image, scratch.file("mirror.raw"))
-      #expect(identical, "\(s.name) seed \(seed): \(output)")
+      try Qemu.expectCleanAndIdentical(
+        image, format: "vhdx", to: scratch.file("mirror.raw"), "\(s.name) seed \(seed)")
     }
   }
 
@@ -130,57 +128,16 @@ struct VHDXWriteScenario: Sendable, CustomTestStringConvertible {
       firstDifference(try readAll(writable, seed: 3), expected) == nil, "\(context): writable open differs")
   }
 
-  /// The random operations; the chain is closed when this returns.
+  /// The random operations, aligned to the layer's write unit; the chain is closed when this
+  /// returns.
   static func exercise(
     _ s: VHDXWriteScenario, image: String, initial: [UInt8], seed: UInt64, scratch: Scratch
-  )
-    throws
-  {
-    var options = OpenOptions(writable: true)
-    if let cacheSize = s.cacheSize { options.cacheSize = cacheSize }
-    let disk = MirroredDisk(chain: try openChain(image, options), mirror: initial)
+  ) throws {
+    let disk = MirroredDisk(chain: try openWritable(image, cacheSize: s.cacheSize), mirror: initial)
     let unit = try #require(disk.chain.top as? VHDXLayer).writeUnit
-    var rng = SplitMix64(seed: seed &* 7919 &+ s.size)
-    let size = s.size
-    func randomRange() -> (UInt64, Int) {
-      let kind = rng.next() % 100
-      let limit: UInt64 = kind < 50 ? 8192 : kind < 85 ? 256 << 10 : kind < 95 ? 1 << 20 : UInt64(s.maxWrite)
-      var length = 1 + rng.next() % min(limit, size)
-      var offset = rng.next() % (size - length + 1)
-      if rng.next() % 3 == 0 {
-        // Block-aligned ranges exercise whole-block paths (new blocks, discard to a state).
-        offset &= ~(unit - 1)
-        length = max(unit, length & ~(unit - 1))
-        if offset + length > size { length = size - offset }
-      }
-      return (offset, Int(length))
-    }
-    for step in 0..<s.ops {
-      let op = rng.next() % 100
-      let (offset, length) = randomRange()
-      switch op {
-      case 0..<50:
-        try disk.write(at: offset, count: length)
-      case 50..<72:
-        if let d = try disk.verify(at: offset, count: length) {
-          Issue.record("\(s.name) seed \(seed) step \(step): \(d)")
-          return
-        }
-      case 72..<82:
-        try disk.discard(at: offset, count: length, mode: .punchHole)
-      case 82..<89:
-        try disk.discard(at: offset, count: length, mode: .zeroRange)
-      case 89..<95:
-        try disk.chain.flush()
-      default:
-        if step % 4 == 0, let d = try disk.verifyAll() {
-          Issue.record("\(s.name) seed \(seed) step \(step) (full check): \(d)")
-          return
-        }
-      }
-    }
-    try disk.chain.flush()
-    if let d = try disk.verifyAll() { Issue.record("\(s.name) seed \(seed) at the end: \(d)") }
-    try disk.saveMirror(scratch.file("mirror.raw"))
+    var run = DifferentialRun(name: s.name, seed: seed, ops: s.ops, unit: unit)
+    run.lengthCutoffs = (50, 85, 95)
+    run.maxWrite = UInt64(s.maxWrite)
+    try run.exercise(disk, mirrorPath: scratch.file("mirror.raw"))
   }
 }

@@ -14,16 +14,10 @@ import VMDK
 /// write a completed flush acknowledged, read both through vdiskfs and through `qemu-img
 /// convert`.
 @Suite struct VMDKCrashCampaignTests {
-  enum Step {
-    case write(Int, count: Int)
-    case discard(Int, count: Int, DiscardMode)
-    case flush
-  }
-
   static let mib = 1 << 20
   /// 64 KiB grains, 32 MiB per grain table; the table of 32…40 MiB does not exist at first.
   /// Writes between two flushes never overlap (`DurabilityModel`'s rule).
-  static let workload: [Step] = [
+  static let workload: [CrashCampaign.Step] = [
     // In place in qemu's grains; new grains (with fill) across several grains; a new table.
     .write(100_000, count: 3000), .write(mib + 700, count: 140_000), .write(33 * mib + 5, count: 512), .flush,
     // In place; new grains; zeroed-grain discards of new and of qemu's grains.
@@ -33,43 +27,6 @@ import VMDK
     .write(mib + 150_000, count: 20_000), .write(34 * mib, count: 65536),
     .discard(2 * mib + 50_001, count: 4600, .zeroRange), .flush,
   ]
-
-  struct Outcome {
-    var model: DurabilityModel
-    var stages: [FaultInjectingSource.Stage]
-    var cut: Bool
-  }
-
-  static func run(_ image: String, initial: [UInt8], cacheBudget: Int, crashAfter: Int?) -> Outcome {
-    var model = DurabilityModel(initial)
-    let disk: FaultyVMDK
-    do {
-      disk = try FaultyVMDK(image, cacheBudget: cacheBudget, crashAfter: crashAfter)
-    } catch {
-      return Outcome(model: model, stages: [], cut: true)
-    }
-    var serial: UInt64 = 0
-    do {
-      for step in workload {
-        switch step {
-        case .write(let offset, let count):
-          serial += 1
-          let bytes = writePattern(count, serial: serial)
-          model.attempt(bytes, at: offset)
-          _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: UInt64(offset)) }
-        case .discard(let offset, let count, let mode):
-          model.attempt([UInt8](repeating: 0, count: count), at: offset)
-          try disk.chain.discard(at: UInt64(offset), length: UInt64(count), mode: mode)
-        case .flush:
-          try disk.chain.flush()
-          model.flushed()
-        }
-      }
-    } catch {
-      return Outcome(model: model, stages: disk.source.stages, cut: true)
-    }
-    return Outcome(model: model, stages: disk.source.stages, cut: false)
-  }
 
   /// The pristine image: 40 MiB, zeroed grains allowed, qemu data in the first 256 KiB, and no
   /// grain table for 32…40 MiB (as images from other tools may have).
@@ -89,14 +46,15 @@ import VMDK
     let pristine = scratch.file("pristine.vmdk")
     let initial = try Self.pristine(pristine, scratch: scratch)
 
+    let campaign = CrashCampaign(workload: Self.workload) { image, source in
+      try FaultyChain(image, source: source, format: VMDKDriver.self, cacheBudget: cacheBudget)
+    }
+
     let full = scratch.file("full.vmdk")
-    try FileManager.default.copyItem(atPath: pristine, toPath: full)
-    let reference = Self.run(full, initial: initial, cacheBudget: cacheBudget, crashAfter: nil)
-    #expect(!reference.cut)
+    let reference = try campaign.runWhole(
+      pristine: pristine, at: full, initial: initial, kinds: [.write, .sync], minStages: 20)
     let stages = reference.stages
-    #expect(Set(stages.map(\.kind)).isSuperset(of: [.write, .sync]), "\(stages)")
-    #expect(stages.count >= 20, "\(stages)")
-    try expectNoCorruptionVMDK(full, "the whole workload")
+    try Qemu.expectCheck(full, format: "vmdk", "the whole workload")
     #expect(reference.model.violation(in: try Qemu.rawContent(of: full, scratch: scratch)) == nil)
     // The new table is linked in both directories, and the clean close cleared the dirty byte.
     let fields = try SparseHeaderFields(full)
@@ -104,18 +62,11 @@ import VMDK
     #expect(try fields.directory(full, redundant: true)[1] != 0)
     #expect(fields.dirtyByte == 0)
 
-    for n in 0...stages.count {
-      let context = n == 0 ? "crash before the first stage" : "crash after \(stages[n - 1])"
-      let image = scratch.file("crash-\(n).vmdk")
-      try FileManager.default.copyItem(atPath: pristine, toPath: image)
-      defer { try? FileManager.default.removeItem(atPath: image) }
-      let outcome = Self.run(image, initial: initial, cacheBudget: cacheBudget, crashAfter: n)
-      #expect(outcome.cut == (n < stages.count), "\(context)")
-      try expectNoCorruptionVMDK(image, context)
-      let mounted = try readAll(try openChain(image))
-      if let v = outcome.model.violation(in: mounted) { Issue.record("\(context), read by vdiskfs: \(v)") }
-      let converted = try Qemu.rawContent(of: image, scratch: scratch)
-      if let v = outcome.model.violation(in: converted) { Issue.record("\(context), read by qemu: \(v)") }
+    try campaign.crashAtEachStage(
+      stages, pristine: pristine, initial: initial, scratch: scratch, fileExtension: "vmdk"
+    ) { image, outcome, context in
+      try Qemu.expectCheck(image, format: "vmdk", context)
+      try CrashCampaign.expectDurable(image, outcome.model, scratch: scratch, context)
     }
   }
 
@@ -129,7 +80,7 @@ import VMDK
     let initial = try Self.pristine(image, scratch: scratch)
     var model = DurabilityModel(initial)
     do {
-      let disk = try FaultyVMDK(image)
+      let disk = try FaultyChain(image, format: VMDKDriver.self)
       func write(_ byte: UInt8, at offset: Int, count: Int) throws {
         let bytes = [UInt8](repeating: byte, count: count)
         _ = try bytes.withUnsafeBytes { try disk.chain.write($0, at: UInt64(offset)) }
@@ -162,7 +113,7 @@ import VMDK
       try disk.chain.flush()
       model.flushed()
     }
-    try expectNoCorruptionVMDK(image, "after failed writes")
+    try Qemu.expectCheck(image, format: "vmdk", "after failed writes")
     #expect(model.violation(in: try readAll(try openChain(image))) == nil)
     #expect(model.violation(in: try Qemu.rawContent(of: image, scratch: scratch)) == nil)
   }

@@ -152,10 +152,8 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
 
     try exercise(s, image: image, initial: initial, seed: seed, scratch: scratch)
 
-    let report = try qemuCheckVMDK(image)
-    #expect(report.isClean, "\(s.name) seed \(seed): \(report)")
-    let (identical, output) = try qemuIdenticalVMDK(image, scratch.file("mirror.raw"))
-    #expect(identical, "\(s.name) seed \(seed): \(output)")
+    try Qemu.expectCleanAndIdentical(
+      image, format: "vmdk", to: scratch.file("mirror.raw"), "\(s.name) seed \(seed)")
     let newCID = try descriptorValue(image, "CID")
     #expect(newCID != nil && newCID != oldCID, "\(s.name): CID \(oldCID ?? "-") → \(newCID ?? "-")")
     if let parent {
@@ -170,56 +168,13 @@ struct VMDKWriteScenario: Sendable, CustomTestStringConvertible {
     }
   }
 
-  /// The random operations; the chain is closed when this returns.
+  /// The random operations (64 KiB grains); the chain is closed when this returns.
   static func exercise(
     _ s: VMDKWriteScenario, image: String, initial: [UInt8], seed: UInt64, scratch: Scratch
-  )
-    throws
-  {
+  ) throws {
     let disk = MirroredDisk(chain: try openWritable(image), mirror: initial)
-    var rng = SplitMix64(seed: seed &* 7919 &+ s.size)
-    let grain: UInt64 = 65536
-    let size = s.size
-    func randomRange() -> (UInt64, Int) {
-      let kind = rng.next() % 100
-      let limit: UInt64 = kind < 55 ? 8192 : kind < 88 ? 256 << 10 : kind < 97 ? 1 << 20 : 4 << 20
-      var length = 1 + rng.next() % min(limit, size)
-      var offset = rng.next() % (size - length + 1)
-      if rng.next() % 3 == 0 {
-        // Grain-aligned ranges exercise whole-grain paths (in place, discard to zero).
-        offset &= ~(grain - 1)
-        length = max(grain, length & ~(grain - 1))
-        if offset + length > size { length = size - offset }
-      }
-      return (offset, Int(length))
-    }
-    for step in 0..<s.ops {
-      let op = rng.next() % 100
-      let (offset, length) = randomRange()
-      switch op {
-      case 0..<50:
-        try disk.write(at: offset, count: length)
-      case 50..<72:
-        if let d = try disk.verify(at: offset, count: length) {
-          Issue.record("\(s.name) seed \(seed) step \(step): \(d)")
-          return
-        }
-      case 72..<82:
-        try disk.discard(at: offset, count: length, mode: .punchHole)
-      case 82..<89:
-        try disk.discard(at: offset, count: length, mode: .zeroRange)
-      case 89..<95:
-        try disk.chain.flush()
-      default:
-        if step % 4 == 0, let d = try disk.verifyAll() {
-          Issue.record("\(s.name) seed \(seed) step \(step) (full check): \(d)")
-          return
-        }
-      }
-    }
-    try disk.chain.flush()
-    if let d = try disk.verifyAll() { Issue.record("\(s.name) seed \(seed) at the end: \(d)") }
-    try disk.saveMirror(scratch.file("mirror.raw"))
+    let run = DifferentialRun(name: s.name, seed: seed, ops: s.ops, unit: 65536)
+    try run.exercise(disk, mirrorPath: scratch.file("mirror.raw"))
   }
 }
 

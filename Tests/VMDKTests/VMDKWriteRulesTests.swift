@@ -50,7 +50,7 @@ import VMDK
       #expect(try descriptorValue(child, "parentCID") == parentCID)
       #expect(try descriptorValue(child, "parentFileNameHint") == "parent.vmdk")
     }
-    #expect(try qemuCheckVMDK(child).isClean)
+    #expect(try Qemu.check(child, format: "vmdk").isClean)
     var expected = [UInt8](repeating: 0x51, count: 1 << 20) + [UInt8](repeating: 0, count: 7 << 20)
     expected.replaceSubrange(4096..<4196, with: repeatElement(0x52, count: 100))
     expected.replaceSubrange((1 << 20)..<(1 << 20) + 100, with: repeatElement(0x53, count: 100))
@@ -85,7 +85,7 @@ import VMDK
       }
       try chain.flush()
     }
-    #expect(try qemuCheckVMDK(image).isClean)
+    #expect(try Qemu.check(image, format: "vmdk").isClean)
     let primary = try fields.directory(image)
     let redundant = try fields.directory(image, redundant: true)
     let bytes = try readFile(image)
@@ -115,7 +115,7 @@ import VMDK
       try chain.discard(at: 200_000, length: 1000, mode: .zeroRange)  // partial: zeros written
       try chain.flush()
     }
-    #expect(try qemuCheckVMDK(image).isClean)
+    #expect(try Qemu.check(image, format: "vmdk").isClean)
     #expect(try Self.grainEntry(image, at: 65536) == (flag ? 1 : before))
     #expect(try Self.grainEntry(image, at: 131_072) == (flag ? 1 : before + 128))
     #expect(try Self.grainEntry(image, at: 4 << 20) == 0)
@@ -148,7 +148,7 @@ import VMDK
     }
     // As a crash leaves it: qemu does not care, vdiskfs says so and keeps it.
     try patchLE(image, at: 72, 1, width: 1)
-    #expect(try qemuCheckVMDK(image).isClean)
+    #expect(try Qemu.check(image, format: "vmdk").isClean)
     #expect(try openChain(image).top.info.dirtyFlag == true)
     do {
       let chain = try openWritable(image)
@@ -156,7 +156,7 @@ import VMDK
       try chain.flush()
     }
     #expect(try SparseHeaderFields(image).dirtyByte == 1)
-    #expect(try qemuCheckVMDK(image).isClean)
+    #expect(try Qemu.check(image, format: "vmdk").isClean)
   }
 
   /// streamOptimized, COWD, seSparse, ZERO and RDONLY extents open writable only to say
