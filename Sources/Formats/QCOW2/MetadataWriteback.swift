@@ -65,7 +65,7 @@ extension WriteState {
       plan.l1Relocated = (l1Offset, l1, Int(geometry.roundUp(UInt64(l1.count) * 8)))
       diskL1 = (l1Offset, l1.count)
     } else {
-      plan.l1Runs = Self.runs(of: dirtyL1).map { (l1Offset + UInt64($0.lowerBound) * 8, Array(l1[$0])) }
+      plan.l1Runs = dirtyL1.runs.map { (l1Offset + UInt64($0.lowerBound) * 8, Array(l1[$0])) }
     }
     plan.l1Indices = dirtyL1
     dirtyL1 = []
@@ -129,25 +129,13 @@ extension WriteState {
     if refTableOffset != diskRefTable.offset {
       try file.writeWords(refTable[...], at: refTableOffset)
     } else {
-      for run in Self.runs(of: dirtyRefTable) {
+      for run in dirtyRefTable.runs {
         try file.writeWords(refTable[run], at: refTableOffset + UInt64(run.lowerBound) * 8)
       }
     }
     dirtyRefTable = []
   }
 
-  /// Consecutive runs of the indices in `set`, ascending.
-  static func runs(of set: Set<Int>) -> [Range<Int>] {
-    var result: [Range<Int>] = []
-    for index in set.sorted() {
-      if let last = result.last, last.upperBound == index {
-        result[result.count - 1] = last.lowerBound..<index + 1
-      } else {
-        result.append(index..<index + 1)
-      }
-    }
-    return result
-  }
 }
 
 extension QCOW2Writer {

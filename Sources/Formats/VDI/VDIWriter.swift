@@ -172,11 +172,7 @@ final class VDIWriter: Sendable {
       let block = Int(position / blockSize)
       let blockEnd = min(end, (UInt64(block) + 1) * blockSize)
       if block < Int(header.blockCount), VDIBlockMap.isAllocated(try map.entry(block)) {
-        if let last = leftovers.last, last.upperBound == position {
-          leftovers[leftovers.count - 1] = last.lowerBound..<blockEnd
-        } else {
-          leftovers.append(position..<blockEnd)
-        }
+        leftovers.appendJoining(position..<blockEnd)
       }
       position = blockEnd
     }

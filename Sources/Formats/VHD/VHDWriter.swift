@@ -177,11 +177,7 @@ final class VHDWriter: Sendable {
       let block = Int(position / table.blockSize)
       let stop = min(end, UInt64(block + 1) * table.blockSize)
       if try table.entry(block) != VHDBlockTable.unallocated {
-        if let last = ranges.last, last.upperBound == position {
-          ranges[ranges.count - 1] = last.lowerBound..<stop
-        } else {
-          ranges.append(position..<stop)
-        }
+        ranges.appendJoining(position..<stop)
       }
       position = stop
     }

@@ -35,11 +35,7 @@ extension VHDXWriter {
         if entry.state == BATEntry.zero || (!bat.differencing && !held) { continue }
         guard offset <= blockStart, end >= blockEnd, !fixed else {
           let part = max(offset, blockStart)..<min(end, blockEnd)
-          if let last = leftovers.last, last.upperBound == part.lowerBound {
-            leftovers[leftovers.count - 1] = last.lowerBound..<part.upperBound
-          } else {
-            leftovers.append(part)
-          }
+          leftovers.appendJoining(part)
           continue
         }
         try s.setEntry(index, UInt64(newState))

@@ -25,7 +25,7 @@ extension SparseWriteState {
       plan.tables.append((index, offset, rgd.map { UInt64($0[index]) * 512 }, words))
     }
     dirtyTables = []
-    for run in Self.runs(of: dirtyDirectory) {
+    for run in dirtyDirectory.runs {
       plan.directory.append((run.lowerBound, Array(gd[run]), rgd.map { Array($0[run]) }))
     }
     plan.directoryIndices = dirtyDirectory
@@ -52,18 +52,6 @@ extension SparseWriteState {
     cache.dirtyCost > cache.budget / 4 * 3 && hasDirtyMetadata
   }
 
-  /// Consecutive runs of the indices in `set`, ascending.
-  static func runs(of set: Set<Int>) -> [Range<Int>] {
-    var result: [Range<Int>] = []
-    for index in set.sorted() {
-      if let last = result.last, last.upperBound == index {
-        result[result.count - 1] = last.lowerBound..<index + 1
-      } else {
-        result.append(index..<index + 1)
-      }
-    }
-    return result
-  }
 }
 
 /// Little-endian 32-bit words (grain tables and directories, vmdk spec "Grain table").
