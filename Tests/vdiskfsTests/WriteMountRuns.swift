@@ -58,14 +58,22 @@ enum WriteMountRuns {
   /// punch-hole, fsyncs and reads on disk.raw and on a mirror raw file made by
   /// `qemu-img convert`; they must read the same throughout. After the unmount the image is judged,
   /// `qemu-img compare` must find it identical to the mirror, and each file of `unchanged`
-  /// (backing files) must have kept its checksum.
+  /// (backing files) must have kept its checksum. With `expected` (a raw file of the guest bytes
+  /// the image was built to hold), what `reader` reads must equal it before the run. Returns the
+  /// mirror's path, for the caller's own checks.
+  @discardableResult
   static func differential(
     image: String, scratch: Scratch, seed: UInt64, steps: Int = 400, maxWrite: UInt64 = 4 << 20,
     format: String? = nil, judge: Judge = .qemuCheck, reader: Reader = .qemu, unchanged: [String] = [],
-    mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
-  ) throws {
+    expected: String? = nil, mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> String {
     let sums = try unchanged.map(fileChecksum)
     let mirrorPath = try reader.rawFile(of: image, format: format, scratch: scratch)
+    if let expected {
+      #expect(
+        try compareFiles(mirrorPath, expected) == nil, "seed \(seed): the image reads wrong before the run",
+        sourceLocation: sourceLocation)
+    }
     let size = UInt64(try statFile(mirrorPath).st_size)
     let mounted = try MountedImage.mount(image, in: scratch, mountArguments, writable: true)
     var unmounted = false
@@ -109,6 +117,7 @@ enum WriteMountRuns {
     for (path, sum) in zip(unchanged, sums) {
       #expect(try fileChecksum(path) == sum, "\(path) changed", sourceLocation: sourceLocation)
     }
+    return mirrorPath
   }
 
   /// `kill -9` of the daemon at a seeded random moment while writing with an fsync every seventh
