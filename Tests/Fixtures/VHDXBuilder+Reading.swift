@@ -107,11 +107,16 @@ extension VHDXBuilder {
     return out
   }
 
+  /// Up to `count` bytes of `path` at `offset` (pread(2): cheap enough to poll a running writer).
   private static func readBytes(_ path: String, at offset: UInt64, count: Int) throws -> [UInt8] {
-    let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-    defer { try? handle.close() }
-    try handle.seek(toOffset: offset)
-    return [UInt8](try handle.read(upToCount: count) ?? Data())
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw VHDXReadBackError("\(path): open: errno \(errno)") }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, off_t(offset)) }
+    guard n >= 0 else { throw VHDXReadBackError("\(path): pread: errno \(errno)") }
+    bytes.removeLast(count - n)
+    return bytes
   }
 
   private static func le(_ bytes: [UInt8], _ offset: Int, _ width: Int) -> UInt64 {

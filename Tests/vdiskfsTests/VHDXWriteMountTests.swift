@@ -3,8 +3,9 @@ import TestSupport
 import Testing
 
 /// Writing VHDX images through a real mount (the shared `WriteMountRuns`): differential runs on
-/// dynamic, fixed and differencing images, kill -9 at random moments followed by the log-replay
-/// check, and the ext4/fstrim workload through a loop device.
+/// dynamic, fixed and differencing images, kill -9 at random moments (and, for a differencing
+/// child, while a log entry is pending) followed by the log-replay check, and the ext4/fstrim
+/// workload through a loop device.
 @Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
 struct VHDXWriteMountTests {
   /// A dynamic VHDX with 1 MiB blocks (or the default for its size) and qemu's patterns.
@@ -143,5 +144,31 @@ struct VHDXWriteMountTests {
       reader: .vdiskfs, unchanged: [image.parent], expected: image.expected)
     try image.expectHolds(
       [UInt8](try Data(contentsOf: URL(fileURLWithPath: mirror))), "seed \(seed) after the run")
+  }
+
+  /// kill -9 during a write or fsync through the mount of a differencing child, at a moment its
+  /// log holds an entry: a read-only mount replays the log in memory (the file unchanged), a
+  /// read-write mount replays it into the file, and then test code reads the child as the
+  /// read-only mount did; every fsync'd byte is there, and the parent is unchanged.
+  @Test(arguments: [UInt64(23), 24])
+  func differencingKilledWithThePendingLogReplays(seed: UInt64) throws {
+    let scratch = try Scratch("vhdx-wcrash-diff")
+    defer { scratch.remove() }
+    let image = try Differencing(scratch, size: 16 << 20, sectorSize: 512, seed: seed)
+    let parentSum = try WriteMountRuns.fileChecksum(image.parent)
+    let expectReplays = { (child: String) throws in
+      let before = try WriteMountRuns.fileChecksum(child)
+      let replayed = try WriteMountRuns.Reader.vdiskfs.rawFile(of: child, format: "vhdx", scratch: scratch)
+      #expect(try WriteMountRuns.fileChecksum(child) == before, "a read-only mount changed the file")
+      #expect(try VHDXBuilder.hasPendingLog(child))
+      let mounted = try MountedImage.mount(child, in: scratch, writable: true)
+      mounted.unmount()
+      try image.expectHolds(
+        [UInt8](try Data(contentsOf: URL(fileURLWithPath: replayed))), "seed \(seed) replayed")
+    }
+    try WriteMountRuns.crash(
+      image: image.child, scratch: scratch, seed: seed, reader: .vdiskfs, afterCrash: expectReplays,
+      killWhen: VHDXBuilder.hasPendingLog)
+    #expect(try WriteMountRuns.fileChecksum(image.parent) == parentSum, "the parent changed")
   }
 }
