@@ -125,10 +125,11 @@ struct VHDXWriteMountTests {
     }
   }
 
-  // QEMU 7.2 cannot open a differencing VHDX ("qemu-img convert": "Could not open 'child.vhdx':
-  // Operation not supported"; vhdx-notes, "qemu implementation limits"), so neither can it judge
-  // one: a read-only vdiskfs mount reads the child (Reader.vdiskfs), and test code reads its BAT
-  // and sector bitmaps back (VHDXBuilder.guestBytes) as the judge independent of vdiskfs.
+  // QEMU 7.2 cannot open a differencing VHDX (`qemu-img convert`, `check` and `info` all say
+  // "Could not open 'child.vhdx': Operation not supported"; vhdx-notes, "qemu implementation
+  // limits"), so it can neither read nor judge one: a read-only vdiskfs mount reads the child
+  // (Reader.vdiskfs, Judge.none), and test code reads its BAT and sector bitmaps back
+  // (VHDXBuilder.guestBytes) as the judge independent of vdiskfs.
 
   /// Random writes, zero-ranges, hole punches and reads through the mount of a differencing
   /// child: the first read must be the built bytes (the parent's where the child has none), reads
