@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -58,14 +59,22 @@ enum WriteMountRuns {
   /// punch-hole, fsyncs and reads on disk.raw and on a mirror raw file made by
   /// `qemu-img convert`; they must read the same throughout. After the unmount the image is judged,
   /// `qemu-img compare` must find it identical to the mirror, and each file of `unchanged`
-  /// (backing files) must have kept its checksum.
+  /// (backing files) must have kept its checksum. With `expected` (a raw file of the guest bytes
+  /// the image was built to hold), what `reader` reads must equal it before the run. Returns the
+  /// mirror's path, for the caller's own checks.
+  @discardableResult
   static func differential(
     image: String, scratch: Scratch, seed: UInt64, steps: Int = 400, maxWrite: UInt64 = 4 << 20,
     format: String? = nil, judge: Judge = .qemuCheck, reader: Reader = .qemu, unchanged: [String] = [],
-    mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
-  ) throws {
+    expected: String? = nil, mountArguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation
+  ) throws -> String {
     let sums = try unchanged.map(fileChecksum)
     let mirrorPath = try reader.rawFile(of: image, format: format, scratch: scratch)
+    if let expected {
+      #expect(
+        try compareFiles(mirrorPath, expected) == nil, "seed \(seed): the image reads wrong before the run",
+        sourceLocation: sourceLocation)
+    }
     let size = UInt64(try statFile(mirrorPath).st_size)
     let mounted = try MountedImage.mount(image, in: scratch, mountArguments, writable: true)
     var unmounted = false
@@ -109,17 +118,22 @@ enum WriteMountRuns {
     for (path, sum) in zip(unchanged, sums) {
       #expect(try fileChecksum(path) == sum, "\(path) changed", sourceLocation: sourceLocation)
     }
+    return mirrorPath
   }
 
   /// `kill -9` of the daemon at a seeded random moment while writing with an fsync every seventh
   /// write. Afterwards `afterCrash` judges the image (by default: `qemu-img check` finds no
   /// errors, leaks allowed), and every byte acknowledged by a completed fsync must be in what
   /// `reader` then reads, unless a later write covers it.
+  ///
+  /// With `killWhen`, the kill comes instead during the first write or fsync in which
+  /// `killWhen(image)` holds while the daemon is stopped (see `runKilling`), e.g. with a log entry
+  /// written but not yet emptied; a run in which it never holds fails.
   static func crash(
     image: String, scratch: Scratch, seed: UInt64, maxWrite: Int = 70000, format: String? = nil,
     reader: Reader = .qemu,
     afterCrash: (String) throws -> Void = WriteMountRuns.expectNoCorruption,
-    sourceLocation: SourceLocation = #_sourceLocation
+    killWhen: ((String) throws -> Bool)? = nil, sourceLocation: SourceLocation = #_sourceLocation
   ) throws {
     let mirrorPath = try reader.rawFile(of: image, format: format, scratch: scratch)
     let size = UInt64(try statFile(mirrorPath).st_size)
@@ -131,19 +145,39 @@ enum WriteMountRuns {
     var acknowledged: [(UInt64, [UInt8])] = []
     var pending: [(UInt64, [UInt8])] = []
     let killAt = 20 + Int(rng.next() % 60)
+    let daemon = try killWhen.map { _ in try daemonPID(image: image, mnt: mnt) }
+    var killed = false
     for step in 0..<100 {
       let length = min(Int(size), 1 + Int(rng.next() % UInt64(maxWrite)))
       let offset = rng.next() % (size - UInt64(length) + 1)
       let bytes = [UInt8](repeating: UInt8(1 + step % 250), count: length)
-      try disk.write(bytes, at: offset)
       pending.append((offset, bytes))
+      let fd = disk.fd
+      if let killWhen, let daemon {
+        // Metadata goes back through the log during writes (over the cache budget) and fsyncs.
+        killed = try runKilling(daemon: daemon, image: image, when: killWhen) {
+          let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+          return n == bytes.count ? 0 : (n < 0 ? errno : EIO)
+        }
+        if killed { break }
+      } else {
+        try disk.write(bytes, at: offset)
+      }
       if step % 7 == 6 {
-        try disk.sync()
+        if let killWhen, let daemon {
+          killed = try runKilling(daemon: daemon, image: image, when: killWhen) { fsync(fd) == 0 ? 0 : errno }
+          if killed { break }
+        } else {
+          try disk.sync()
+        }
         acknowledged += pending
         pending = []
       }
-      if step == killAt { break }
+      if killWhen == nil && step == killAt { break }
     }
+    #expect(
+      killWhen == nil || killed, "seed \(seed): the kill condition never held during an fsync",
+      sourceLocation: sourceLocation)
     // (^ keeps pkill from matching the shell that runs it.)
     try sh("pkill -KILL -f -- '^\(vdiskfsBinary) \(image) \(mnt)'; sleep 0.2")
     disk.close()
@@ -156,6 +190,74 @@ enum WriteMountRuns {
     #expect(
       missing == 0, "seed \(seed): \(missing) acknowledged bytes missing after kill -9",
       sourceLocation: sourceLocation)
+  }
+
+  /// Runs `operation` (a write or fsync on disk.raw, returning 0 or an errno) on another thread
+  /// and, while it runs, asks `condition` about the image over and over; when it holds, stops
+  /// the daemon (SIGSTOP) and, once all its threads have stopped, asks again. If it still holds,
+  /// the daemon gets SIGKILL (the operation fails: nothing it covers is acknowledged) and this
+  /// returns true; otherwise the daemon continues (SIGCONT), and once the operation has
+  /// completed this returns false, or throws its error.
+  static func runKilling(
+    daemon pid: pid_t, image: String, when condition: (String) throws -> Bool,
+    _ operation: @escaping @Sendable () -> Int32
+  ) throws -> Bool {
+    let finished = DispatchSemaphore(value: 0)
+    let result = Mutex<Int32>(0)
+    Thread.detachNewThread {
+      let r = operation()
+      result.withLock { $0 = r }
+      finished.signal()
+    }
+    var stopped = false
+    defer {
+      if stopped { kill(pid, SIGCONT) }
+      finished.wait()  // after a SIGKILL, the kernel ends the operation once /dev/fuse is closed
+    }
+    while finished.wait(timeout: .now()) != .success {
+      guard try condition(image) else { continue }
+      kill(pid, SIGSTOP)
+      stopped = true
+      waitUntilStopped(pid)
+      if try condition(image) {
+        kill(pid, SIGKILL)
+        return true
+      }
+      kill(pid, SIGCONT)
+      stopped = false
+    }
+    finished.signal()  // for the deferred wait
+    let errorNumber = result.withLock { $0 }
+    guard errorNumber == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errorNumber) ?? .EIO) }
+    return false
+  }
+
+  /// The pid of the `vdiskfs IMAGE MNT` daemon.
+  static func daemonPID(image: String, mnt: String) throws -> pid_t {
+    let found = try run("pgrep", ["-f", "--", "^\(vdiskfsBinary) \(image) \(mnt)"]).stdout
+    guard let pid = found.split(separator: "\n").first.flatMap({ pid_t($0) }) else {
+      throw CommandFailed(
+        command: ["pgrep"], result: CommandResult(status: 1, stdout: found, stderr: "no vdiskfs daemon"))
+    }
+    return pid
+  }
+
+  /// Waits (up to 5 s) until every thread of `pid` is stopped (state T in /proc/PID/task/*/stat;
+  /// a thread inside a system call such as fdatasync stops when the call returns).
+  static func waitUntilStopped(_ pid: pid_t) {
+    let tasks = "/proc/\(pid)/task"
+    for _ in 0..<100_000 {
+      let ids = (try? FileManager.default.contentsOfDirectory(atPath: tasks)) ?? []
+      let running = ids.contains { id in
+        guard let stat = try? String(contentsOfFile: "\(tasks)/\(id)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")")
+        else { return false }
+        let state = stat[stat.index(after: close)...].dropFirst().first
+        return state != "T" && state != "t" && state != "Z" && state != "X"
+      }
+      if !running { return }
+      usleep(50)
+    }
   }
 
   /// `qemu-img check` after a crash: exit 0 (clean) or 3 (leaks only), no ERROR line.
