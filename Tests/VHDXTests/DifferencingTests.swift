@@ -17,12 +17,7 @@ import VDiskCore
   }
 
   static func child(size: UInt64, linkage: GUID, relative: String = ".\\base.vhdx") -> VHDXBuilder {
-    var b = VHDXBuilder(virtualSize: size)
-    b.locator = [
-      ("parent_linkage", "{\(linkage)}"), ("relative_path", relative),
-      ("absolute_win32_path", "C:\\nowhere\\base.vhdx"),
-    ]
-    return b
+    VHDXBuilder.differencing(virtualSize: size, parentLinkage: linkage, relativePath: relative)
   }
 
   @Test(arguments: [512, 4096] as [UInt64])
