@@ -34,7 +34,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install lint format demo install uninstall deb bench clean
+.PHONY: all deps build release static man test test-install lint format demo install uninstall deb bench fuzz clean
 
 all: build
 
@@ -76,10 +76,10 @@ test-install: deps static man
 	  packaging/test-install.sh "$(STATIC_BIN)" "$(GEN)"
 
 lint:
-	$(SWIFT) format lint --strict -r Sources Tests
+	$(SWIFT) format lint --strict -r Sources Tests Fuzz/Package.swift Fuzz/Sources/Fuzz*
 
 format:
-	$(SWIFT) format -i -r Sources Tests
+	$(SWIFT) format -i -r Sources Tests Fuzz/Package.swift Fuzz/Sources/Fuzz*
 
 # Builds, makes a qcow2 holding a GPT disk with an ext4 partition, mounts it with vdiskfs,
 # attaches the partition from disk.raw to a loop device, mounts it and reads a file.
@@ -120,6 +120,11 @@ uninstall:
 # then lintian. Installs with `apt install ./vdiskfs_*.deb` where no Swift toolchain is.
 deb: deps
 	VERSION="$(VERSION)" packaging/build-deb.sh
+
+# Fuzz/ (libFuzzer + AddressSanitizer): one target per format parser and one for partition
+# tables, seeded with images qemu-img makes; each runs FUZZ_SECONDS (60). scripts/fuzz.sh says more.
+fuzz: deps
+	scripts/fuzz.sh
 
 # Benchmarks/bench.sh (issue 6): vdiskfs vs qemu-storage-daemon vs the libyal mount tools vs the
 # raw file; sequential and random reads of qcow2 (plain, compressed, chain), vmdk, vhdx, vpc, vdi;

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# `make fuzz`: builds every fuzz target of Fuzz/ with libFuzzer and AddressSanitizer, makes a seed
+# corpus per format with qemu-img/qemu-io (and sfdisk/sgdisk for partition tables), runs each
+# target for FUZZ_SECONDS (60) and prints executions and coverage per target.
+#
+#   scripts/fuzz.sh [TARGET...]      (default: every Fuzz* target)
+#
+# Environment: FUZZ_SECONDS (60), FUZZ_WORK (a temporary folder; kept when set, so corpora grow
+# across runs). A crash, leak, timeout or out-of-memory stops that target with the input saved as
+# $FUZZ_WORK/<target>/crash-*; the script exits non-zero after the last target.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${FUZZ_SECONDS:-60}
+work=${FUZZ_WORK:-}
+keep=1
+if [ -z "$work" ]; then work=$(mktemp -d /var/tmp/vdiskfs-fuzz.XXXXXX); keep=0; fi
+cleanup() { [ "$keep" = 1 ] || rm -rf "$work"; }
+trap cleanup EXIT
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(FuzzPartitions)
+  for d in "$here"/Sources/Formats/*/; do targets+=("Fuzz$(basename "$d")"); done
+fi
+
+cd "$here/Fuzz"
+flags=(-c release --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address)
+for t in "${targets[@]}"; do swift build "${flags[@]}" --product "$t" >&2; done
+bin=$(swift build "${flags[@]}" --show-bin-path)
+
+# Seeds: small images of every variant the parser reads, with data in them.
+seed() { # target file...
+  mkdir -p "$work/$1/seeds"
+  local f
+  for f in "${@:2}"; do [ -f "$f" ] && cp "$f" "$work/$1/seeds/"; done
+}
+s="$work/make-seeds"
+mkdir -p "$s"
+img() { qemu-img create -q "$@"; }
+io() { qemu-io -f "$1" -c "write -P 0x5a 0 64k" -c "write -P 0xa5 1M 8k" -c "write -z 2M 64k" "$2" >/dev/null; }
+img -f qcow2 "$s/a.qcow2" 8M && io qcow2 "$s/a.qcow2"
+img -f qcow2 -o cluster_size=4096,lazy_refcounts=on "$s/b.qcow2" 8M && io qcow2 "$s/b.qcow2"
+img -f qcow2 -o extended_l2=on,cluster_size=65536 "$s/c.qcow2" 8M && io qcow2 "$s/c.qcow2"
+img -f qcow2 -b a.qcow2 -F qcow2 "$s/d.qcow2" && qemu-io -f qcow2 -c "write -P 0x77 4k 4k" "$s/d.qcow2" >/dev/null
+qemu-img snapshot -c snap "$s/a.qcow2"
+qemu-img convert -c -O qcow2 "$s/a.qcow2" "$s/z.qcow2"
+qemu-img convert -c -O qcow2 -o compression_type=zstd "$s/a.qcow2" "$s/zs.qcow2"
+img -f vmdk "$s/a.vmdk" 8M && io vmdk "$s/a.vmdk"
+qemu-img convert -O vmdk -o subformat=streamOptimized "$s/a.vmdk" "$s/s.vmdk"
+img -f vhdx -o block_size=1M "$s/a.vhdx" 8M && io vhdx "$s/a.vhdx"
+img -f vpc "$s/a.vhd" 8M && io vpc "$s/a.vhd"
+img -f vpc -o subformat=fixed "$s/f.vhd" 2M
+img -f vdi "$s/a.vdi" 8M && io vdi "$s/a.vdi"
+truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
+truncate -s 4M "$s/gpt.raw" && sgdisk -o -n 1:2048:4095 -n 2:4096:6143 "$s/gpt.raw" >/dev/null
+seed FuzzQCOW2 "$s"/*.qcow2
+seed FuzzVMDK "$s"/*.vmdk
+seed FuzzVHDX "$s"/*.vhdx
+seed FuzzVHD "$s"/*.vhd
+seed FuzzVDI "$s"/*.vdi
+seed FuzzPartitions "$s"/*.raw
+
+failed=0
+printf '%-16s %10s %12s %8s %8s %s\n' target seconds executions cov ft result
+for t in "${targets[@]}"; do
+  dir="$work/$t"
+  mkdir -p "$dir/corpus" "$dir/seeds"
+  log="$dir/fuzz.log"
+  result=ok
+  (cd "$dir" && SWIFT_BACKTRACE=enable=no "$bin/$t" corpus seeds -max_total_time="$seconds" \
+    -max_len=$((8 << 20)) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1) || {
+    result="FAILED (see $log)"
+    failed=1
+    keep=1
+  }
+  execs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log")
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{ print $2 }')
+  ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | awk '{ print $2 }')
+  printf '%-16s %10s %12s %8s %8s %s\n' "$t" "$seconds" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result"
+done
+exit $failed
