@@ -79,6 +79,11 @@ let package = Package(
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
     .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging], path: "Tests/Fixtures"),
+    // The fuzz targets' harness (Fuzz/ links it too), and the replay of saved fuzz inputs.
+    .target(
+      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging],
+      path: "Tests/FuzzHarness"),
+    .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
     // One test target per format: `formatTests`, added below.
     .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "VDiskCore", "TestSupport"] + formatTargets),

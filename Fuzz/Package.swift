@@ -21,11 +21,15 @@ let formatLibraries = formatNames.map {
     name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/\($0)")
 }
 
-/// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions.
+/// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions (MBR/EBR and
+/// GPT) and FuzzChain (a two-layer chain of any formats, written through).
 let fuzzTargets =
   formatNames.map {
     Target.executableTarget(name: "Fuzz\($0)", dependencies: ["FuzzHarness", .target(name: $0)])
-  } + [.executableTarget(name: "FuzzPartitions", dependencies: ["FuzzHarness", "ImageFormats"])]
+  }
+  + ["FuzzPartitions", "FuzzChain"].map {
+    Target.executableTarget(name: $0, dependencies: ["FuzzHarness", "ImageFormats"])
+  }
 
 let package = Package(
   name: "vdiskfs-fuzz",
@@ -43,6 +47,6 @@ let package = Package(
     .target(
       name: "ImageFormats",
       dependencies: ["VDiskCore", logging] + formatNames.map { Target.Dependency.target(name: $0) }),
-    .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", logging]),
+    .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging]),
   ] + formatLibraries + fuzzTargets
 )

@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(FuzzPartitions)
+  targets=(FuzzPartitions FuzzChain)
   for d in "$here"/Sources/Formats/*/; do targets+=("Fuzz$(basename "$d")"); done
 fi
 
@@ -53,6 +53,41 @@ img -f vpc -o subformat=fixed "$s/f.vhd" 2M
 img -f vdi "$s/a.vdi" 8M && io vdi "$s/a.vdi"
 truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
 truncate -s 4M "$s/gpt.raw" && sgdisk -o -n 1:2048:4095 -n 2:4096:6143 "$s/gpt.raw" >/dev/null
+# FuzzChain's inputs (Fuzz/Sources/FuzzHarness/ChainInput.swift): flags, the top's length
+# (little-endian), three guest offsets, the top, its parent. One read-only and one written seed
+# per pair.
+le() { # value bytes: the value little-endian as printf escapes
+  local v=$1 i out=
+  for ((i = 0; i < $2; i++)); do out+=$(printf '\\x%02x' $(((v >> (8 * i)) & 255))); done
+  printf '%s' "$out"
+}
+chain_seed() { # name top parent
+  local size flags
+  size=$(stat -c %s "$2")
+  for flags in 0 1; do
+    { printf "$(le "$flags" 1)$(le "$size" 4)$(le 4096 8)$(le 1048573 8)$(le 2101248 8)"
+      cat "$2" "$3"; } >"$s/$1-$flags.chain"
+  done
+}
+img -f qcow2 -b a.vmdk -F vmdk "$s/on-vmdk.qcow2" && qemu-io -f qcow2 -c "write -P 0x33 1M 4k" "$s/on-vmdk.qcow2" >/dev/null
+img -f vmdk -b a.vmdk -F vmdk "$s/child.vmdk" && qemu-io -f vmdk -c "write -P 0x44 8k 4k" "$s/child.vmdk" >/dev/null
+img -f qcow2 -b a.vdi -F vdi "$s/on-vdi.qcow2"
+chain_seed qcow2-qcow2 "$s/d.qcow2" "$s/a.qcow2"
+chain_seed qcow2-vmdk "$s/on-vmdk.qcow2" "$s/a.vmdk"
+chain_seed vmdk-vmdk "$s/child.vmdk" "$s/a.vmdk"
+chain_seed qcow2-vdi "$s/on-vdi.qcow2" "$s/a.vdi"
+for f in a.vhdx a.vhd a.vdi; do chain_seed "single-$f" "$s/$f" /dev/null; done
+seed FuzzChain "$s"/*.chain
+# What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
+# differencing), as the tests build it (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips
+# the test build this needs.
+if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
+  (cd "$here" && swift build --build-tests >&2 &&
+    VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
+      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests' \
+      >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
+  for t in FuzzVMDK FuzzVHD FuzzVHDX; do seed "$t" "$s/built/$t"/*; done
+fi
 seed FuzzQCOW2 "$s"/*.qcow2
 seed FuzzVMDK "$s"/*.vmdk
 seed FuzzVHDX "$s"/*.vhdx

@@ -141,6 +141,7 @@ public struct VHDXBuilder: Sendable {
       try handle.seek(toOffset: offset)
       try handle.write(contentsOf: Data(bytes))
     }
+    FuzzSeeds.keep(path, target: "FuzzVHDX")
     return hosts
   }
 

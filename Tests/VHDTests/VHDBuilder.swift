@@ -81,5 +81,6 @@ struct VHDBuilder {
     file.replaceSubrange(512..<1536, with: h)
     file += f
     try Data(file).write(to: URL(fileURLWithPath: path))
+    FuzzSeeds.keep(path, target: "FuzzVHD")
   }
 }

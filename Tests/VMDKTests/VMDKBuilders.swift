@@ -41,6 +41,7 @@ enum VMDKBuilder {
       guest.replaceSubrange(index * grainSize..<index * grainSize + data.count, with: data)
     }
     try file.write(to: path)
+    FuzzSeeds.keep(path, target: "FuzzVMDK")
     return guest
   }
 
@@ -80,6 +81,7 @@ enum VMDKBuilder {
     file.put([UInt8](repeating: 0, count: Int(grainCount) * 4096), at: Int(grainPool) * 512)
     for (grain, data) in grains { file.put(data, at: Int(grainPool) * 512 + Int(grain) * 4096) }
     try file.write(to: path)
+    FuzzSeeds.keep(path, target: "FuzzVMDK")
   }
 
   /// Rewrites a qemu-made stream-optimized extent the way VMware streams them: header with
@@ -143,6 +145,7 @@ enum VMDKBuilder {
     file.put(footer.bytes, at: file.bytes.count)
     file.put([UInt8](repeating: 0, count: 512), at: file.bytes.count)  // end-of-stream marker
     try file.write(to: path)
+    FuzzSeeds.keep(path, target: "FuzzVMDK")
   }
 }
 

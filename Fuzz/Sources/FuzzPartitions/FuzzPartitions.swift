@@ -5,5 +5,5 @@ import ImageFormats
 /// point).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPartitions(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-  FuzzHarness.partitions(data, size, raw: RawDriver.self)
+  FuzzHarness.requireClear(FuzzHarness.partitions(FuzzHarness.bytes(data, size)))
 }

@@ -4,5 +4,5 @@ import VHD
 /// One fuzz input as a vhd image (libFuzzer's entry point).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVHD(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
-  FuzzHarness.layer(data, size, driver: VHDDriver.self)
+  FuzzHarness.requireClear(FuzzHarness.layer(FuzzHarness.bytes(data, size), driver: VHDDriver.self))
 }

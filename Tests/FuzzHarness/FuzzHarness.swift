@@ -1,3 +1,4 @@
+import ImageFormats
 import Logging
 import Partitions
 import VDiskCore
@@ -8,7 +9,7 @@ import VDiskCore
 /// a hang, a huge allocation or a sanitizer report.
 public enum FuzzHarness {
   /// Logs nothing: the fuzzer's output stays readable and logging costs no time.
-  static let logger: Logger = {
+  public static let logger: Logger = {
     var logger = Logger(label: "vdiskfs-fuzz", factory: { _ in SwiftLogNoOpLogHandler() })
     logger.logLevel = .critical
     return logger
@@ -21,44 +22,54 @@ public enum FuzzHarness {
 
   /// A path no file lies under: relative names an image gives (vmdk extents, external data
   /// files) are looked up there and not found, so an input never reads a real file.
-  static let path = "/nonexistent/vdiskfs-fuzz/image"
+  public static let path = "/nonexistent/vdiskfs-fuzz/image"
 
-  /// The input as an `ImageFile` over memory that refuses to grow.
-  static func file(_ data: UnsafePointer<UInt8>?, _ size: Int) throws -> ImageFile {
-    let bytes = data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
-    return try ImageFile(
-      source: MemorySource(bytes, limit: UInt64(bytes.count)), path: path, isWritable: false)
+  /// `bytes` as an `ImageFile` over memory; a writable one may grow by `growth` bytes.
+  public static func file(_ bytes: [UInt8], writable: Bool = false, growth: UInt64 = 0, path: String = path)
+    throws -> ImageFile
+  {
+    try ImageFile(
+      source: MemorySource(bytes, limit: UInt64(bytes.count) + growth), path: path, isWritable: writable)
   }
 
-  /// Opens the input as `driver`'s format and reads through it.
-  public static func layer(_ data: UnsafePointer<UInt8>?, _ size: Int, driver: any FormatDriver.Type) -> Int32
-  {
+  /// The fuzzer's input as bytes.
+  public static func bytes(_ data: UnsafePointer<UInt8>?, _ size: Int) -> [UInt8] {
+    data.map { Array(UnsafeBufferPointer(start: $0, count: size)) } ?? []
+  }
+
+  /// Opens `bytes` as `driver`'s format and reads through it; the error that refused it, if any.
+  @discardableResult
+  public static func layer(_ bytes: [UInt8], driver: any FormatDriver.Type) -> (any Error)? {
     do {
-      let file = try file(data, size)
+      let file = try file(bytes)
       let plan = try driver.plan(file, context: PlanContext(logger: logger))
       let chain = LayerChain(top: try plan.build(nil, MetadataCache(budget: 1 << 20)))
       try walk(chain)
-    } catch {}
-    return 0
+      return nil
+    } catch {
+      return error
+    }
   }
 
-  /// Reads the input as a raw disk's partition table (MBR with EBR chains, or GPT).
-  public static func partitions(_ data: UnsafePointer<UInt8>?, _ size: Int, raw: any FormatDriver.Type)
-    -> Int32
-  {
+  /// Reads `bytes` as a raw disk's partition table (MBR with EBR chains, or GPT); the error that
+  /// refused it, if any.
+  @discardableResult
+  public static func partitions(_ bytes: [UInt8]) -> (any Error)? {
     do {
-      let file = try file(data, size)
+      let file = try file(bytes)
       let chain = LayerChain(
-        top: try raw.plan(file, context: PlanContext(logger: logger)).build(
+        top: try RawDriver.plan(file, context: PlanContext(logger: logger)).build(
           nil, MetadataCache(budget: 1 << 20)))
       _ = try PartitionTable.read(chain, logger: logger)
-    } catch {}
-    return 0
+      return nil
+    } catch {
+      return error
+    }
   }
 
   /// Walks the chain's extents from the start and reads up to 64 KiB at the start of each, within
   /// `readBudget` in all.
-  static func walk(_ chain: LayerChain) throws {
+  public static func walk(_ chain: LayerChain) throws {
     let size = chain.virtualSize
     var buffer = [UInt8](repeating: 0, count: 64 << 10)
     var offset: UInt64 = 0
