@@ -55,10 +55,13 @@ public struct PlanContext: Sendable {
   public var logger: Logger
   /// Whether this layer is the top of the chain and is to be opened for writing.
   public var writable: Bool
+  /// What files the image may name (paths only; inside `backing_dir` when given).
+  public var linkedFiles: LinkedFiles
 
-  public init(logger: Logger, writable: Bool = false) {
+  public init(logger: Logger, writable: Bool = false, linkedFiles: LinkedFiles = LinkedFiles()) {
     self.logger = logger
     self.writable = writable
+    self.linkedFiles = linkedFiles
   }
 
   /// `name` (as an image records it) resolved against the directory of `image`; absolute names
@@ -70,16 +73,22 @@ public struct PlanContext: Sendable {
   }
 
   /// Opens a file an image names (extent file, external data file) read-only, or throws
-  /// `.notFound` naming the path tried and the image that named it.
+  /// `.notFound` naming the path tried and the image that named it. The name must be a path
+  /// and, with `backing_dir`, resolve inside it (`LinkedFiles`); the file is opened by its
+  /// resolved path.
   public func openRelated(_ name: String, by image: String, what: String, writable: Bool = false) throws
     -> ImageFile
   {
+    try LinkedFiles.checkName(name, what: what, namedBy: image)
     let path = Self.resolve(name, relativeTo: image)
     guard Syscalls.exists(path) else {
       throw VDiskError(
         .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
         errno: ENOENT)
     }
-    return try ImageFile.open(path, writable: writable)
+    let resolved = try linkedFiles.admit(path, name: name, what: what, namedBy: image)
+    let file = try ImageFile.open(resolved, writable: writable)
+    try linkedFiles.verifyOpened(file, name: name, what: what, namedBy: image)
+    return file
   }
 }
