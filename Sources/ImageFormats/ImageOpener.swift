@@ -18,6 +18,11 @@ import VDiskCore
 /// probe as another format (`RawLayer.vet`).
 public enum ImageOpener {
   public static let maxChainDepth = 64
+  /// The most metadata a chain may hold in memory outside its cache (qcow2 L1 tables, VMDK grain
+  /// directories, replayed VHDX logs; `LayerPlan.residentBytes`). Each format bounds one layer's
+  /// (64 MiB of L1, 256 MiB of grain directories, a 256 MiB log), but 64 layers of them would
+  /// not be bounded usefully; real images need a few KiB to MiB per layer.
+  public static let maxResidentMetadata: UInt64 = 512 << 20
 
   public static func open(_ path: String, options: OpenOptions, logger: Logger) throws -> LayerChain {
     // The daemon chdirs to /, so a relative path must be made absolute first.
@@ -30,6 +35,7 @@ public enum ImageOpener {
 
     // Plans top-down: each names the next.
     var plans: [LayerPlan] = []
+    var resident: UInt64 = 0
     var seen = Set<FileIdentity>()
     var current: (path: String, format: (any FormatDriver.Type)?, name: String?) = (top, options.format, nil)
     while true {
@@ -55,6 +61,13 @@ public enum ImageOpener {
       let plan =
         probedRaw
         ? RawDriver.plan(file, probedBy: options.registry) : try format.plan(file, context: context)
+      resident = resident > UInt64.max - plan.residentBytes ? .max : resident + plan.residentBytes
+      guard resident <= options.residentMetadataLimit else {
+        throw VDiskError.unsupported(
+          top,
+          "the chain's metadata held in memory would pass \(options.residentMetadataLimit >> 20) MiB at \(file.path) (layer \(plans.count + 1))"
+        )
+      }
       plans.append(plan)
       guard options.openBacking, let parent = plan.parent else { break }
       let located = try locate(parent, namedBy: file.path, registry: options.registry, linked: linked)

@@ -12,6 +12,9 @@ public struct OpenOptions: Sendable {
   public var openBacking: Bool = true
   /// `-o backing_dir=DIR`: every backing file and extent file must resolve inside DIR.
   public var backingDirectory: String?
+  /// The most metadata the whole chain may hold in memory outside its cache
+  /// (`LayerPlan.residentBytes`); tests lower it.
+  public var residentMetadataLimit: UInt64 = ImageOpener.maxResidentMetadata
   /// Open the top layer for writing (backing layers are always read-only).
   public var writable: Bool = false
   /// Take QEMU's image locks (writer on a writable top, reader elsewhere). false is

@@ -38,14 +38,19 @@ public struct LayerPlan: Sendable {
   public var parent: ParentReference?
   /// Bytes of metadata tables that cover the whole image (for the default cache budget).
   public var metadataCoverage: UInt64
+  /// Bytes of metadata the layer holds in memory outside the chain's cache (a qcow2 L1 table,
+  /// VMDK grain directories, a replayed VHDX log): the opener bounds their sum over the chain.
+  public var residentBytes: UInt64
   public var build: Builder
 
   public init(
-    file: ImageFile, parent: ParentReference?, metadataCoverage: UInt64 = 0, build: @escaping Builder
+    file: ImageFile, parent: ParentReference?, metadataCoverage: UInt64 = 0, residentBytes: UInt64 = 0,
+    build: @escaping Builder
   ) {
     self.file = file
     self.parent = parent
     self.metadataCoverage = metadataCoverage
+    self.residentBytes = residentBytes
     self.build = build
   }
 }

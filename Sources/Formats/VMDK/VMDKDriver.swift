@@ -113,7 +113,12 @@ public enum VMDKDriver: FormatDriver {
     }
     let coverage = extents.reduce(UInt64(0)) { $0 + $1.metadataCoverage }
     let hasParent = descriptor.hasParent
-    return LayerPlan(file: file, parent: parent, metadataCoverage: coverage) {
+    // Grain directories are read whole; a writer keeps a second, live copy.
+    let directories = extents.reduce(UInt64(0)) { $0 + $1.directoryBytes }
+    return LayerPlan(
+      file: file, parent: parent, metadataCoverage: coverage,
+      residentBytes: writable ? 2 * directories : directories
+    ) {
       [extents, isDirty, cidPlace] backing, cache in
       var start: UInt64 = 0
       var built: [VMDKExtent] = []
