@@ -131,6 +131,22 @@ struct UntrustedImageMountTests {
     #expect(try PositionalFile(mounted.diskRaw, flags: O_RDONLY).read(at: 0, count: 1) == [0x42])
   }
 
+  /// `backing_dir` needs a value and a directory that exists.
+  @Test func backingDirOptionErrors() throws {
+    let scratch = try Scratch("untrusted")
+    defer { scratch.remove() }
+    let image = scratch.file("a.qcow2")
+    try Qemu.create(image, size: "1M")
+    let mnt = try scratch.directory("mnt")
+    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
+    let empty = try run(vdiskfsBinary, [image, mnt, "-o", "ro,backing_dir"], check: false)
+    #expect(empty.status == 2 && empty.stderr.contains("needs a value"), "\(empty.stderr)")
+    let missing = try run(
+      vdiskfsBinary, [image, mnt, "-o", "ro,backing_dir=\(scratch.file("none"))"], check: false)
+    #expect(missing.status == 3 && missing.stderr.contains("backing_dir does not exist"), "\(missing.stderr)")
+    #expect(!isMounted(mnt))
+  }
+
   /// `-o nobacking` opens the top alone (its backing file here is a FIFO, never opened): what the
   /// top does not hold reads as zeros, and the mount is read-only with one notice though rw
   /// was asked. `map --no-backing` likewise.
