@@ -61,15 +61,35 @@ public struct FormatRegistry: Sendable {
   /// without magic (raw) is only the last resort. A file in a format we know but do not open is
   /// refused rather than shown as raw.
   public func probe(_ file: ImageFile) throws -> any FormatDriver.Type {
-    let probe = try ProbeBytes(file)
-    for known in unsupported where probe.head(has: known.magic) {
+    switch recognize(try ProbeBytes(file)) {
+    case .driver(let driver):
+      return driver
+    case .unsupported(let known):
       throw VDiskError.unsupported(file.path, "\(known.name) images are not supported")
-    }
-    guard let driver = drivers.first(where: { $0.matches(probe) }) else {
+    case nil:
       throw VDiskError.unsupported(
         file.path, "no format matches (known: \(names.joined(separator: ", ")))")
     }
-    return driver
+  }
+
+  /// What probing finds in `probe`.
+  public enum Recognized {
+    case driver(any FormatDriver.Type)
+    case unsupported(Unsupported)
+
+    /// The format's name (`qcow2`, `qed`, …).
+    public var name: String {
+      switch self {
+      case .driver(let driver): driver.name
+      case .unsupported(let known): known.name
+      }
+    }
+  }
+
+  /// The format the bytes of `probe` say, by the rules of `probe(_:)`; nil when none matches.
+  public func recognize(_ probe: ProbeBytes) -> Recognized? {
+    if let known = unsupported.first(where: { probe.head(has: $0.magic) }) { return .unsupported(known) }
+    return drivers.first { $0.matches(probe) }.map { .driver($0) }
   }
 
   /// The names as a sentence: "qcow2, vmdk, vhdx, vpc, vdi or raw".

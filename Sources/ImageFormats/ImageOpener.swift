@@ -10,23 +10,41 @@ import VDiskCore
 /// format must match the file's magic; raw matches anything) or probes it (raw only as the last
 /// resort), refuses chains deeper than 64 and chains that loop (by device and inode), opens
 /// every layer below the top read-only, and shares one metadata cache across the chain.
+///
+/// Parent names are untrusted (docs/DESIGN.md, "Untrusted images"): a name must be a path, not a
+/// protocol or `json:` (`LinkedFiles.checkName`); each parent is opened by its resolved path,
+/// inside `backing_dir` when one is given; every file must be a regular file or a block device
+/// (`ImageFile.open`); a raw top image whose format was probed refuses writes that would make it
+/// probe as another format (`RawLayer.vet`).
 public enum ImageOpener {
   public static let maxChainDepth = 64
+  /// The most metadata a chain may hold in memory outside its cache (qcow2 L1 tables, VMDK grain
+  /// directories, replayed VHDX logs; `LayerPlan.residentBytes`). Each format bounds one layer's
+  /// (64 MiB of L1, 256 MiB of grain directories, a 256 MiB log), but 64 layers of them would
+  /// not be bounded usefully; real images need a few KiB to MiB per layer.
+  public static let maxResidentMetadata: UInt64 = 512 << 20
 
   public static func open(_ path: String, options: OpenOptions, logger: Logger) throws -> LayerChain {
     // The daemon chdirs to /, so a relative path must be made absolute first.
-    guard let top = realPath(path) else {
+    guard let top = LinkedFiles.realPath(path) else {
       throw VDiskError(.notFound, path: path, "image does not exist", errno: ENOENT)
     }
 
+    let linked = LinkedFiles(directory: options.backingDirectory)
+    _ = try linked.resolvedDirectory()
+
     // Plans top-down: each names the next.
     var plans: [LayerPlan] = []
+    var resident: UInt64 = 0
     var seen = Set<FileIdentity>()
-    var current = (path: top, format: options.format)
+    var current: (path: String, format: (any FormatDriver.Type)?, name: String?) = (top, options.format, nil)
     while true {
       let isTop = plans.isEmpty
       let writable = isTop && options.writable
       let file = try ImageFile.open(current.path, writable: writable)
+      if let name = current.name, let child = plans.last?.file.path {
+        try linked.verifyOpened(file, name: name, what: "backing file", namedBy: child)
+      }
       guard seen.insert(FileIdentity(device: file.device, inode: file.inode)).inserted else {
         let names = plans.map(\.file.path) + [current.path]
         throw VDiskError.corrupt(top, "backing chain loops: \(names.joined(separator: " → "))")
@@ -38,10 +56,22 @@ public enum ImageOpener {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }
       let format = try resolveFormat(file, stated: current.format, registry: options.registry)
-      let plan = try format.plan(file, context: PlanContext(logger: logger, writable: writable))
+      let context = PlanContext(logger: logger, writable: writable, linkedFiles: linked)
+      let probedRaw = current.format == nil && ObjectIdentifier(format) == ObjectIdentifier(RawDriver.self)
+      let plan =
+        probedRaw
+        ? RawDriver.plan(file, probedBy: options.registry) : try format.plan(file, context: context)
+      resident = resident > UInt64.max - plan.residentBytes ? .max : resident + plan.residentBytes
+      guard resident <= options.residentMetadataLimit else {
+        throw VDiskError.unsupported(
+          top,
+          "the chain's metadata held in memory would pass \(options.residentMetadataLimit >> 20) MiB at \(file.path) (layer \(plans.count + 1))"
+        )
+      }
       plans.append(plan)
       guard options.openBacking, let parent = plan.parent else { break }
-      current = try locate(parent, namedBy: file.path, registry: options.registry)
+      let located = try locate(parent, namedBy: file.path, registry: options.registry, linked: linked)
+      current = (located.path, located.format, parent.recordedName)
     }
 
     // One metadata cache for the whole chain: what covers it, at most 32 MiB (like QEMU); or
@@ -72,10 +102,14 @@ public enum ImageOpener {
     return LayerChain(top: topLayer)
   }
 
-  /// The first existing candidate of `parent`, with the format its child records.
-  private static func locate(_ parent: ParentReference, namedBy image: String, registry: FormatRegistry)
+  /// The resolved path of the first existing candidate of `parent` (inside `backing_dir` when
+  /// given), with the format its child records. A name that is not a path is refused first.
+  private static func locate(
+    _ parent: ParentReference, namedBy image: String, registry: FormatRegistry, linked: LinkedFiles
+  )
     throws -> (path: String, format: (any FormatDriver.Type)?)
   {
+    try LinkedFiles.checkName(parent.recordedName, what: "backing file", namedBy: image)
     var format: (any FormatDriver.Type)?
     if let stated = parent.format {
       guard let known = registry.driver(named: stated) else {
@@ -84,13 +118,26 @@ public enum ImageOpener {
       }
       format = known
     }
-    guard let path = parent.candidates.first(where: { access($0, F_OK) == 0 }) else {
+    let existing = parent.candidates.filter { access($0, F_OK) == 0 }
+    guard !existing.isEmpty else {
       let tried = parent.candidates.isEmpty ? "no path" : parent.candidates.joined(separator: ", ")
       throw VDiskError(
         .notFound, path: image,
         "backing file \(tried) (named \"\(parent.recordedName)\" by \(image)) does not exist", errno: ENOENT)
     }
-    return (path, format)
+    // With backing_dir, a candidate outside it is passed over for the next (a VHDX locator's
+    // relative path inside it beats its absolute one outside); none inside is refused.
+    var refusal: VDiskError?
+    for candidate in existing {
+      do {
+        return (
+          try linked.admit(candidate, name: parent.recordedName, what: "backing file", namedBy: image), format
+        )
+      } catch let error as VDiskError where error.kind == .notPermitted {
+        refusal = refusal ?? error
+      }
+    }
+    throw refusal ?? VDiskError(.notPermitted, path: image, "no backing file candidate is allowed")
   }
 
   /// A stated format must match the file's magic (raw matches anything); nil means probe.
@@ -112,12 +159,6 @@ public enum ImageOpener {
 
   static func resolve(_ name: String, relativeTo image: String) -> String {
     PlanContext.resolve(name, relativeTo: image)
-  }
-
-  private static func realPath(_ path: String) -> String? {
-    guard let resolved = realpath(path, nil) else { return nil }
-    defer { free(resolved) }
-    return String(cString: resolved)
   }
 
   private struct FileIdentity: Hashable {

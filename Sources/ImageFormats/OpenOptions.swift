@@ -1,13 +1,20 @@
 import VDiskCore
 
-/// What to open and how (`--format`, `--cache-size`, whether to open backing files).
+/// What to open and how (`--format`, `--cache-size`, whether to open backing files and where
+/// they may lie).
 public struct OpenOptions: Sendable {
   /// `--format`; nil = probe.
   public var format: (any FormatDriver.Type)?
   /// `--cache-size` in bytes; nil = the default (what covers the chain, at most 32 MiB).
   public var cacheSize: Int?
-  /// false: the top layer only (for `vdiskfs info` without `--backing-chain`).
+  /// false: the top layer only (for `vdiskfs info` without `--backing-chain`, `-o nobacking`);
+  /// what the top does not hold reads as zeros.
   public var openBacking: Bool = true
+  /// `-o backing_dir=DIR`: every backing file and extent file must resolve inside DIR.
+  public var backingDirectory: String?
+  /// The most metadata the whole chain may hold in memory outside its cache
+  /// (`LayerPlan.residentBytes`); tests lower it.
+  public var residentMetadataLimit: UInt64 = ImageOpener.maxResidentMetadata
   /// Open the top layer for writing (backing layers are always read-only).
   public var writable: Bool = false
   /// Take QEMU's image locks (writer on a writable top, reader elsewhere). false is
@@ -18,8 +25,10 @@ public struct OpenOptions: Sendable {
 
   public init(
     format: (any FormatDriver.Type)? = nil, cacheSize: Int? = nil, openBacking: Bool = true,
-    writable: Bool = false, lock: Bool = false, registry: FormatRegistry = .standard
+    writable: Bool = false, lock: Bool = false, registry: FormatRegistry = .standard,
+    backingDirectory: String? = nil
   ) {
+    self.backingDirectory = backingDirectory
     self.format = format
     self.cacheSize = cacheSize
     self.openBacking = openBacking

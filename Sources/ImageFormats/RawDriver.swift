@@ -11,4 +11,10 @@ public enum RawDriver: FormatDriver {
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     LayerPlan(file: file, parent: nil) { _, _ in RawLayer(file: file) }
   }
+
+  /// The plan for a raw image whose format was probed: its writes may not make it probe as any
+  /// other format of `registry` (`RawLayer.vet`).
+  public static func plan(_ file: ImageFile, probedBy registry: FormatRegistry) -> LayerPlan {
+    LayerPlan(file: file, parent: nil) { _, _ in RawLayer(file: file, probedBy: registry) }
+  }
 }

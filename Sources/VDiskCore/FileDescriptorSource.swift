@@ -1,5 +1,9 @@
 import SystemPackage
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// A file (or block device) read and written with positional system calls on one descriptor,
 /// never through a shared file offset. Owns the descriptor and closes it when the last
 /// reference goes.
@@ -24,18 +28,31 @@ public final class FileDescriptorSource: ByteSource {
 
   deinit { try? descriptor.close() }
 
-  /// Opens `path` read-only or read-write, close-on-exec.
+  /// Opens `path` read-only or read-write, close-on-exec, and non-blocking so that a FIFO (which
+  /// would wait for a writer) cannot hang the open. `O_NONBLOCK` is cleared again on a regular
+  /// file or block device; anything else keeps it, and the caller refuses it by `fileType`.
   public static func open(_ path: String, writable: Bool) throws(Errno) -> FileDescriptorSource {
     let fd: FileDescriptor
     do {
       fd = try FileDescriptor.open(
-        FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec], retryOnInterrupt: true)
+        FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec, .nonBlocking],
+        retryOnInterrupt: true)
     } catch let e as Errno {
       throw e
     } catch {
       throw Errno.ioError
     }
-    return try FileDescriptorSource(descriptor: fd)
+    let source = try FileDescriptorSource(descriptor: fd)
+    if source.fileType.canHoldImage { try Syscalls.clearNonBlocking(fd) }
+    return source
+  }
+
+  /// What the descriptor is open on (`fstat`); `.unknown` when fstat fails.
+  public var fileType: FileType { (try? Syscalls.fileType(descriptor)) ?? .unknown }
+
+  /// The type of what `path` names (`stat`, following symbolic links), without opening it.
+  public static func fileType(atPath path: String) throws(Errno) -> FileType {
+    try Syscalls.fileType(atPath: path)
   }
 
   public var fileDescriptor: FileDescriptor? { descriptor }
@@ -102,4 +119,34 @@ public final class FileDescriptorSource: ByteSource {
     guard let holeStart, holeStart > offset else { return nil }
     return .data(end: holeStart)
   }
+}
+
+/// The type of a file (`st_mode & S_IFMT`). An image, backing file or extent file must be a
+/// regular file or a block device: a FIFO, socket or character device would block or stream, and
+/// a directory has no bytes.
+public enum FileType: String, Sendable, Equatable {
+  case regular = "a regular file"
+  case blockDevice = "a block device"
+  case characterDevice = "a character device"
+  case directory = "a directory"
+  case fifo = "a FIFO"
+  case socket = "a socket"
+  case symbolicLink = "a symbolic link"
+  case unknown = "of unknown type"
+
+  init(mode: mode_t) {
+    switch mode & S_IFMT {
+    case S_IFREG: self = .regular
+    case S_IFBLK: self = .blockDevice
+    case S_IFCHR: self = .characterDevice
+    case S_IFDIR: self = .directory
+    case S_IFIFO: self = .fifo
+    case S_IFSOCK: self = .socket
+    case S_IFLNK: self = .symbolicLink
+    default: self = .unknown
+    }
+  }
+
+  /// Whether an image may live in a file of this type.
+  public var canHoldImage: Bool { self == .regular || self == .blockDevice }
 }

@@ -41,11 +41,15 @@ public final class ImageFile: Sendable {
   }
 
   /// Opens `path` read-only (`writable: false`, always so for backing files) or read-write.
+  /// Only a regular file or a block device opens: the type is checked before the open (a FIFO
+  /// would block it) and again on the descriptor, which is opened non-blocking, so that a FIFO
+  /// put in its place between the two cannot hang either (`.unsupported`).
   public static func open(_ path: String, writable: Bool = false) throws -> ImageFile {
     let source: FileDescriptorSource
     do {
+      try checkType(try FileDescriptorSource.fileType(atPath: path), path: path)
       source = try FileDescriptorSource.open(path, writable: writable)
-    } catch {
+    } catch let error as Errno {
       let kind: VDiskError.Kind =
         switch error {
         case .noSuchFileOrDirectory, .notDirectory: .notFound
@@ -54,7 +58,16 @@ public final class ImageFile: Sendable {
         }
       throw VDiskError(kind, path: path, "cannot open: \(error)", errno: error.rawValue)
     }
+    try checkType(source.fileType, path: path)
     return try ImageFile(source: source, path: path, isWritable: writable)
+  }
+
+  private static func checkType(_ type: FileType, path: String) throws {
+    guard type.canHoldImage else {
+      throw VDiskError.unsupported(
+        path,
+        "is \(type.rawValue); an image, backing file or extent file must be a regular file or a block device")
+    }
   }
 
   /// Size of the file in bytes as last seen (updated by writes that extend it).

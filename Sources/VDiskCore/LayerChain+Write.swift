@@ -40,7 +40,10 @@ extension LayerChain {
       try layer.writeLocks.holding(start, start + length, unit: layer.writeUnit) {
         let prepared = try layer.prepareWrite(at: start, length: length)
         do {
-          try perform(prepared.targets, data: data, dataOffset: offset, range: start..<start + length)
+          let own = UnsafeRawBufferPointer(rebasing: data[Int(done)..<Int(done + length)])
+          try layer.vet(own, at: start) {
+            try perform(prepared.targets, data: data, dataOffset: offset, range: start..<start + length)
+          }
           try layer.commitWrite(prepared)
         } catch {
           layer.abortWrite(prepared)

@@ -38,14 +38,19 @@ public struct LayerPlan: Sendable {
   public var parent: ParentReference?
   /// Bytes of metadata tables that cover the whole image (for the default cache budget).
   public var metadataCoverage: UInt64
+  /// Bytes of metadata the layer holds in memory outside the chain's cache (a qcow2 L1 table,
+  /// VMDK grain directories, a replayed VHDX log): the opener bounds their sum over the chain.
+  public var residentBytes: UInt64
   public var build: Builder
 
   public init(
-    file: ImageFile, parent: ParentReference?, metadataCoverage: UInt64 = 0, build: @escaping Builder
+    file: ImageFile, parent: ParentReference?, metadataCoverage: UInt64 = 0, residentBytes: UInt64 = 0,
+    build: @escaping Builder
   ) {
     self.file = file
     self.parent = parent
     self.metadataCoverage = metadataCoverage
+    self.residentBytes = residentBytes
     self.build = build
   }
 }
@@ -55,10 +60,13 @@ public struct PlanContext: Sendable {
   public var logger: Logger
   /// Whether this layer is the top of the chain and is to be opened for writing.
   public var writable: Bool
+  /// What files the image may name (paths only; inside `backing_dir` when given).
+  public var linkedFiles: LinkedFiles
 
-  public init(logger: Logger, writable: Bool = false) {
+  public init(logger: Logger, writable: Bool = false, linkedFiles: LinkedFiles = LinkedFiles()) {
     self.logger = logger
     self.writable = writable
+    self.linkedFiles = linkedFiles
   }
 
   /// `name` (as an image records it) resolved against the directory of `image`; absolute names
@@ -70,16 +78,22 @@ public struct PlanContext: Sendable {
   }
 
   /// Opens a file an image names (extent file, external data file) read-only, or throws
-  /// `.notFound` naming the path tried and the image that named it.
+  /// `.notFound` naming the path tried and the image that named it. The name must be a path
+  /// and, with `backing_dir`, resolve inside it (`LinkedFiles`); the file is opened by its
+  /// resolved path.
   public func openRelated(_ name: String, by image: String, what: String, writable: Bool = false) throws
     -> ImageFile
   {
+    try LinkedFiles.checkName(name, what: what, namedBy: image)
     let path = Self.resolve(name, relativeTo: image)
     guard Syscalls.exists(path) else {
       throw VDiskError(
         .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
         errno: ENOENT)
     }
-    return try ImageFile.open(path, writable: writable)
+    let resolved = try linkedFiles.admit(path, name: name, what: what, namedBy: image)
+    let file = try ImageFile.open(resolved, writable: writable)
+    try linkedFiles.verifyOpened(file, name: name, what: what, namedBy: image)
+    return file
   }
 }

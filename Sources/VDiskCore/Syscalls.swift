@@ -35,6 +35,28 @@ enum Syscalls {
       isBlockDevice: st.st_mode & S_IFMT == S_IFBLK)
   }
 
+  /// `stat` (following symbolic links): the type of what `path` names.
+  static func fileType(atPath path: String) throws(Errno) -> FileType {
+    var st = stat()
+    _ = try retrying { stat(path, &st) }
+    return FileType(mode: st.st_mode)
+  }
+
+  /// `fstat`: the type of the open file.
+  static func fileType(_ fd: FileDescriptor) throws(Errno) -> FileType {
+    var st = stat()
+    _ = try retrying { fstat(fd.rawValue, &st) }
+    return FileType(mode: st.st_mode)
+  }
+
+  /// `fcntl(F_SETFL)` without `O_NONBLOCK`: once a descriptor opened non-blocking is known to be
+  /// a regular file or block device, its I/O blocks as usual.
+  static func clearNonBlocking(_ fd: FileDescriptor) throws(Errno) {
+    let flags = try retrying { fcntl(fd.rawValue, F_GETFL) }
+    guard flags & O_NONBLOCK != 0 else { return }
+    _ = try retrying { fcntl(fd.rawValue, F_SETFL, flags & ~O_NONBLOCK) }
+  }
+
   /// `lseek(fd, 0, SEEK_END)`: the size of a block device, whose `st_size` is 0. Moves only the
   /// descriptor's offset, which nothing uses (all I/O is positional).
   static func endOffset(_ fd: FileDescriptor) throws(Errno) -> UInt64 {

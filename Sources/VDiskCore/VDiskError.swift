@@ -19,6 +19,9 @@ public struct VDiskError: Error, CustomStringConvertible, Sendable, Equatable {
     case invalidArgument
     /// Another process (QEMU) holds the image with permissions that conflict (image locking).
     case locked
+    /// A safety rule for untrusted images refuses it (a write that would make a probed raw image
+    /// probe as another format, a backing file outside `backing_dir`): EPERM.
+    case notPermitted
   }
 
   public var kind: Kind

@@ -80,4 +80,17 @@ public protocol WritableLayer: ImageLayer {
 
   /// With every unit held: grows (or, when `allowShrink`, shrinks) the virtual disk.
   func resize(to newSize: UInt64, allowShrink: Bool) throws
+
+  /// Judges the caller's bytes of one write round before they land: runs `land` (which writes
+  /// them and the round's fill) or throws instead. The engine calls it with the round's units
+  /// held; discards that the layer leaves to the engine come here as writes of zeros. A probed
+  /// raw image refuses bytes that would make it probe as another format (`RawLayer`).
+  func vet(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, land: () throws -> Void) throws
+}
+
+extension WritableLayer {
+  /// Lands every write: no layer but a probed raw one judges content.
+  public func vet(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, land: () throws -> Void) throws {
+    try land()
+  }
 }

@@ -19,7 +19,7 @@ public struct FileSystemError: Error, Equatable, Sendable, CustomStringConvertib
 ///
 /// `VDiskError` kinds: corrupt → EIO (and one log line naming the file and offset), io → its
 /// errno or EIO, unsupported → EOPNOTSUPP, noSpace → ENOSPC, readOnly → EROFS, notFound → ENOENT,
-/// invalidArgument → EINVAL. Never ENOSYS: the kernel would take it as "operation not
+/// invalidArgument → EINVAL, locked → EBUSY, notPermitted → EPERM. Never ENOSYS: the kernel would take it as "operation not
 /// implemented" and stop asking (for lseek, forever).
 /// Error lines go through `limiter` (nil: every one is logged).
 func errnoValue(for error: any Error, logger: Logger, limiter: ErrorLogLimiter? = nil) -> Int32 {
@@ -46,6 +46,7 @@ func errnoValue(for error: any Error, logger: Logger, limiter: ErrorLogLimiter? 
     case .notFound: return ENOENT
     case .invalidArgument: return EINVAL
     case .locked: return EBUSY
+    case .notPermitted: return EPERM
     }
   default:
     logError("unexpected error: \(error)")

@@ -32,7 +32,7 @@ enum ExitCodes {
     case .unsupported: unsupported
     case .invalidArgument: usage
     case .locked: locked
-    case .io, .noSpace, .readOnly: failure
+    case .io, .noSpace, .readOnly, .notPermitted: failure
     }
   }
 }

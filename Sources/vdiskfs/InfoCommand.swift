@@ -4,8 +4,9 @@ import Logging
 import QCOW2
 import VDiskCore
 
-/// `vdiskfs info IMAGE [--output human|json] [--backing-chain]`: what the image says about
-/// itself (and its internal snapshots), with qemu-img info's JSON field names.
+/// `vdiskfs info IMAGE [--output human|json] [--backing-chain] [--backing-dir DIR]`: what the
+/// image says about itself (and its internal snapshots), with qemu-img info's JSON field names.
+/// With `--backing-chain`, every file a mount would open, each backing file by its resolved path.
 struct InfoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "info",
@@ -22,16 +23,23 @@ struct InfoCommand: ParsableCommand {
   @Option(help: "Output format: human or json (qemu-img info --output=json field names).")
   var output: Output = .human
 
-  @Flag(help: "Show every image of the backing chain, top first.")
+  @Flag(help: "Show every image of the backing chain, top first, each by its resolved path.")
   var backingChain = false
 
   @Option(help: ArgumentHelp(FormatOption.help))
   var format: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Every backing file and extent file must resolve inside this directory (like -o backing_dir).",
+      valueName: "dir"))
+  var backingDir: String?
+
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
     options.openBacking = backingChain
+    options.backingDirectory = backingDir
     options.format = try FormatOption.parse(format)
     let chain: LayerChain
     do {
@@ -43,7 +51,12 @@ struct InfoCommand: ParsableCommand {
     var infos: [(info: ImageInfo, actualSize: UInt64, snapshots: [SnapshotRow])] = []
     for layer in layers {
       do {
-        infos.append((layer.info, diskUsage(of: layer.file), try Self.snapshotRows(of: layer)))
+        var info = layer.info
+        // Where the backing file really is (symbolic links and `..` resolved), as opened.
+        if let backing = layer.backing, info.backingFilename != nil {
+          info.fullBackingFilename = backing.file.path
+        }
+        infos.append((info, diskUsage(of: layer.file), try Self.snapshotRows(of: layer)))
       } catch let error as VDiskError {
         throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
       }

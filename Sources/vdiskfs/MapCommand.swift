@@ -24,10 +24,21 @@ struct MapCommand: ParsableCommand {
   @Option(help: ArgumentHelp(FormatOption.help))
   var format: String?
 
+  @Option(
+    help: ArgumentHelp(
+      "Every backing file and extent file must resolve inside this directory (like -o backing_dir).",
+      valueName: "dir"))
+  var backingDir: String?
+
+  @Flag(help: "Map the top image alone (like -o nobacking): what it does not hold is unallocated.")
+  var noBacking = false
+
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
     options.format = try FormatOption.parse(format)
+    options.backingDirectory = backingDir
+    options.openBacking = !noBacking
     do {
       let chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
       let entries = try MapEntry.entries(of: snapshot.map { try Self.snapshotChain(chain, $0) } ?? chain)

@@ -20,8 +20,16 @@ struct MountCommand: ParsableCommand {
       force_share (with ro: read an image another program has open for writing), allow_shrink \
       (truncate may shrink the disk), allow_other, debug, format=FMT (\(FormatOption.names)), cache_size=SIZE, threads=N, \
       fsname=NAME, read_ahead_kb=N (default 3840; 0 keeps the kernel's), nosplice (copy read \
-      replies instead of splicing the image's pages), and the mount flags nodev, nosuid, noexec, \
-      noatime and their opposites.
+      replies instead of splicing the image's pages), backing_dir=DIR (every backing file and \
+      extent file must resolve inside DIR), nobacking (open the top image alone: what it does not \
+      hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
+      and their opposites.
+
+      Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
+      http://, no json:), every file must be a regular file or a block device, and a raw image \
+      whose format was probed refuses (EPERM) writes that would make it probe as another format; \
+      state --format raw to allow them. `vdiskfs info --backing-chain` shows every file a mount \
+      would open.
 
       To stop: `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGINT, SIGTERM or SIGHUP to the \
       vdiskfs process.
@@ -186,6 +194,8 @@ struct MountCommand: ParsableCommand {
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
     var openOptions = OpenOptions()
     openOptions.format = try FormatOption.parse(format ?? parsed.format)
+    openOptions.backingDirectory = parsed.backingDirectory
+    openOptions.openBacking = !parsed.noBacking
     if let text = cacheSize {
       do {
         openOptions.cacheSize = try MountOptionParser.parseSize(text)

@@ -3,7 +3,9 @@ import Logging
 import VDiskCore
 
 /// How the CLI opens the chain for a mount: read-write when asked and possible, else read-only
-/// with one line saying why (the way mount(8) treats a write-protected device).
+/// with one line saying why (the way mount(8) treats a write-protected device). `nobacking` is
+/// always read-only: without the backing chain, a write would copy zeros instead of the backing
+/// file's bytes into the top image, changing what the image means.
 enum MountOpening {
   struct Opened {
     var chain: LayerChain
@@ -17,7 +19,11 @@ enum MountOpening {
   {
     var options = base
     options.lock = !forceShare
-    if wantWrite {
+    if wantWrite, !options.openBacking {
+      logger.notice(
+        "\(image): nobacking opens the top image without its backing files, mounting read-only (a write would copy zeros, not the backing data, into the image)"
+      )
+    } else if wantWrite {
       options.writable = true
       do {
         let chain = try ImageOpener.open(image, options: options, logger: logger)

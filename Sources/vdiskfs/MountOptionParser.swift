@@ -16,6 +16,10 @@ struct ParsedMountOptions: Equatable {
   var readAheadKilobytes: Int?
   /// `nosplice`: copy read replies through a buffer instead of splicing the image's pages.
   var noSplice = false
+  /// `backing_dir=DIR`: every backing file and extent file must resolve inside DIR.
+  var backingDirectory: String?
+  /// `nobacking`: open the top image only (unallocated ranges read as zeros); read-only.
+  var noBacking = false
   /// Passed through to libfuse unchanged (mount flags it understands).
   var passThrough: [String] = []
 }
@@ -48,6 +52,8 @@ enum MountOptionParser {
       case "fsname": result.fsname = try require(value, key)
       case "read_ahead_kb": result.readAheadKilobytes = try parseReadAhead(try require(value, key))
       case "nosplice": result.noSplice = true
+      case "backing_dir": result.backingDirectory = try require(value, key)
+      case "nobacking": result.noBacking = true
       case "subtype": result.passThrough.append(option)
       case _ where passThrough.contains(key): result.passThrough.append(option)
       case _ where ignored.contains(key) || key.hasPrefix("x-") || key == "comment": continue

@@ -13,7 +13,7 @@ struct AdapterTests {
   @Test func errnoMappingCoversEveryKind() {
     let expected: [VDiskError.Kind: Int32] = [
       .corrupt: EIO, .io: EIO, .unsupported: EOPNOTSUPP, .noSpace: ENOSPC, .readOnly: EROFS,
-      .notFound: ENOENT, .invalidArgument: EINVAL, .locked: EBUSY,
+      .notFound: ENOENT, .invalidArgument: EINVAL, .locked: EBUSY, .notPermitted: EPERM,
     ]
     for kind in VDiskError.Kind.allCases {
       let e = VDiskError(kind, path: "/img", offset: 512, "detail")

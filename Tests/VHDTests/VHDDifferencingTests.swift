@@ -23,7 +23,7 @@ import VHD
   /// Returns the expected guest bytes.
   static func makePair(
     in scratch: Scratch, locators: [(String, [UInt8])]? = nil, parentUUID: [UInt8]? = nil,
-    childName: String = "child.vhd"
+    childName: String = "child.vhd", parentName: String = "parent.vhd"
   ) throws -> (child: String, parent: String, expected: [UInt8]) {
     let parent = scratch.file("parent.vhd")
     try Qemu.create(parent, format: "vpc", size: "\(size)", options: ["force_size=on"])
@@ -33,7 +33,7 @@ import VHD
 
     var child = VHDBuilder(virtualSize: size)
     child.parentUUID = parentUUID ?? parentID
-    child.parentName = "parent.vhd"
+    child.parentName = parentName
     child.locators =
       locators ?? [
         ("W2ku", VHDBuilder.utf16LE("C:\\images\\parent.vhd")), ("W2ru", VHDBuilder.utf16LE(".\\parent.vhd")),

@@ -26,7 +26,15 @@ public enum QCOW2Driver: FormatDriver {
     // cache (a quarter of the L2 cache, at least four clusters).
     let refcountRoom = writable ? max(4 * header.clusterSize, header.l2CoverageBytes / 4) : 0
     let (coverage, overflow) = header.l2CoverageBytes.addingReportingOverflow(refcountRoom)
-    return LayerPlan(file: file, parent: parent, metadataCoverage: overflow ? .max : coverage) {
+    // The L1 entries the disk needs are read whole; a writer also keeps the whole L1 table and
+    // the refcount table (both bounded by the header's checks).
+    var resident = header.l1EntriesNeeded * 8
+    if writable {
+      resident += UInt64(header.l1Size) * 8 + UInt64(header.refcountTableClusters) * header.clusterSize
+    }
+    return LayerPlan(
+      file: file, parent: parent, metadataCoverage: overflow ? .max : coverage, residentBytes: resident
+    ) {
       [dataFile] backing, cache in
       try QCOW2Layer(
         file: file, header: header, backing: backing, dataFile: dataFile, metadataCache: cache,

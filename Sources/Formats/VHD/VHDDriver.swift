@@ -85,12 +85,9 @@ public enum VHDDriver: FormatDriver {
     let parentName = parent?.recordedName
     return LayerPlan(file: file, parent: parent, metadataCoverage: probeTable.coverage) {
       backing, cache in
+      // Without its parent (`info` of the top alone, `-o nobacking`), what the differencing
+      // disk does not hold reads as zeros, like any layer at the bottom of a chain.
       let table = try VHDBlockTable(file: file, header: header, virtualSize: virtualSize, cache: cache)
-      if footer.diskType == .differencing, backing == nil {
-        throw VDiskError(
-          .invalidArgument, path: file.path,
-          "differencing disk needs its parent \"\(parentName ?? "")\", which was not opened")
-      }
       let writer = try start.map {
         try VHDWriter(
           file: file, start: $0, table: table, isDifferencing: footer.diskType == .differencing,

@@ -57,6 +57,10 @@ struct VHDWriteStart: Sendable {
 
     let blockSize = UInt64(header.blockSize)
     let entryCount = Int((virtualSize + blockSize - 1) / blockSize)
+    // Disjoint blocks of at least a bitmap and one byte each: no more fit before the footer.
+    // More allocated entries than that must overlap; refusing then bounds the list below by
+    // the file, not by the BAT (whose entries may all name one block).
+    let fitting = end / (header.bitmapSize + 1)
     var blocks: [(start: UInt64, end: UInt64, index: Int)] = []
     var first = 0
     while first < entryCount {
@@ -78,6 +82,11 @@ struct VHDWriteStart: Sendable {
         if let hit = metadata.first(where: { $0.range.overlaps(blockStart..<blockEnd) }) {
           throw refuse(
             "block \(index) (BAT entry \(entry)) at \(hex(blockStart)) overlaps the \(hit.what) at \(hex(hit.range.lowerBound))",
+            at: blockStart)
+        }
+        guard UInt64(blocks.count) < fitting else {
+          throw refuse(
+            "more than \(fitting) blocks are allocated, more than fit before the footer at \(hex(end)): some overlap",
             at: blockStart)
         }
         blocks.append((blockStart, blockEnd, index))

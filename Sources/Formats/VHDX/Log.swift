@@ -126,6 +126,7 @@ enum VHDXLog {
     var valid: [UInt64: LogEntry] = [:]
     var chunkStart: UInt64 = 0
     let chunkSize: UInt64 = 1 << 20
+    var budget = scanBudget(logLength: logLength)
     while chunkStart < logLength {
       let count = Int(min(chunkSize, logLength - chunkStart))
       let chunk = try file.readBytes(at: header.logOffset + chunkStart, count: count, what: "log")
@@ -144,6 +145,15 @@ enum VHDXLog {
             metadata: ["path": "\(file.path)", "length": "\(length)"])
           continue
         }
+        // An entry of another log (an older LogGuid) is not read at all (vhdx-notes, "Log entry").
+        guard GUID(onDisk: chunk[s + 32..<s + 48]) == header.logGuid else { continue }
+        guard length <= budget else {
+          throw VDiskError.corrupt(
+            file.path, at: header.logOffset + position,
+            "the VHDX log's entry headers claim more than \(scanBudget(logLength: logLength) >> 20) MiB to check in a \(logLength >> 20) MiB log"
+          )
+        }
+        budget -= length
         let bytes = try readLog(file, header: header, at: position, count: Int(length))
         switch LogEntry.decode(bytes, position: position, logGuid: header.logGuid, path: file.path) {
         case .success(let entry): valid[position] = entry
@@ -160,6 +170,12 @@ enum VHDXLog {
     }
     return (try apply(sequence, to: file, header: header), sequence.count)
   }
+
+  /// The most bytes the scan reads and checksums as candidate entries. Each 4 KiB sector may
+  /// claim to start an entry of up to `LogEntry.maxLength` bytes, so without a bound a hostile log
+  /// costs sectors × entry length (2 TiB for a 256 MiB log). A real log's entry headers, current
+  /// ones and stale ones of earlier passes (same LogGuid), claim at most a few times its length.
+  static func scanBudget(logLength: UInt64) -> UInt64 { 4 * logLength + UInt64(LogEntry.maxLength) }
 
   /// `count` bytes of the log from `position`, wrapping at its end.
   static func readLog(_ file: ImageFile, header: VHDXHeader, at position: UInt64, count: Int) throws

@@ -63,7 +63,11 @@ public enum VHDXDriver: FormatDriver {
     // when flushed.
     let tables = probeBAT.coverage
     let coverage = !writable ? tables : max(tables > UInt64.max / 2 ? .max : tables * 2, 1 << 20)
-    return LayerPlan(file: file, parent: parent, metadataCoverage: coverage) { backing, cache in
+    // The replayed log's sectors stay in memory, and a BAT that fits `BAT.residentLimit` may.
+    let resident =
+      UInt64(source.sectors.count) * ReplayedFile.sectorSize + min(probeBAT.entryCount * 8, BAT.residentLimit)
+    return LayerPlan(file: file, parent: parent, metadataCoverage: coverage, residentBytes: resident) {
+      backing, cache in
       guard writable else {
         let bat = try BAT(overlay, region: regions.bat, metadata: metadata, cache: cache).loadingResident()
         return VHDXLayer(

@@ -84,12 +84,29 @@ enum WritableOpen {
       VDiskError(.readOnly, path: file.path, "refusing to write this VHDX: \(detail)")
     }
     let mib: UInt64 = 1 << 20
-    var taken: [(range: Range<UInt64>, what: String)] = [
-      (0..<mib, "header section"), (regions.bat.range, "BAT region"),
-      (regions.metadata.range, "metadata region"),
-      (header.logOffset..<header.logOffset + UInt64(header.logLength), "log"),
+    // What each taken range is: a fixed region's name, or the BAT entry of a block (its message
+    // made only when it is shown).
+    enum Owner {
+      case region(String)
+      case entry(UInt64)
+      var text: String {
+        switch self {
+        case .region(let name): name
+        case .entry(let i): "the block of BAT entry \(i)"
+        }
+      }
+    }
+    var taken: [(range: Range<UInt64>, what: Owner)] = [
+      (0..<mib, .region("header section")), (regions.bat.range, .region("BAT region")),
+      (regions.metadata.range, .region("metadata region")),
+      (header.logOffset..<header.logOffset + UInt64(header.logLength), .region("log")),
     ]
     var end = taken.map(\.range.upperBound).max() ?? mib
+    // Blocks are 1 MiB or more (MS-VHDX 2.2.2: BlockSize; sector bitmap blocks are 1 MiB), but
+    // for a short last payload block: no more disjoint ones fit in the file. More allocated
+    // entries than that must overlap; refusing then bounds `taken` by the file, not by the BAT
+    // (whose entries may all name one block).
+    let fitting = bat.source.size / mib + 2
     let stride = bat.chunkRatio + 1
     var index: UInt64 = 0
     while index < bat.entryCount {
@@ -131,14 +148,20 @@ enum WritableOpen {
         }
         // New blocks go after the whole block, even past a short last one.
         if !isBitmap { end = max(end, offset + bat.blockSize) }
-        taken.append((offset..<offset + length, "the block of BAT entry \(i)"))
+        guard UInt64(taken.count) < fitting + 4 else {
+          throw refuse(
+            "more than \(fitting) blocks are allocated, more than fit in the file (\(hex(bat.source.size))): some overlap"
+          )
+        }
+        taken.append((offset..<offset + length, .entry(i)))
         end = max(end, offset + length)
       }
       index += count
     }
     taken.sort { $0.range.lowerBound < $1.range.lowerBound }
     for k in taken.indices.dropFirst() where taken[k - 1].range.overlaps(taken[k].range) {
-      throw refuse("\(taken[k].what) at \(hex(taken[k].range.lowerBound)) overlaps \(taken[k - 1].what)")
+      throw refuse(
+        "\(taken[k].what.text) at \(hex(taken[k].range.lowerBound)) overlaps \(taken[k - 1].what.text)")
     }
     end = max(end, bat.source.size)
     return (end + mib - 1) / mib * mib

@@ -10,6 +10,10 @@ import VDiskCore
 public enum VMDKDriver: FormatDriver {
   public static let name = "vmdk"
   public static let summary = "VMware (flat and sparse extents, streamOptimized, COWD, seSparse)"
+  /// The most memory the grain directories of all of an image's extents may take (each is read
+  /// whole). One extent's is at most 64 MiB (`SparseExtentHeader.maxGDEntries`), but a descriptor
+  /// may list 8192 extents, which may all name one file.
+  static let maxDirectoryBytes: UInt64 = 256 << 20
 
   public static func matches(_ probe: ProbeBytes) -> Bool {
     probe.head(has: SparseExtentHeader.magic) || probe.head(has: Array("# Disk DescriptorFile".utf8))
@@ -69,8 +73,17 @@ public enum VMDKDriver: FormatDriver {
       let bytes = try file.readBytes(at: 0, count: Int(file.size), what: "descriptor")
       descriptor = try VMDKDescriptor(bytes: bytes, path: file.path)
       extents = []
+      var directoryBytes: UInt64 = 0
       for line in descriptor.extents {
-        extents.append(try plannedExtent(line, descriptorFile: file, context: context))
+        let planned = try plannedExtent(line, descriptorFile: file, context: context)
+        directoryBytes += planned.directoryBytes
+        guard directoryBytes <= maxDirectoryBytes else {
+          throw VDiskError.unsupported(
+            file.path,
+            "the extents' grain directories take more than \(maxDirectoryBytes >> 20) MiB of memory in all (at extent \(extents.count + 1) of \(descriptor.extents.count))"
+          )
+        }
+        extents.append(planned)
       }
       descriptorPlace = (0, nil, bytes)
     }
@@ -100,7 +113,12 @@ public enum VMDKDriver: FormatDriver {
     }
     let coverage = extents.reduce(UInt64(0)) { $0 + $1.metadataCoverage }
     let hasParent = descriptor.hasParent
-    return LayerPlan(file: file, parent: parent, metadataCoverage: coverage) {
+    // Grain directories are read whole; a writer keeps a second, live copy.
+    let directories = extents.reduce(UInt64(0)) { $0 + $1.directoryBytes }
+    return LayerPlan(
+      file: file, parent: parent, metadataCoverage: coverage,
+      residentBytes: writable ? 2 * directories : directories
+    ) {
       [extents, isDirty, cidPlace] backing, cache in
       var start: UInt64 = 0
       var built: [VMDKExtent] = []
@@ -310,6 +328,15 @@ struct PlannedExtent: Sendable {
   var kind: Kind
   var fileName: String
   var type: String
+
+  /// Bytes of the grain directory read whole when the extent is opened (sparse and COWD).
+  var directoryBytes: UInt64 {
+    switch kind {
+    case .sparse(_, let h): h.gdEntries * 4
+    case .cowd(_, let h): UInt64(h.gdEntries) * 4
+    default: 0
+    }
+  }
 
   /// The header's "is dirty" byte (vmdk spec, "File header"; hosted sparse extents only).
   var isDirty: Bool {
