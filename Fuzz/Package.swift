@@ -22,12 +22,13 @@ let formatLibraries = formatNames.map {
 }
 
 /// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions (MBR/EBR and
-/// GPT) and FuzzChain (a two-layer chain of any formats, written through).
+/// GPT), FuzzChain (a two-layer chain of any formats, written through) and FuzzVMDKDescriptor (a
+/// text descriptor with its extents).
 let fuzzTargets =
   formatNames.map {
     Target.executableTarget(name: "Fuzz\($0)", dependencies: ["FuzzHarness", .target(name: $0)])
   }
-  + ["FuzzPartitions", "FuzzChain"].map {
+  + ["FuzzPartitions", "FuzzChain", "FuzzVMDKDescriptor"].map {
     Target.executableTarget(name: $0, dependencies: ["FuzzHarness", "ImageFormats"])
   }
 

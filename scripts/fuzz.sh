@@ -22,7 +22,7 @@ trap cleanup EXIT
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(FuzzPartitions FuzzChain)
+  targets=(FuzzPartitions FuzzChain FuzzVMDKDescriptor)
   for d in "$here"/Sources/Formats/*/; do targets+=("Fuzz$(basename "$d")"); done
 fi
 
@@ -81,6 +81,17 @@ chain_seed vmdk-vmdk "$s/child.vmdk" "$s/a.vmdk"
 chain_seed qcow2-vdi "$s/on-vdi.qcow2" "$s/a.vdi"
 for f in a.vhdx a.vhd a.vdi; do chain_seed "single-$f" "$s/$f" /dev/null; done
 seed FuzzChain "$s"/*.chain
+# FuzzVMDKDescriptor's inputs (Tests/FuzzHarness/DescriptorHarness.swift): the descriptor's
+# length (2 bytes, little-endian), the descriptor, then the bytes of every extent it names.
+mkdir -p "$s/desc"
+for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
+  img -f vmdk -o subformat=$sub "$s/desc/$sub.vmdk" 4M
+  qemu-io -f vmdk -c "write -P 0x6b 64k 4k" "$s/desc/$sub.vmdk" >/dev/null
+  extent=$(ls "$s/desc/$sub"-*.vmdk 2>/dev/null | head -1)
+  { printf "$(le "$(stat -c %s "$s/desc/$sub.vmdk")" 2)"; cat "$s/desc/$sub.vmdk" "${extent:-/dev/null}"; } \
+    >"$s/$sub.desc"
+done
+seed FuzzVMDKDescriptor "$s"/*.desc
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
 # differencing), as the tests build it (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips
 # the test build this needs.

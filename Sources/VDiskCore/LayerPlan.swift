@@ -62,11 +62,19 @@ public struct PlanContext: Sendable {
   public var writable: Bool
   /// What files the image may name (paths only; inside `backing_dir` when given).
   public var linkedFiles: LinkedFiles
+  /// Where files the image names come from, by resolved path and writability; nil = the file
+  /// system (`ImageFile.open`, after `linkedFiles` admits the path). The fuzz harness serves them
+  /// from memory; a remote store would serve them from there.
+  public var openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)?
 
-  public init(logger: Logger, writable: Bool = false, linkedFiles: LinkedFiles = LinkedFiles()) {
+  public init(
+    logger: Logger, writable: Bool = false, linkedFiles: LinkedFiles = LinkedFiles(),
+    openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)? = nil
+  ) {
     self.logger = logger
     self.writable = writable
     self.linkedFiles = linkedFiles
+    self.openFile = openFile
   }
 
   /// `name` (as an image records it) resolved against the directory of `image`; absolute names
@@ -80,12 +88,13 @@ public struct PlanContext: Sendable {
   /// Opens a file an image names (extent file, external data file) read-only, or throws
   /// `.notFound` naming the path tried and the image that named it. The name must be a path
   /// and, with `backing_dir`, resolve inside it (`LinkedFiles`); the file is opened by its
-  /// resolved path.
+  /// resolved path, through `openFile` when it is set.
   public func openRelated(_ name: String, by image: String, what: String, writable: Bool = false) throws
     -> ImageFile
   {
     try LinkedFiles.checkName(name, what: what, namedBy: image)
     let path = Self.resolve(name, relativeTo: image)
+    if let openFile { return try openFile(path, writable) }
     guard Syscalls.exists(path) else {
       throw VDiskError(
         .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
