@@ -92,7 +92,7 @@ crashtest: deps
 	      f["idle"], f["mid-write"], f["mid-fsync"], f["mid-discard"], f["operations"], f["fsyncs"], \
 	      f["acknowledged-bytes"] / 1048576, f["seconds"] }' $$log; \
 	rm -f $$log; \
-	left=$$(awk '$$3 ~ /^fuse/ && $$2 ~ /vdiskfs-/ {print $$2}' /proc/mounts); \
+	left=$$(awk '$$3 ~ /^fuse/ && $$2 ~ /vdiskfs-crash-/ {print $$2}' /proc/mounts); \
 	if [ -n "$$left" ]; then echo "make crashtest: mounts left behind: $$left"; status=1; fi; \
 	exit $$status
 

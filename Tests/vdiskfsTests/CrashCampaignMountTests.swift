@@ -53,7 +53,8 @@ struct CrashCampaignMountTests {
     }
     figures.seconds = Date().timeIntervalSince(began)
     print(figures.summary(format, seed: Self.baseSeed))
-    #expect(figures.points == Self.points)
+    // A campaign in which no fsync completed would have judged nothing.
+    #expect(Self.points == 0 || figures.acknowledgedBytes > 0, "no fsync completed before a kill")
   }
 
   /// One crash point: what went wrong (nothing: it passed).

@@ -13,7 +13,7 @@ import TestSupport
 /// A `DurabilityModel` records what was acknowledged: every write and discard started was
 /// attempted, and a completed fsync made all those before it durable (a discarded range must
 /// then read as zeros). Writes and discards between two fsyncs never overlap (the model's rule):
-/// the generator picks another place, and flushes when it finds none.
+/// the generator picks another place, and issues an fsync when it finds none.
 ///
 /// The operations depend on the seed alone; where the kill lands also depends on timing, so a
 /// rerun of a seed repeats the load exactly and the kill approximately.
@@ -65,8 +65,9 @@ struct CrashLoad {
     return (afterStart, UInt32(rng.next() % ceiling[Int(rng.next() % 4)]))
   }
 
-  /// Runs the load on `mount` (whose guest bytes are `initial`) until the kill; the daemon is
-  /// dead when this returns. Throws when an operation fails before the kill.
+  /// Runs the load on `mount` (whose guest bytes are `initial`) until the kill; the daemon has
+  /// been sent SIGKILL when this returns (`mount.tearDown()` waits for it to be gone). Throws
+  /// when an operation fails before the kill.
   func run(on mount: KillableMount, initial: [UInt8]) throws -> Outcome {
     precondition(initial.count == size)
     let plan = killPlan
