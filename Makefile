@@ -34,7 +34,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install lint format demo install uninstall deb bench fuzz clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz clean
 
 all: build
 
@@ -74,6 +74,27 @@ test: deps
 test-install: deps static man
 	$(SUDO) env PATH="$$PATH" VERSION="$(VERSION)" VDISKFS_GIT_COMMIT="$(VDISKFS_GIT_COMMIT)" \
 	  packaging/test-install.sh "$(STATIC_BIN)" "$(GEN)"
+
+# The crash campaign (issue 17): POINTS (50) kill -9 crash points per writable format (qcow2, vmdk,
+# vhdx, vpc, vdi, raw) under a seeded mixed write/fsync/discard load, each judged by QEMU and by
+# the fsync'd data (Tests/vdiskfsTests/CrashCampaignMountTests.swift), then a table of figures
+# per format. SEED (1700: point i has seed SEED+i) and FORMATS (comma list) override.
+crashtest: deps
+	$(SWIFT) build --build-tests
+	@set -o pipefail; log=$$(mktemp); \
+	VDISKFS_BIN=$$($(SWIFT) build --show-bin-path)/vdiskfs VDISKFS_REQUIRE_MOUNT_TESTS=1 \
+	  VDISKFS_CRASH_POINTS="$(or $(POINTS),50)" VDISKFS_CRASH_SEED="$(or $(SEED),1700)" VDISKFS_CRASH_FORMATS="$(FORMATS)" \
+	  $(SWIFT) test --skip-build --filter CrashCampaignMountTests 2>&1 | tee $$log; status=$$?; \
+	echo; awk 'BEGIN { printf "%-6s %6s %6s %5s %9s %9s %11s %5s %6s %9s %8s\n", "format", "points", "failed", \
+	    "idle", "mid-write", "mid-fsync", "mid-discard", "ops", "fsyncs", "ack MiB", "seconds" } \
+	  /crash campaign: format=/ { delete f; for (i = 3; i <= NF; i++) { split($$i, kv, "="); f[kv[1]] = kv[2] } \
+	    printf "%-6s %6d %6d %5d %9d %9d %11d %5d %6d %9.1f %8.1f\n", f["format"], f["points"], f["failed"], \
+	      f["idle"], f["mid-write"], f["mid-fsync"], f["mid-discard"], f["operations"], f["fsyncs"], \
+	      f["acknowledged-bytes"] / 1048576, f["seconds"] }' $$log; \
+	rm -f $$log; \
+	left=$$(awk '$$3 ~ /^fuse/ && $$2 ~ /vdiskfs-crash-/ {print $$2}' /proc/mounts); \
+	if [ -n "$$left" ]; then echo "make crashtest: mounts left behind: $$left"; status=1; fi; \
+	exit $$status
 
 lint:
 	$(SWIFT) format lint --strict -r Sources Tests Fuzz/Package.swift Fuzz/Sources/Fuzz*

@@ -71,14 +71,22 @@ import Testing
   /// end and at 0, equal; every BAT entry a whole block between the BAT and the footer; no two
   /// blocks overlapping.
   static func expectSoundLayout(_ image: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    for problem in try layoutProblems(image) {
+      Issue.record(Comment(rawValue: problem), sourceLocation: sourceLocation)
+    }
+  }
+
+  /// What `expectSoundLayout` finds wrong (none: the layout is sound).
+  static func layoutProblems(_ image: String) throws -> [String] {
+    var problems: [String] = []
     let size = try fileSize(image)
     let end = try bytes(image, at: size - 512, count: 512)
-    #expect(Array(end[0..<8]) == Array("conectix".utf8), sourceLocation: sourceLocation)
-    #expect(try bytes(image, at: 0, count: 512) == end, "footer copy differs", sourceLocation: sourceLocation)
+    if Array(end[0..<8]) != Array("conectix".utf8) { problems.append("no footer at the end") }
+    if try bytes(image, at: 0, count: 512) != end { problems.append("footer copy differs") }
     var zeroed = end
     zeroed.replaceSubrange(64..<68, with: [0, 0, 0, 0])
     let sum = ~zeroed.reduce(UInt32(0)) { $0 &+ UInt32($1) }
-    #expect(end[64..<68].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } == sum, sourceLocation: sourceLocation)
+    if end[64..<68].reduce(UInt32(0), { $0 << 8 | UInt32($1) }) != sum { problems.append("footer checksum") }
     let bat = try field(image, at: 512 + 16, width: 8)
     let entries = try field(image, at: 512 + 28, width: 4)
     let blockSize = try field(image, at: 512 + 32, width: 4)
@@ -89,15 +97,14 @@ import Testing
       guard entry != 0xFFFF_FFFF else { continue }
       let start = entry * 512
       let stop = start + 512 + blockSize
-      #expect(
-        start >= bat + entries * 4 && stop <= size - 512, "block \(i) at \(start)",
-        sourceLocation: sourceLocation)
+      if start < bat + entries * 4 || stop > size - 512 { problems.append("block \(i) at \(start)") }
       blocks.append((start, stop))
     }
     blocks.sort { $0.0 < $1.0 }
-    for (a, b) in zip(blocks, blocks.dropFirst()) {
-      #expect(b.0 >= a.1, "blocks at \(a.0) and \(b.0) overlap", sourceLocation: sourceLocation)
+    for (a, b) in zip(blocks, blocks.dropFirst()) where b.0 < a.1 {
+      problems.append("blocks at \(a.0) and \(b.0) overlap")
     }
+    return problems
   }
 
   /// A read-write mount of a vpc image is read-write: no "not supported" notice, a writable

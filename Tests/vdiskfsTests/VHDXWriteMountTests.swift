@@ -55,16 +55,37 @@ struct VHDXWriteMountTests {
   }
 
   static func expectReplays(_ image: String, scratch: Scratch) throws {
+    for problem in try replayProblems(image, scratch: scratch) { Issue.record(Comment(rawValue: problem)) }
+  }
+
+  /// What goes wrong replaying a killed image's log (none: it replays): QEMU's replay
+  /// (`qemu-img check -r all`, on a copy: QEMU refuses a dirty log read-only) must succeed and
+  /// leave a clean image; vdiskfs's (a read-write mount and unmount of the image itself) too,
+  /// and both must read the same.
+  static func replayProblems(_ image: String, scratch: Scratch) throws -> [String] {
+    var problems: [String] = []
     let copy = scratch.file("copy-\(UUID().uuidString.prefix(8)).vhdx")
+    defer { try? FileManager.default.removeItem(atPath: copy) }
     try run("cp", ["--sparse=always", image, copy])
     let repaired = try run("qemu-img", ["check", "-r", "all", "-f", "vhdx", copy], check: false)
-    #expect(repaired.status == 0, "qemu-img check -r all: \(repaired.stdout)\(repaired.stderr)")
-    try expectCleanCheck(copy)
+    if repaired.status != 0 { problems.append("qemu-img check -r all: \(repaired.stdout)\(repaired.stderr)") }
+    let afterQemu = try qemuCheck(copy)
+    if afterQemu.status != 0 {
+      problems.append("after qemu's replay: \(afterQemu.stdout)\(afterQemu.stderr)")
+    }
     // A read-write mount replays the log into the file before anything else.
     let mounted = try MountedImage.mount(image, in: scratch, writable: true)
     mounted.unmount()
-    try expectCleanCheck(image)
-    try expectSameContent(image, try Qemu.rawFile(of: copy, scratch: scratch))
+    let afterVdiskfs = try qemuCheck(image)
+    if afterVdiskfs.status != 0 {
+      problems.append("after vdiskfs's replay: \(afterVdiskfs.stdout)\(afterVdiskfs.stderr)")
+    }
+    guard problems.isEmpty else { return problems }
+    let raw = try Qemu.rawFile(of: copy, scratch: scratch)
+    defer { try? FileManager.default.removeItem(atPath: raw) }
+    let compare = try run("qemu-img", ["compare", "-F", "raw", image, raw], check: false)
+    if compare.status != 0 { problems.append("replays differ: \(compare.stdout)\(compare.stderr)") }
+    return problems
   }
 
   @Test func ext4WorkloadWithFstrim() throws {
