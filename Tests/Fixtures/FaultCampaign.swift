@@ -7,7 +7,7 @@ import VDiskCore
 /// workload (`CrashCampaign`) is run once to record its stages S, then for each N of 1...S on a
 /// fresh copy of the pristine image whose source fails the operation that would be stage N
 /// (`FaultInjectingSource.failStage`) with EIO or ENOSPC, alternately. `make test` walks a
-/// sample of `limit` stages spread over 1...S (with every sync among them); with
+/// sample of about `limit` stages spread over 1...S (the first syncs among them); with
 /// VDISKFS_FAULT_ALL=1 in the environment, every N. Each run requires:
 /// - the operation that met the fault (opening, a write, a discard or a flush) throws a
 ///   `VDiskError` of the errno's kind carrying that errno, and nothing else fails;
@@ -32,6 +32,9 @@ public struct FaultCampaign {
     public var fired: FaultInjectingSource.Fired?
     /// Which workload step failed (-1: opening).
     public var failedStep: Int?
+    /// Reads made through the source by opening, and in all.
+    public var readsAtOpen = 0
+    public var reads = 0
   }
 
   /// The kind of `VDiskError` an errno becomes (`ImageFile`).
@@ -42,22 +45,123 @@ public struct FaultCampaign {
     }
   }
 
+  /// What a campaign fails in turn.
+  public enum Target {
+    /// The write-back stages of a fault-free run (`faultAtEachStage`).
+    case stages([FaultInjectingSource.Stage])
+    /// The reads the workload makes while writing (`faultAtEachRead`).
+    case reads
+  }
+
+  /// `faultAtEachStage` or `faultAtEachRead`, with their default sample sizes; for reads, also
+  /// requires that some read failed a workload step.
+  @discardableResult
+  public func faultAtEach(
+    _ target: Target, pristine: String, initial: [UInt8], reference: [UInt8], scratch: Scratch,
+    fileExtension: String, sourceLocation: SourceLocation = #_sourceLocation,
+    atFault: (_ image: String, _ model: DurabilityModel, _ context: String) throws -> Void,
+    afterwards: (_ image: String, _ context: String) throws -> Void
+  ) throws -> [Run] {
+    switch target {
+    case .stages(let stages):
+      let runs = try faultAtEachStage(
+        stages, pristine: pristine, initial: initial, reference: reference, scratch: scratch,
+        fileExtension: fileExtension, sourceLocation: sourceLocation, atFault: atFault, afterwards: afterwards
+      )
+      Self.expectCoverage(runs, sourceLocation: sourceLocation)
+      return runs
+    case .reads:
+      let runs = try faultAtEachRead(
+        pristine: pristine, initial: initial, reference: reference, scratch: scratch,
+        fileExtension: fileExtension, sourceLocation: sourceLocation, atFault: atFault, afterwards: afterwards
+      )
+      #expect(
+        runs.contains { $0.failedStep ?? -1 >= 0 }, "no read failed a step", sourceLocation: sourceLocation)
+      return runs
+    }
+  }
+
   /// Runs the campaign over `stages` (a `runWhole` outcome's) at `points(stages, limit:)`. `atFault` gets a copy of the image as the failure left it, with the model
   /// at that moment; `afterwards` gets the image after the rest of the workload and the chain's
   /// close, which vdiskfs has already read to be `reference` (the guest bytes the fault-free
   /// workload leaves). Returns each run, for the caller's own counts.
   @discardableResult
   public func faultAtEachStage(
-    _ stages: [FaultInjectingSource.Stage], limit: Int = 12, pristine: String, initial: [UInt8],
+    _ stages: [FaultInjectingSource.Stage], limit: Int = 8, pristine: String, initial: [UInt8],
     reference: [UInt8], scratch: Scratch, fileExtension: String,
     sourceLocation: SourceLocation = #_sourceLocation,
     atFault: (_ image: String, _ model: DurabilityModel, _ context: String) throws -> Void,
     afterwards: (_ image: String, _ context: String) throws -> Void
   ) throws -> [Run] {
-    var runs: [Run] = []
-    for (i, n) in Self.points(stages, limit: limit).enumerated() {
+    let points = Self.points(stages, limit: limit)
+    let runs = try campaign(
+      points, pristine: pristine, initial: initial, reference: reference, scratch: scratch,
+      fileExtension: fileExtension, sourceLocation: sourceLocation, atFault: atFault, afterwards: afterwards
+    ) { i, n in
       let error = errors[i % errors.count]
       let context = "\(error) at \(n <= stages.count ? "\(stages[n - 1])" : "stage \(n)")"
+      return (error, context, { $0.failStage(n, with: error) })
+    }
+    let fired = runs.compactMap(\.fired)
+    print(
+      "fault campaign: \(fileExtension) stages=\(stages.count) points=\(points.count)"
+        + " failed-writes=\(fired.filter { $0.kind != .sync }.count)"
+        + " failed-syncs=\(fired.filter { $0.kind == .sync }.count)"
+        + " failed-opens=\(runs.filter { $0.failedStep == -1 }.count)")
+    return runs
+  }
+
+  /// The same with EIO on reads instead: the reads the workload makes after opening (table and
+  /// bitmap loads, copy-on-write fill, whatever the format reads while writing; opening's own
+  /// reads are `expectEachReadFaultFailsOnlyThatRead`'s) are counted in a fault-free run, then
+  /// each (or a spread sample of about `limit`; every one with VDISKFS_FAULT_ALL=1) fails in
+  /// turn. Open the chain with a small cache (`crash.open`) for tables to be read while writing.
+  @discardableResult
+  public func faultAtEachRead(
+    limit: Int = 4, pristine: String, initial: [UInt8], reference: [UInt8], scratch: Scratch,
+    fileExtension: String, sourceLocation: SourceLocation = #_sourceLocation,
+    atFault: (_ image: String, _ model: DurabilityModel, _ context: String) throws -> Void,
+    afterwards: (_ image: String, _ context: String) throws -> Void
+  ) throws -> [Run] {
+    let counted = scratch.file("reads.\(fileExtension)")
+    try FileManager.default.copyItem(atPath: pristine, toPath: counted)
+    let free = try runOnce(
+      counted, copy: counted + ".copy", arm: { _ in }, error: .ioError, initial: initial,
+      context: "counting reads", sourceLocation: sourceLocation, atFault: atFault)
+    try? FileManager.default.removeItem(atPath: counted)
+    let first = free.readsAtOpen + 1
+    guard free.reads >= first else {
+      Issue.record("the workload reads nothing after opening", sourceLocation: sourceLocation)
+      return []
+    }
+    var points = Array(first...free.reads)
+    if points.count > limit, ProcessInfo.processInfo.environment["VDISKFS_FAULT_ALL"] != "1" {
+      let step = Double(points.count - 1) / Double(limit - 1)
+      points = Array(Set((0..<limit).map { points[Int((Double($0) * step).rounded())] })).sorted()
+    }
+    let runs = try campaign(
+      points, pristine: pristine, initial: initial, reference: reference, scratch: scratch,
+      fileExtension: fileExtension, sourceLocation: sourceLocation, atFault: atFault, afterwards: afterwards
+    ) { _, n in
+      (.ioError, "EIO on read \(n) of \(free.reads)", { $0.failReads(numbered: n...n, with: .ioError) })
+    }
+    print(
+      "fault campaign: \(fileExtension) reads=\(free.reads - free.readsAtOpen) points=\(points.count)"
+        + " failed-steps=\(runs.filter { $0.failedStep != nil }.count)")
+    return runs
+  }
+
+  /// Runs the workload once per point on a fresh copy of `pristine`, with the fault `arm` sets.
+  private func campaign(
+    _ points: [Int], pristine: String, initial: [UInt8], reference: [UInt8], scratch: Scratch,
+    fileExtension: String, sourceLocation: SourceLocation,
+    atFault: (_ image: String, _ model: DurabilityModel, _ context: String) throws -> Void,
+    afterwards: (_ image: String, _ context: String) throws -> Void,
+    fault: (_ index: Int, _ point: Int) -> (Errno, String, (FaultInjectingSource) -> Void)
+  ) throws -> [Run] {
+    var runs: [Run] = []
+    for (i, n) in points.enumerated() {
+      let (error, context, arm) = fault(i, n)
       let image = scratch.file("fault-\(n).\(fileExtension)")
       let copy = scratch.file("fault-\(n)-at-fault.\(fileExtension)")
       try FileManager.default.copyItem(atPath: pristine, toPath: image)
@@ -66,7 +170,7 @@ public struct FaultCampaign {
         try? FileManager.default.removeItem(atPath: copy)
       }
       let run = try runOnce(
-        image, copy: copy, stage: n, error: error, initial: initial, context: context,
+        image, copy: copy, arm: arm, error: error, initial: initial, context: context,
         sourceLocation: sourceLocation, atFault: atFault)
       #expect(run.fired != nil, "\(context): no operation met the fault", sourceLocation: sourceLocation)
       // The retried workload leaves exactly the guest bytes of the fault-free one.
@@ -82,8 +186,8 @@ public struct FaultCampaign {
   }
 
   /// Every stage number (1...S) when there are at most `limit` stages or VDISKFS_FAULT_ALL=1 is
-  /// set; else every sync and an even spread of the other stages, the first and the last
-  /// included, about `limit` in all.
+  /// set; else the first `limit / 3` syncs and an even spread of the stages, the first and the
+  /// last included, about `limit` in all.
   public static func points(_ stages: [FaultInjectingSource.Stage], limit: Int) -> [Int] {
     let all = Array(1...max(1, stages.count))
     guard stages.count > limit, ProcessInfo.processInfo.environment["VDISKFS_FAULT_ALL"] != "1" else {
@@ -100,15 +204,16 @@ public struct FaultCampaign {
     return points.sorted()
   }
 
-  /// One run with stage `stage` failing with `error` (see the type's comment).
+  /// One run with the fault `arm` sets, failing with `error` (see the type's comment).
   func runOnce(
-    _ image: String, copy: String, stage: Int, error: Errno, initial: [UInt8], context: String,
+    _ image: String, copy: String, arm: (FaultInjectingSource) -> Void, error: Errno, initial: [UInt8],
+    context: String,
     sourceLocation: SourceLocation,
     atFault: (_ image: String, _ model: DurabilityModel, _ context: String) throws -> Void
   ) throws -> Run {
     var model = DurabilityModel(initial)
     let source = FaultInjectingSource(wrapping: try FileDescriptorSource.open(image, writable: true))
-    source.failStage(stage, with: error)
+    arm(source)
     var run = Run()
 
     /// Requires `thrown` to be the armed error, and judges the state the failure left.
@@ -141,6 +246,7 @@ public struct FaultCampaign {
       try failed(thrown, step: -1, chain: nil)
       disk = try crash.open(image, source)  // the fault is used up: opening again works
     }
+    run.readsAtOpen = source.readCount
     var serial: UInt64 = 0
     for (index, step) in crash.workload.enumerated() {
       var bytes: [UInt8] = []
@@ -172,6 +278,7 @@ public struct FaultCampaign {
         }
       }
     }
+    run.reads = source.readCount
     #expect(source.fired.count <= 1, "\(context): \(source.fired)", sourceLocation: sourceLocation)
     if run.fired == nil, let fired = source.fired.first {
       Issue.record("\(context): the fault (\(fired)) reached no caller", sourceLocation: sourceLocation)

@@ -31,21 +31,27 @@ import VMDK
     return try Qemu.rawContent(of: path, scratch: scratch)
   }
 
-  @Test func eachWritebackStageFailing() throws {
+  /// (No campaign of reads while writing: this workload reads nothing from the extent after
+  /// opening, even with no cache, as the grain tables stay resident once read.)
+  @Test func eachWritebackStageFailing() throws { try campaign(reads: false) }
+
+  /// The fault campaign over `workload`: at its write-back stages, or at its reads.
+  func campaign(reads: Bool) throws {
     let scratch = try Scratch("vmdk-stage-faults")
     defer { scratch.remove() }
     let pristine = scratch.file("pristine.vmdk")
     let initial = try Self.pristine(pristine, scratch: scratch)
     let crash = CrashCampaign(workload: Self.workload) { image, source in
-      try FaultyChain(image, source: source, format: VMDKDriver.self)
+      try FaultyChain(image, source: source, format: VMDKDriver.self, cacheBudget: reads ? 0 : 32 << 20)
     }
     let full = scratch.file("full.vmdk")
     let reference = try crash.runWhole(
       pristine: pristine, at: full, initial: initial, kinds: [.write, .sync], minStages: 10)
     let content = reference.model.durable
 
-    let runs = try FaultCampaign(crash).faultAtEachStage(
-      reference.stages, pristine: pristine, initial: initial, reference: content, scratch: scratch,
+    try FaultCampaign(crash).faultAtEach(
+      reads ? .reads : .stages(reference.stages), pristine: pristine, initial: initial, reference: content,
+      scratch: scratch,
       fileExtension: "vmdk"
     ) { image, model, context in
       try Qemu.expectCheck(image, format: "vmdk", context)
@@ -53,7 +59,6 @@ import VMDK
     } afterwards: { image, context in
       try Qemu.expectCheck(image, format: "vmdk", context)
     }
-    FaultCampaign.expectCoverage(runs)
   }
 
   @Test func eachReadFailing() throws {
