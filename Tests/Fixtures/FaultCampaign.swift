@@ -16,7 +16,11 @@ import VDiskCore
 ///   `atFault` (`qemu-img check`, leaks allowed; what a completed flush acknowledged is there);
 /// - the same chain then retries the failed operation and finishes the workload, its final flush
 ///   succeeds, and the image, closed, reads (through vdiskfs) exactly as after the fault-free
-///   workload, and is judged by `afterwards`.
+///   workload, and is judged by `afterwards`;
+/// - except after a failed sync (fdatasync), when the retried flush and every later one must
+///   fail with EIO saying why (`ImageFile.dataSync`: the kernel may have dropped what it could
+///   not write) while reads go on; the workload stops there and the image left is judged by
+///   `atFault` again.
 public struct FaultCampaign {
   public var crash: CrashCampaign
   public var errors: [Errno]
@@ -32,6 +36,12 @@ public struct FaultCampaign {
     public var fired: FaultInjectingSource.Fired?
     /// Which workload step failed (-1: opening).
     public var failedStep: Int?
+    /// Whether the fault failed a sync of the open chain, after which the file refuses every
+    /// sync (`ImageFile.dataSync`): no later flush succeeds, and the image is left as a crash
+    /// would leave it.
+    public var poisoned = false
+    /// The durability model at the end of the run.
+    public var model: DurabilityModel?
     /// Reads made through the source by opening, and in all.
     public var readsAtOpen = 0
     public var reads = 0
@@ -107,7 +117,8 @@ public struct FaultCampaign {
       "fault campaign: \(fileExtension) stages=\(stages.count) points=\(points.count)"
         + " failed-writes=\(fired.filter { $0.kind != .sync }.count)"
         + " failed-syncs=\(fired.filter { $0.kind == .sync }.count)"
-        + " failed-opens=\(runs.filter { $0.failedStep == -1 }.count)")
+        + " failed-opens=\(runs.filter { $0.failedStep == -1 }.count)"
+        + " poisoned=\(runs.filter(\.poisoned).count)")
     return runs
   }
 
@@ -173,13 +184,19 @@ public struct FaultCampaign {
         image, copy: copy, arm: arm, error: error, initial: initial, context: context,
         sourceLocation: sourceLocation, atFault: atFault)
       #expect(run.fired != nil, "\(context): no operation met the fault", sourceLocation: sourceLocation)
-      // The retried workload leaves exactly the guest bytes of the fault-free one.
-      let final = try readAll(try openChain(image))
-      if !Self.identical(final, reference) {
-        let d = firstDifference(final, reference) ?? 0
-        Issue.record("\(context): after the workload, byte \(hex(d)) differs", sourceLocation: sourceLocation)
+      if run.poisoned, let model = run.model {
+        // No flush succeeded after the failed sync: the image is what a crash leaves.
+        try atFault(image, model, context + " (the image at the end, no flush since the failed sync)")
+      } else {
+        // The retried workload leaves exactly the guest bytes of the fault-free one.
+        let final = try readAll(try openChain(image))
+        if !Self.identical(final, reference) {
+          let d = firstDifference(final, reference) ?? 0
+          Issue.record(
+            "\(context): after the workload, byte \(hex(d)) differs", sourceLocation: sourceLocation)
+        }
+        try afterwards(image, context)
       }
-      try afterwards(image, context)
       runs.append(run)
     }
     return runs
@@ -247,14 +264,23 @@ public struct FaultCampaign {
       disk = try crash.open(image, source)  // the fault is used up: opening again works
     }
     run.readsAtOpen = source.readCount
+    /// Requires the error of a sync refused after a failed one.
+    func expectRefusedSync(_ thrown: any Error, _ what: String) {
+      let e = thrown as? VDiskError
+      let refused =
+        e?.kind == .io && e?.errno == Errno.ioError.rawValue
+        && e?.detail.contains("an earlier fdatasync failed") == true
+      #expect(refused, "\(context): \(what): \(thrown)", sourceLocation: sourceLocation)
+    }
     var serial: UInt64 = 0
-    for (index, step) in crash.workload.enumerated() {
+    for (index, step) in crash.workload.enumerated() where !run.poisoned || run.failedStep == index {
       var bytes: [UInt8] = []
       if case .write(_, let count) = step {
         serial += 1
         bytes = pattern(count, serial: serial)
       }
-      // The failed step is retried once: the fault is used up, so it must work then.
+      // The failed step is retried once: the fault is used up, so it must work then; except
+      // after a failed sync, when the file refuses every later sync (`ImageFile.dataSync`).
       for attempt in 0..<2 {
         do {
           switch step {
@@ -270,14 +296,34 @@ public struct FaultCampaign {
           }
           break
         } catch let thrown {
+          if run.poisoned {
+            expectRefusedSync(thrown, "step \(index) after the failed sync")
+            break
+          }
           guard attempt == 0 else {
             Issue.record("\(context): step \(index) failed again: \(thrown)", sourceLocation: sourceLocation)
             throw thrown
           }
           try failed(thrown, step: index, chain: disk.chain)
+          run.poisoned = run.fired?.kind == .sync
         }
       }
     }
+    if run.poisoned {
+      // The workload stops at the refused retry (its later writes could overlap pending ones,
+      // which the model cannot judge); a later flush is refused too, and reads still work.
+      do {
+        try disk.chain.flush()
+        Issue.record("\(context): a flush after the failed sync succeeded", sourceLocation: sourceLocation)
+      } catch {
+        expectRefusedSync(error, "a later flush")
+      }
+      if let v = model.violation(in: try readAll(disk.chain)) {
+        Issue.record(
+          "\(context): the chain reads wrong after the refused flushes: \(v)", sourceLocation: sourceLocation)
+      }
+    }
+    run.model = model
     run.reads = source.readCount
     #expect(source.fired.count <= 1, "\(context): \(source.fired)", sourceLocation: sourceLocation)
     if run.fired == nil, let fired = source.fired.first {
