@@ -19,6 +19,8 @@ public final class ImageFile: Sendable {
   /// Unique for the life of the process; keys metadata caches shared by a whole chain.
   public let id: UInt64
   private let cachedSize: Atomic<UInt64>
+  /// Set when a sync failed: see `dataSync`.
+  private let syncFailed = Atomic<Bool>(false)
   private static let nextID = Atomic<UInt64>(1)
 
   /// An image file over `source`, named `path` in errors; writes are refused unless `isWritable`.
@@ -172,11 +174,29 @@ public final class ImageFile: Sendable {
   }
 
   /// Flushes file data (and the metadata needed to read it back) to stable storage.
+  ///
+  /// Once a sync has failed, every later one fails too (EIO): after a failed fdatasync, Linux
+  /// may have dropped the dirty pages it could not write and reports the error only once, so a
+  /// later sync that succeeds would vouch for data that may be gone (QEMU's file driver refuses
+  /// every later flush the same way). Reads and writes go on; only reopening the file clears it.
   public func dataSync() throws {
+    try checkSyncs()
     do {
       try source.synchronize()
     } catch {
+      syncFailed.store(true, ordering: .releasing)
       throw Self.failure(error, path: path, offset: nil, "fdatasync failed")
+    }
+  }
+
+  /// Throws (EIO) when a sync of this file has failed since it was opened (`dataSync`): for a
+  /// flush that had nothing left to sync, which must not report success either.
+  public func checkSyncs() throws {
+    if syncFailed.load(ordering: .acquiring) {
+      throw VDiskError(
+        .io, path: path,
+        "an earlier fdatasync failed, so data written before it may be lost; refusing to report later syncs as durable (reopen the image)",
+        errno: Errno.ioError.rawValue)
     }
   }
 

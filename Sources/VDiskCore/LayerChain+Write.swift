@@ -211,9 +211,11 @@ extension LayerChain {
     }
   }
 
-  /// Writes back all metadata in order and syncs (fsync, flush, unmount).
+  /// Writes back all metadata in order and syncs (fsync, flush, unmount). Fails (EIO) once a
+  /// sync of the top file has failed, even with nothing left to sync (`ImageFile.dataSync`).
   public func flush() throws {
     try writableTop.flush()
+    try top.file.checkSyncs()
   }
 
   /// Grows (or, when `allowShrink`, shrinks) the virtual disk, with every unit held.

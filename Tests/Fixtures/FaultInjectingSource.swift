@@ -13,6 +13,11 @@ import VDiskCore
 /// performed, so the file below holds exactly what a kill -9 right after stage n leaves (the
 /// page cache survives a killed process). Reads keep working. Operations that fail by an armed
 /// fault are not performed and are not stages.
+///
+/// Faults instead of a crash: `failReads`, `failWrites`, `failSyncs` and `failStage` make chosen
+/// operations throw a chosen errno (EIO, ENOSPC…) once or a few times, after which the source
+/// works again (`clearFaults` disarms what is left), as a disk with a bad sector or a file
+/// system that ran full and was freed.
 public final class FaultInjectingSource: ByteSource {
   /// What one stage was.
   public enum StageKind: String, Sendable, Hashable {
@@ -44,11 +49,28 @@ public final class FaultInjectingSource: ByteSource {
   private struct State {
     var reads = 0
     var writes = 0
+    var syncs = 0
     var readFaults: [Fault] = []
     var writeFaults: [Fault] = []
+    var syncFaults: [Fault] = []
+    /// Stage number (`stages.count + 1` when attempted) and the error it fails with.
+    var stageFaults: [(stage: Int, error: Errno)] = []
+    var fired: [Fired] = []
     var crashAfter: Int?
     var stages: [Stage] = []
     var refused = 0
+  }
+
+  /// One operation an armed fault failed.
+  public struct Fired: Sendable, CustomStringConvertible {
+    /// `.write`/`.gatheringWrite`/`.sync`/`.setSize`/`.extend`, or nil for a read.
+    public var kind: StageKind?
+    public var offset: UInt64
+    public var length: UInt64
+    public var error: Errno
+    public var description: String {
+      "\(kind?.rawValue ?? "read") \(length) at \(hex(offset)) failed with \(error)"
+    }
   }
 
   public let base: any ByteSource
@@ -95,6 +117,31 @@ public final class FaultInjectingSource: ByteSource {
     }
   }
 
+  /// Fails syncs (`fdatasync`) number `ordinals` (the first sync attempted is 1) with `error`.
+  public func failSyncs(numbered ordinals: ClosedRange<Int>, with error: Errno = .ioError) {
+    state.withLock {
+      $0.syncFaults.append(Fault(range: 0..<UInt64.max, ordinals: ordinals, remaining: .max, error: error))
+    }
+  }
+
+  /// Fails, once, the operation that would become stage number `stage` (a write, sync, size
+  /// change or extension; `stages` counts them from 1) with `error`: it is not performed and is
+  /// not a stage, so the next operation attempted is stage `stage` again, and succeeds. Walking
+  /// `stage` over a recorded write-back sequence fails each of its operations in turn.
+  public func failStage(_ stage: Int, with error: Errno) {
+    state.withLock { $0.stageFaults.append((stage, error)) }
+  }
+
+  /// Disarms every fault not yet used up (a crash point stays).
+  public func clearFaults() {
+    state.withLock {
+      $0.readFaults = []
+      $0.writeFaults = []
+      $0.syncFaults = []
+      $0.stageFaults = []
+    }
+  }
+
   /// Performs stages up to number `stage` (counted from the first stage of this source) and
   /// refuses every later one; `crash(afterStage: 0)` refuses them all.
   public func crash(afterStage stage: Int) {
@@ -109,13 +156,19 @@ public final class FaultInjectingSource: ByteSource {
   public var refusedAfterCrash: Int { state.withLock { $0.refused } }
   /// Reads attempted so far.
   public var readCount: Int { state.withLock { $0.reads } }
+  /// Operations armed faults failed, in order.
+  public var fired: [Fired] { state.withLock { $0.fired } }
 
   // MARK: ByteSource
 
   public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
     let failure = state.withLock { s -> Errno? in
       s.reads += 1
-      return Self.take(&s.readFaults, ordinal: s.reads, offset, UInt64(buffer.count))
+      let error = Self.take(&s.readFaults, ordinal: s.reads, offset, UInt64(buffer.count))
+      if let error {
+        s.fired.append(Fired(kind: nil, offset: offset, length: UInt64(buffer.count), error: error))
+      }
+      return error
     }
     if let failure { throw failure }
     return try base.read(into: buffer, at: offset)
@@ -158,9 +211,20 @@ public final class FaultInjectingSource: ByteSource {
     _ kind: StageKind, _ offset: UInt64, _ length: UInt64, isWrite: Bool, _ body: () throws -> Void
   ) throws {
     try state.withLock { s in
+      func fail(_ error: Errno) -> Errno {
+        s.fired.append(Fired(kind: kind, offset: offset, length: length, error: error))
+        return error
+      }
       if isWrite {
         s.writes += 1
-        if let error = Self.take(&s.writeFaults, ordinal: s.writes, offset, length) { throw error }
+        if let error = Self.take(&s.writeFaults, ordinal: s.writes, offset, length) { throw fail(error) }
+      }
+      if kind == .sync {
+        s.syncs += 1
+        if let error = Self.take(&s.syncFaults, ordinal: s.syncs, offset, length) { throw fail(error) }
+      }
+      if let i = s.stageFaults.firstIndex(where: { $0.stage == s.stages.count + 1 }) {
+        throw fail(s.stageFaults.remove(at: i).error)
       }
       if let limit = s.crashAfter, s.stages.count >= limit {
         s.refused += 1
