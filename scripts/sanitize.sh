@@ -14,7 +14,7 @@
 # (halt_on_error=1, as always for ASan); TSan goes on and exits 66 at the end so one run collects
 # every race. Suppressions, one report each with the reason, live in scripts/sanitizers/*.supp.
 #
-# Under TSan, `Mutex` is a pthread mutex (-DVDISKFS_TSAN_LOCKS; Sources/VDiskCore/TSanMutex.swift
+# Under TSan, `Mutex` is a pthread mutex (-DVDISKFS_TSAN; Sources/VDiskCore/TSanMutex.swift
 # says why): every module that uses `Mutex` must declare the shadowing alias, checked below.
 set -uo pipefail
 
@@ -46,7 +46,7 @@ status=0
 for sanitizer in $SANITIZERS; do
   case $sanitizer in
     address) scratch=.build-asan; extra=(); scale=10 ;;
-    thread) scratch=.build-tsan; extra=(-Xswiftc -DVDISKFS_TSAN_LOCKS); scale=20 ;;
+    thread) scratch=.build-tsan; extra=(-Xswiftc -DVDISKFS_TSAN); scale=20 ;;
     *) echo "sanitize: unknown sanitizer '$sanitizer' (address, thread)" >&2; exit 2 ;;
   esac
   flags=(--sanitize="$sanitizer" --scratch-path "$scratch" "${extra[@]}")

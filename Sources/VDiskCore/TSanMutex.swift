@@ -1,5 +1,5 @@
 // ThreadSanitizer builds only (`make sanitize`, scripts/sanitize.sh, passes
-// `-Xswiftc -DVDISKFS_TSAN_LOCKS`); production builds compile nothing from this file and keep
+// `-Xswiftc -DVDISKFS_TSAN`); production builds compile nothing from this file and keep
 // `Synchronization.Mutex`.
 //
 // Why: the toolchain's `Mutex` takes a contended lock inside the kernel (a priority-inheritance
@@ -13,7 +13,7 @@
 // a file `TSanMutex.swift` declaring `typealias Mutex = TSanMutex` under the same condition; every
 // `Mutex(...)`/`Mutex<T>` in that module then means this type, with no change to the code using
 // it. scripts/sanitize.sh refuses to run when a module uses `Mutex` without that file.
-#if VDISKFS_TSAN_LOCKS
+#if VDISKFS_TSAN
   #if canImport(Glibc)
     import Glibc
   #endif
