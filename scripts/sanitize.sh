@@ -65,7 +65,9 @@ main() {
 
     reports=$(mktemp -d "/tmp/vdiskfs-sanitize-$sanitizer.XXXXXX")
     log=$reports/test-output.txt
-    options="log_path=$reports/report:print_suppressions=0"
+    # handle_sigill/sigtrap/abort: a Swift runtime trap (ud2, SIGILL) in a detached daemon would
+    # otherwise end it with no trace at all; the sanitizer reports it with a stack.
+    options="log_path=$reports/report:print_suppressions=0:handle_sigill=1:handle_sigtrap=1:handle_abort=1"
     asan_supp=$([ -s "$supp/asan.supp" ] && echo ":suppressions=$supp/asan.supp")
     lsan_supp=$([ -s "$supp/lsan.supp" ] && echo ":suppressions=$supp/lsan.supp")
     tsan_supp=$([ -s "$supp/tsan.supp" ] && echo ":suppressions=$supp/tsan.supp")
