@@ -34,7 +34,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz sanitize clean
 
 all: build
 
@@ -147,6 +147,16 @@ deb: deps
 fuzz: deps
 	scripts/fuzz.sh
 
+# The test suite, mount tests included (their daemon is the sanitized build too), under
+# AddressSanitizer (with LeakSanitizer) and under ThreadSanitizer, each in its own build folder
+# (.build-asan, .build-tsan). Any report fails, a detached daemon's too. SANITIZERS (default
+# "address thread"), SANITIZE_FILTER and SANITIZE_SKIP (regexes for swift test --filter/--skip)
+# pick a subset; scripts/sanitize.sh says more, scripts/sanitizers/ holds the suppressions.
+SANITIZERS ?= address thread
+sanitize: deps
+	SWIFT="$(SWIFT)" SANITIZERS="$(SANITIZERS)" SANITIZE_FILTER="$(SANITIZE_FILTER)" \
+	  SANITIZE_SKIP="$(SANITIZE_SKIP)" scripts/sanitize.sh
+
 # Benchmarks/bench.sh (issue 6): vdiskfs vs qemu-storage-daemon vs the libyal mount tools vs the
 # raw file; sequential and random reads of qcow2 (plain, compressed, chain), vmdk, vhdx, vpc, vdi;
 # qcow2 writes; RSS; mount latency; micro benchmarks and a callgrind count of the hot path.
@@ -162,4 +172,4 @@ bench: release
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
-	rm -rf .build $(STATIC) vdiskfs_*.deb
+	rm -rf .build $(STATIC) .build-asan .build-tsan vdiskfs_*.deb

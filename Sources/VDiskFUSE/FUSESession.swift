@@ -131,13 +131,18 @@ public final class FUSESession: @unchecked Sendable {
       for sig in Self.exitSignals { sigaddset(&set, sig) }
       pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
-    guard let config = fuse_loop_cfg_create() else {
-      throw VDiskError(.io, path: options.fsname, "cannot create the loop configuration")
-    }
-    defer { fuse_loop_cfg_destroy(config) }
-    fuse_loop_cfg_set_max_threads(config, UInt32(clamping: options.threads))
-    fuse_loop_cfg_set_clone_fd(config, 1)
-    let result = fuse_session_loop_mt(session, config)
+    #if VDISKFS_TSAN
+      // ThreadSanitizer cannot follow how libfuse's multithreaded loop ends (TSanSessionLoop).
+      let result = TSanSessionLoop.run(session, threads: options.threads)
+    #else
+      guard let config = fuse_loop_cfg_create() else {
+        throw VDiskError(.io, path: options.fsname, "cannot create the loop configuration")
+      }
+      defer { fuse_loop_cfg_destroy(config) }
+      fuse_loop_cfg_set_max_threads(config, UInt32(clamping: options.threads))
+      fuse_loop_cfg_set_clone_fd(config, 1)
+      let result = fuse_session_loop_mt(session, config)
+    #endif
     logger.debug("session loop ended with \(result)")
     return result
   }

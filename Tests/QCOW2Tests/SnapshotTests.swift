@@ -149,7 +149,7 @@ import VDiskCore
     let clock = ContinuousClock()
     let started = clock.now
     let listed = try layer.snapshots()
-    #expect(clock.now - started < .seconds(10))
+    #expect(clock.now - started < timeBudget(.seconds(10)))
     #expect(listed.count == 65536)
     #expect(listed.last?.name == "n65536")
     #expect(listed.first?.vmClockNanoseconds == 7_000_000_123)
