@@ -34,7 +34,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz sanitize clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz fuzz-short sanitize clean
 
 all: build
 
@@ -54,7 +54,8 @@ release: deps
 	$(SWIFT) build -c release
 
 # All tests, the FUSE mount and loop-device tests included (they need root and /dev/fuse;
-# under CI=true a skipped test is a failure), then the formatter in lint mode.
+# under CI=true a skipped test is a failure; the crash campaign at 3 points per format), then the
+# install tests, every fuzz target for a few seconds, and the formatter in lint mode.
 test: deps
 	$(SWIFT) build --build-tests
 	@set -o pipefail; log=$$(mktemp); \
@@ -66,6 +67,7 @@ test: deps
 	if [ -n "$$left" ]; then echo "make test: mounts left behind: $$left"; status=1; fi; \
 	exit $$status
 	$(MAKE) --no-print-directory test-install
+	$(MAKE) --no-print-directory fuzz-short
 	$(MAKE) --no-print-directory lint
 
 # Installing and running it as a system tool (issue 14): the units verify, make install and
@@ -142,10 +144,16 @@ uninstall:
 deb: deps
 	VERSION="$(VERSION)" packaging/build-deb.sh
 
-# Fuzz/ (libFuzzer + AddressSanitizer): one target per format parser and one for partition
-# tables, seeded with images qemu-img makes; each runs FUZZ_SECONDS (60). scripts/fuzz.sh says more.
+# Fuzz/ (libFuzzer + AddressSanitizer): one target per format parser, partition tables, VMDK
+# descriptors and whole chains, seeded with images qemu-img and the tests make; each runs
+# FUZZ_SECONDS (60). scripts/fuzz.sh says more.
 fuzz: deps
 	scripts/fuzz.sh
+
+# What `make test` runs: every fuzz target for a few seconds from fresh seeds, in a debug build
+# (a third of the release build's time); any finding fails it.
+fuzz-short: deps
+	FUZZ_CONFIG=debug FUZZ_SECONDS=$(or $(FUZZ_SECONDS),3) scripts/fuzz.sh
 
 # The test suite, mount tests included (their daemon is the sanitized build too), under
 # AddressSanitizer (with LeakSanitizer) and under ThreadSanitizer, each in its own build folder

@@ -7,10 +7,12 @@
 #
 # Environment: FUZZ_SECONDS (60), FUZZ_WORK (a temporary folder; kept when set, so corpora grow
 # across runs), FUZZ_CONFIG (release; debug builds in about a third of the time, for short runs),
-# FUZZ_TEST_SEEDS (1; 0 skips the seeds the tests build). A crash, trap, leak, timeout or
-# out-of-memory stops that target with the input saved as $FUZZ_WORK/<target>/crash-* (or
-# timeout-*, oom-*); the script exits non-zero after the last target. A found input goes, after
-# its fix, into Tests/FuzzRegressions/<target>/, which `make test` replays.
+# FUZZ_TEST_SEEDS (1; 0 skips the seeds the tests build), FUZZ_TIMEOUT (10 seconds per input;
+# raise it on a machine busy with other work, or a starved input counts as a hang). A crash,
+# trap, leak, timeout or out-of-memory stops that target with the input saved as
+# $FUZZ_WORK/<target>/crash-* (or timeout-*, oom-*); the script exits non-zero after the last
+# target. A found input goes, after its fix, into Tests/FuzzRegressions/<target>/, which
+# `make test` replays.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${FUZZ_SECONDS:-60}
@@ -117,7 +119,7 @@ for t in "${targets[@]}"; do
   log="$dir/fuzz.log"
   result=ok
   (cd "$dir" && SWIFT_BACKTRACE=enable=no "$bin/$t" corpus seeds -max_total_time="$seconds" \
-    -max_len=$((8 << 20)) -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1) || {
+    -max_len=$((8 << 20)) -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 >"$log" 2>&1) || {
     result="FAILED (see $log)"
     failed=1
     keep=1
