@@ -2,12 +2,12 @@ import Foundation
 import FuzzHarness
 import Testing
 
-/// Replays every saved fuzz input (Tests/FuzzRegressions/<target>/<input>: each a crash, hang or
-/// out-of-memory the fuzzer once found, kept after its fix) through the target that found it,
-/// with the same harness the fuzzer runs (`FuzzHarness.targets`). The input must now either
-/// open, or be refused with one `VDiskError` that names the image and the fault; a crash or a
-/// trap of the write oracle fails the whole run. `make sanitize` replays them under the
-/// sanitizers too.
+/// Replays every saved fuzz input (Tests/FuzzRegressions/<target>/<input>) through its target,
+/// with the same harness the fuzzer runs (`FuzzHarness.targets`). Saved are the inputs a fuzz run
+/// found (a crash, hang or out-of-memory, kept after its fix; none so far) and cut seeds that end
+/// in a refusal deep in a parser. Each must now either open, or be refused with one `VDiskError`
+/// that names the image and the fault; a crash or a trap of the write oracle fails the whole run.
+/// `make sanitize` replays them under the sanitizers too.
 @Suite struct FuzzReplayTests {
   static let tests = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
   static let regressions = tests.appendingPathComponent("FuzzRegressions")
