@@ -35,25 +35,11 @@ import VDiskCore
     let scratch = try Scratch("qcow2-stage-faults")
     defer { scratch.remove() }
     let pristine = scratch.file("pristine.qcow2")
-    let initial = try Self.pristine(pristine, scratch: scratch)
-    let crash = CrashCampaign(workload: Self.workload) { image, source in
-      try FaultyChain(image, source: source, format: QCOW2Driver.self, cacheBudget: reads ? 2048 : 32 << 20)
-    }
-    let full = scratch.file("full.qcow2")
-    let reference = try crash.runWhole(
-      pristine: pristine, at: full, initial: initial, kinds: [.write, .sync], minStages: 10)
-    let content = reference.model.durable
-
-    try FaultCampaign(crash).faultAtEach(
-      reads ? .reads : .stages(reference.stages), pristine: pristine, initial: initial, reference: content,
-      scratch: scratch,
-      fileExtension: "qcow2"
-    ) { image, model, context in
-      try Qemu.expectCheck(image, format: "qcow2", leaksAllowed: true, context)
-      try FaultCampaign.expectHolds(image, model, format: "qcow2", scratch: scratch, context)
-    } afterwards: { image, context in
-      try Qemu.expectCheck(image, format: "qcow2", leaksAllowed: true, context)
-    }
+    try FaultCampaign.qemuJudged(
+      Self.workload, driver: QCOW2Driver.self, format: "qcow2", pristine: pristine,
+      initial: try Self.pristine(pristine, scratch: scratch), reads: reads, readsCacheBudget: 2048,
+      minStages: 10,
+      scratch: scratch)
   }
 
   /// Every read of opening and reading a written image in turn.

@@ -31,25 +31,10 @@ import VDiskCore
     let pristine = scratch.file("pristine.vdi")
     try Qemu.create(pristine, format: "vdi", size: "8M", options: ["static=off"])
     try Qemu.io(pristine, format: "vdi", ["write -P 0x11 0 64k"])
-    let initial = try Qemu.rawContent(of: pristine, scratch: scratch)
-    let crash = CrashCampaign(workload: Self.workload) { image, source in
-      try FaultyChain(image, source: source, format: VDIDriver.self, cacheBudget: reads ? 64 : 32 << 20)
-    }
-    let full = scratch.file("full.vdi")
-    let reference = try crash.runWhole(
-      pristine: pristine, at: full, initial: initial, kinds: [.write, .sync], minStages: 8)
-    let content = reference.model.durable
-
-    try FaultCampaign(crash).faultAtEach(
-      reads ? .reads : .stages(reference.stages), pristine: pristine, initial: initial, reference: content,
-      scratch: scratch,
-      fileExtension: "vdi"
-    ) { image, model, context in
-      try Qemu.expectCheck(image, format: "vdi", leaksAllowed: true, context)
-      try FaultCampaign.expectHolds(image, model, format: "vdi", scratch: scratch, context)
-    } afterwards: { image, context in
-      try Qemu.expectCheck(image, format: "vdi", leaksAllowed: true, context)
-    }
+    try FaultCampaign.qemuJudged(
+      Self.workload, driver: VDIDriver.self, format: "vdi", pristine: pristine,
+      initial: try Qemu.rawContent(of: pristine, scratch: scratch), reads: reads, readsCacheBudget: 64,
+      minStages: 8, scratch: scratch)
   }
 
   @Test func eachReadFailing() throws {

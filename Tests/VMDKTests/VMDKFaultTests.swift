@@ -40,25 +40,11 @@ import VMDK
     let scratch = try Scratch("vmdk-stage-faults")
     defer { scratch.remove() }
     let pristine = scratch.file("pristine.vmdk")
-    let initial = try Self.pristine(pristine, scratch: scratch)
-    let crash = CrashCampaign(workload: Self.workload) { image, source in
-      try FaultyChain(image, source: source, format: VMDKDriver.self, cacheBudget: reads ? 0 : 32 << 20)
-    }
-    let full = scratch.file("full.vmdk")
-    let reference = try crash.runWhole(
-      pristine: pristine, at: full, initial: initial, kinds: [.write, .sync], minStages: 10)
-    let content = reference.model.durable
-
-    try FaultCampaign(crash).faultAtEach(
-      reads ? .reads : .stages(reference.stages), pristine: pristine, initial: initial, reference: content,
-      scratch: scratch,
-      fileExtension: "vmdk"
-    ) { image, model, context in
-      try Qemu.expectCheck(image, format: "vmdk", context)
-      try FaultCampaign.expectHolds(image, model, format: "vmdk", scratch: scratch, context)
-    } afterwards: { image, context in
-      try Qemu.expectCheck(image, format: "vmdk", context)
-    }
+    try FaultCampaign.qemuJudged(
+      Self.workload, driver: VMDKDriver.self, format: "vmdk", pristine: pristine,
+      initial: try Self.pristine(pristine, scratch: scratch), reads: reads, readsCacheBudget: 0,
+      minStages: 10,
+      leaksAllowed: false, scratch: scratch)
   }
 
   @Test func eachReadFailing() throws {
