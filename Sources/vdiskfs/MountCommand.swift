@@ -144,24 +144,36 @@ struct MountCommand: ParsableCommand {
       throw CLIFailure(code: code, message: error.description)
     }
     let daemonizing = !(foreground || debugging)
-    if daemonizing {
-      VDiskLogHandler.switchToSyslog()
-      do {
-        try session.daemonize()
-      } catch {
-        session.unmount()
-        throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
-      }
+    guard daemonizing else {
+      return try serve(session, chain: chain, writable: opened.writable, daemonized: false, logger: logger)
     }
+    VDiskLogHandler.switchToSyslog()
+    do {
+      try session.daemonize()
+    } catch {
+      session.unmount()
+      throw CLIFailure(code: ExitCodes.fuse, message: "cannot daemonize: \(error)")
+    }
+    // The forked main thread locks with its parent's thread id (AfterFork says why): serve from a
+    // thread of the daemon's own.
+    try AfterFork.run {
+      try serve(session, chain: chain, writable: opened.writable, daemonized: true, logger: logger)
+    }
+  }
+
+  /// Serves the mounted session until it is unmounted or signalled, then writes back and unmounts.
+  private func serve(
+    _ session: FUSESession, chain: LayerChain, writable: Bool, daemonized: Bool, logger: Logger
+  ) throws {
     // Under systemd (Type=notify): READY=1 once disk.raw reads, STOPPING=1 when the loop ends.
     let notifier = SystemdNotify.fromEnvironment()
     let served = session.mountpoint ?? mountpoint
     notifier?.announceReadyWhenServing(
       diskRaw: served + "/disk.raw",
       status: SystemdNotify.servingStatus(
-        image: chain.top.file.path, format: chain.top.formatName, readOnly: !opened.writable,
+        image: chain.top.file.path, format: chain.top.formatName, readOnly: !writable,
         mountpoint: served),
-      mainPID: daemonizing ? getpid() : nil, logger: logger)
+      mainPID: daemonized ? getpid() : nil, logger: logger)
     var loopError: (any Error)?
     do {
       // Returns on unmount or on SIGINT/SIGTERM/SIGHUP (the session logs which).
