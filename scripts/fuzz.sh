@@ -74,14 +74,32 @@ chain_seed() { # name top parent
       cat "$2" "$3"; } >"$s/$1-$flags.chain"
   done
 }
-img -f qcow2 -b a.vmdk -F vmdk "$s/on-vmdk.qcow2" && qemu-io -f qcow2 -c "write -P 0x33 1M 4k" "$s/on-vmdk.qcow2" >/dev/null
-img -f vmdk -b a.vmdk -F vmdk "$s/child.vmdk" && qemu-io -f vmdk -c "write -P 0x44 8k 4k" "$s/child.vmdk" >/dev/null
-img -f qcow2 -b a.vdi -F vdi "$s/on-vdi.qcow2"
-chain_seed qcow2-qcow2 "$s/d.qcow2" "$s/a.qcow2"
-chain_seed qcow2-vmdk "$s/on-vmdk.qcow2" "$s/a.vmdk"
-chain_seed vmdk-vmdk "$s/child.vmdk" "$s/a.vmdk"
-chain_seed qcow2-vdi "$s/on-vdi.qcow2" "$s/a.vdi"
-for f in a.vhdx a.vhd a.vdi; do chain_seed "single-$f" "$s/$f" /dev/null; done
+# Small images (4 MiB disks, 4 KiB qcow2 clusters, data in one VDI block and one VHD block), so a
+# chain input stays within FuzzChain's max_len and runs fast.
+c="$s/chain"
+mkdir -p "$c"
+small() { # format name [create options]
+  img -f "$1" ${3:+-o "$3"} "$c/$2" 4M && qemu-io -f "$1" -c "write -P 0x5a 0 4k" -c "write -P 0xa5 64k 8k" "$c/$2" >/dev/null
+}
+small qcow2 p.qcow2 cluster_size=4096
+small vmdk p.vmdk
+small vdi p.vdi
+small vpc p.vhd
+over() { # format name parent parent-format [create options]
+  img -f "$1" ${5:+-o "$5"} -b "$3" -F "$4" "$c/$2" &&
+    qemu-io -f "$1" -c "write -P 0x33 4k 4k" -c "write -z 1M 4k" "$c/$2" >/dev/null
+}
+over qcow2 on-qcow2.qcow2 p.qcow2 qcow2 cluster_size=4096
+over qcow2 on-vmdk.qcow2 p.vmdk vmdk cluster_size=4096
+over qcow2 on-vdi.qcow2 p.vdi vdi cluster_size=4096
+over qcow2 on-vhd.qcow2 p.vhd vpc cluster_size=4096
+over vmdk on-vmdk.vmdk p.vmdk vmdk
+chain_seed qcow2-qcow2 "$c/on-qcow2.qcow2" "$c/p.qcow2"
+chain_seed qcow2-vmdk "$c/on-vmdk.qcow2" "$c/p.vmdk"
+chain_seed qcow2-vdi "$c/on-vdi.qcow2" "$c/p.vdi"
+chain_seed qcow2-vhd "$c/on-vhd.qcow2" "$c/p.vhd"
+chain_seed vmdk-vmdk "$c/on-vmdk.vmdk" "$c/p.vmdk"
+for f in p.vdi p.vhd; do chain_seed "single-$f" "$c/$f" /dev/null; done
 seed FuzzChain "$s"/*.chain
 # FuzzVMDKDescriptor's inputs (Tests/FuzzHarness/DescriptorHarness.swift): the descriptor's
 # length (2 bytes, little-endian), the descriptor, then the bytes of every extent it names.
@@ -104,12 +122,22 @@ if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
   for t in FuzzVMDK FuzzVHD FuzzVHDX; do seed "$t" "$s/built/$t"/*; done
 fi
-seed FuzzQCOW2 "$s"/*.qcow2
-seed FuzzVMDK "$s"/*.vmdk
+seed FuzzQCOW2 "$s"/*.qcow2 "$c"/*.qcow2
+seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk
 seed FuzzVHDX "$s"/*.vhdx
 seed FuzzVHD "$s"/*.vhd
 seed FuzzVDI "$s"/*.vdi
 seed FuzzPartitions "$s"/*.raw
+
+# The longest input per target: the largest seed (VHDX images start at 8 MiB, qemu's layout), and
+# FuzzChain's small pairs with room to grow.
+max_len() {
+  case $1 in
+    FuzzChain) echo $((3 << 20)) ;;
+    FuzzVHDX) echo $((12 << 20)) ;;
+    *) echo $((8 << 20)) ;;
+  esac
+}
 
 failed=0
 printf '%-16s %10s %12s %8s %8s %s\n' target seconds executions cov ft result
@@ -119,7 +147,7 @@ for t in "${targets[@]}"; do
   log="$dir/fuzz.log"
   result=ok
   (cd "$dir" && SWIFT_BACKTRACE=enable=no "$bin/$t" corpus seeds -max_total_time="$seconds" \
-    -max_len=$((8 << 20)) -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 >"$log" 2>&1) || {
+    -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 >"$log" 2>&1) || {
     result="FAILED (see $log)"
     failed=1
     keep=1

@@ -112,6 +112,8 @@ main() {
       | sed -E 's/.*classname="([^"]*)".*time="([0-9.]*)"/\1 \2/' \
       | awk '{t[$1] += $2} END {for (s in t) printf "%8.1f s  %s\n", t[s], s}' | sort -rn | head -12)
     summary+=("$sanitizer: build ${build_seconds} s, tests ${test_seconds} s, $result"$'\n'"$slowest")
+    # A passed run leaves nothing behind; a failed one keeps its reports and output.
+    [ "$result" = passed ] && rm -rf "$reports"
   done
 
   echo

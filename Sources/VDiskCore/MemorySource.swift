@@ -1,6 +1,10 @@
 import Synchronization
 import SystemPackage
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Bytes in memory as a source: for tests (images built in code, no file system) and fuzzing.
 /// Grows on writes past its end (the gap reads as zeros) up to `limit` bytes, beyond which writes
 /// and size changes fail with EFBIG, so that a hostile image cannot make it allocate without
@@ -33,12 +37,21 @@ public final class MemorySource: ByteSource {
     let (end, overflow) = offset.addingReportingOverflow(UInt64(buffer.count))
     guard !overflow, end <= limit else { throw Errno.fileTooLarge }
     storage.withLock { bytes in
-      if end > UInt64(bytes.count) {
-        bytes.append(contentsOf: repeatElement(0, count: Int(end) - bytes.count))
-      }
+      if end > UInt64(bytes.count) { Self.grow(&bytes, to: Int(end)) }
       bytes.withUnsafeMutableBytes { target in
         UnsafeMutableRawBufferPointer(rebasing: target[Int(offset)..<Int(end)]).copyMemory(from: buffer)
       }
+    }
+  }
+
+  /// Appends zeros up to `count` bytes with one memset (appending a repeated element goes byte by
+  /// byte in a debug build, the fuzzer's short runs).
+  private static func grow(_ bytes: inout [UInt8], to count: Int) {
+    let added = count - bytes.count
+    guard added > 0 else { return }
+    bytes += [UInt8](unsafeUninitializedCapacity: added) { buffer, initialized in
+      _ = buffer.baseAddress.map { memset($0, 0, added) }
+      initialized = added
     }
   }
 
@@ -52,7 +65,7 @@ public final class MemorySource: ByteSource {
       if size < UInt64(bytes.count) {
         bytes.removeSubrange(Int(size)...)
       } else {
-        bytes.append(contentsOf: repeatElement(0, count: Int(size) - bytes.count))
+        Self.grow(&bytes, to: Int(size))
       }
     }
   }

@@ -6,8 +6,8 @@ import VDiskCore
 /// operation may throw (a hostile image is refused mid-write); one that returns must have done
 /// what it said, or the process traps: that is a finding, like a sanitizer report.
 public struct WriteOracle {
-  /// Guest bytes that the operations that succeeded set.
-  public private(set) var expected: [UInt64: UInt8] = [:]
+  /// The operations that succeeded, in order: where each put which bytes (a later one wins).
+  private var done: [(offset: UInt64, bytes: [UInt8])] = []
 
   public init() {}
 
@@ -21,36 +21,41 @@ public struct WriteOracle {
       let count = Int(min(UInt64(index == 1 ? 1000 : 4096), size - offset))
       if index == 2 {
         try chain.discard(at: offset, length: UInt64(count), mode: .zeroRange)
-        record([UInt8](repeating: 0, count: count), at: offset)
+        done.append((offset, [UInt8](repeating: 0, count: count)))
       } else {
         let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ index &* 31 &+ 1) }
         let written = try bytes.withUnsafeBytes { try chain.write($0, at: offset) }
         guard written == count else {
           fatalError("write of \(count) bytes at \(offset) returned \(written)")
         }
-        record(bytes, at: offset)
+        done.append((offset, bytes))
       }
       try verify(chain, offset: offset, count: count, when: "after operation \(index)")
     }
     try chain.flush()
   }
 
-  /// Traps unless every recorded byte reads back from `chain` (one read per run of bytes).
+  /// Traps unless every byte an operation set reads back from `chain`.
   public func verifyAll(_ chain: LayerChain, when: String) throws {
-    for run in Set(expected.keys.map { Int($0) }).runs where UInt64(run.upperBound) <= chain.virtualSize {
-      try verify(chain, offset: UInt64(run.lowerBound), count: run.count, when: when)
+    for operation in done where operation.offset + UInt64(operation.bytes.count) <= chain.virtualSize {
+      try verify(chain, offset: operation.offset, count: operation.bytes.count, when: when)
     }
   }
 
-  private mutating func record(_ bytes: [UInt8], at offset: UInt64) {
-    for (i, byte) in bytes.enumerated() { expected[offset + UInt64(i)] = byte }
+  /// The byte the last operation covering guest byte `position` set, if any.
+  private func expected(at position: UInt64) -> UInt8? {
+    for operation in done.reversed()
+    where position >= operation.offset && position - operation.offset < UInt64(operation.bytes.count) {
+      return operation.bytes[Int(position - operation.offset)]
+    }
+    return nil
   }
 
   private func verify(_ chain: LayerChain, offset: UInt64, count: Int, when: String) throws {
     var buffer = [UInt8](repeating: 0xEE, count: count)
     _ = try buffer.withUnsafeMutableBytes { try chain.read(into: $0, at: offset) }
     for i in 0..<count {
-      if let want = expected[offset + UInt64(i)], buffer[i] != want {
+      if let want = expected(at: offset + UInt64(i)), buffer[i] != want {
         fatalError("guest byte \(offset + UInt64(i)) reads \(buffer[i]), \(want) was written (\(when))")
       }
     }
