@@ -7,6 +7,7 @@
 #   SANITIZERS="address thread"   which runs (address = ASan + LeakSanitizer, thread = TSan)
 #   SANITIZE_FILTER=<regex>        passed to `swift test --filter` (a subset for CI)
 #   SANITIZE_SKIP=<regex>          passed to `swift test --skip`
+#   SANITIZE_BUILD_ONLY=1          build, run nothing (`make test` builds while the plain suite runs)
 #
 # A report anywhere fails the run, including one from a daemon that runs detached after mounting
 # (its stderr is /dev/null): every sanitized process writes its reports to a file in a fresh folder
@@ -26,6 +27,7 @@ main() {
   SANITIZERS=${SANITIZERS:-address thread}
   FILTER=${SANITIZE_FILTER:-}
   SKIP=${SANITIZE_SKIP:-}
+  BUILD_ONLY=${SANITIZE_BUILD_ONLY:-}
   TIME_SCALE=${VDISKFS_TEST_TIME_SCALE:-}
   root=$(cd "$(dirname "$0")/.." && pwd)
   supp=$root/scripts/sanitizers
@@ -61,6 +63,10 @@ main() {
       exit 1
     fi
     build_seconds=$((SECONDS - start))
+    if [ -n "$BUILD_ONLY" ]; then
+      summary+=("$sanitizer: build ${build_seconds} s")
+      continue
+    fi
     bin=$($SWIFT build --show-bin-path "${flags[@]}")
 
     reports=$(mktemp -d "/tmp/vdiskfs-sanitize-$sanitizer.XXXXXX")
@@ -122,4 +128,4 @@ main() {
   return $status
 }
 
-main "$@"
+main "$@"; exit  # on one line: bash reads no further, so an edit during a run cannot break it
