@@ -92,7 +92,7 @@ enum WriteMountRuns {
       switch roll {
       case 0..<70:
         let byte = UInt8(1 + rng.next() % 255)
-        let bytes = (0..<Int(length)).map { byte &+ UInt8(truncatingIfNeeded: $0 / 512) }
+        let bytes = sectorPattern(byte, count: Int(length))
         try disk.write(bytes, at: offset)
         try mirror.write(bytes, at: offset)
       case 70..<80:
@@ -386,5 +386,20 @@ enum WriteMountRuns {
   /// SHA-256 of a whole file, to prove a backing file never changed.
   static func fileChecksum(_ path: String) throws -> String {
     try run("sha256sum", [path]).stdout.split(separator: " ").first.map(String.init) ?? ""
+  }
+}
+
+/// `count` bytes where sector i (of 512 bytes) holds `byte + i`, filled a sector at a time (a
+/// byte-wise map of megabytes is slow in a debug build).
+func sectorPattern(_ byte: UInt8, count: Int) -> [UInt8] {
+  [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+    var offset = 0
+    while offset < count {
+      let n = min(512, count - offset)
+      let value = Int32(byte &+ UInt8(truncatingIfNeeded: offset / 512))
+      if let base = buffer.baseAddress { memset(base + offset, value, n) }
+      offset += n
+    }
+    initialized = count
   }
 }
