@@ -27,6 +27,17 @@ let formatTests = formats.map {
     dependencies: [.target(name: $0.name), "ImageFormats", "VDiskCore", "TestSupport"])
 }
 
+/// The remote stores images are opened from: each is a target in Sources/Stores/NAME (with the C
+/// shims it needs) over the block cache of RemoteStore, and one line in ImageFormats'
+/// `StoreRegistry.remote`.
+let stores: [(name: String, folder: String, dependencies: [Target.Dependency])] = []
+let storeTargets = stores.map { Target.Dependency.target(name: $0.name) }
+let storeLibraries = stores.map {
+  Target.target(
+    name: $0.name, dependencies: ["VDiskCore", "RemoteStore", logging] + $0.dependencies,
+    path: "Sources/Stores/\($0.folder)")
+}
+
 /// The git commit `vdiskfs --version` names: the Makefile exports VDISKFS_GIT_COMMIT; a plain
 /// `swift build` builds too, and the version then says the commit is unknown. Only letters,
 /// digits and '-' pass, so the define needs no quoting beyond its string quotes.
@@ -64,8 +75,11 @@ let package = Package(
     // FUSE; C only for constants, in Syscalls.swift.
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
     // One target per format: `formatLibraries`, added below.
-    // The format registry, probing by magic and opening whole backing chains.
-    .target(name: "ImageFormats", dependencies: ["VDiskCore", logging] + formatTargets),
+    // What remote stores share: the object protocol, options, and the block cache that makes a
+    // remote object a ByteSource. One target per store: `storeLibraries`, added below.
+    .target(name: "RemoteStore", dependencies: ["VDiskCore", logging], path: "Sources/Stores/Remote"),
+    // The format and store registries, probing by magic and opening whole backing chains.
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets + storeTargets),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
@@ -85,12 +99,13 @@ let package = Package(
       path: "Tests/FuzzHarness"),
     .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
+    .testTarget(name: "RemoteStoreTests", dependencies: ["RemoteStore", "VDiskCore", "ImageFormats", "TestSupport"] + storeTargets),
     // One test target per format: `formatTests`, added below.
     .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "VDiskCore", "TestSupport"] + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(
       name: "PartitionsTests", dependencies: ["Partitions", "VDiskCore", "ImageFormats", "TestSupport"]),
-  ] + formatLibraries + formatTests,
+  ] + formatLibraries + formatTests + storeLibraries,
   swiftLanguageModes: [.v6]
 )
