@@ -99,6 +99,7 @@ start_cluster() {
 fsid = $fsid
 mon host = [v2:127.0.0.1:$mon2,v1:127.0.0.1:$mon1]
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 auth cluster required = none
 auth service required = none
 auth client required = none

@@ -1,6 +1,7 @@
 import Foundation
 import RBDStore
 import RemoteStore
+import Synchronization
 import TestSupport
 import Testing
 import VDiskCore
@@ -35,6 +36,26 @@ import VDiskCore
         try object.store(UnsafeRawBufferPointer(start: nil, count: 0), at: 0)
       }
     }
+  }
+
+  /// librbd's image handle serves several threads at once (the cache's connection pool).
+  @Test func parallelFetchesReturnTheirOwnBytes() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("rbd-parallel")
+    defer { scratch.remove() }
+    let name = rbdImageName("parallel")
+    let content = rbdTestBytes(8 << 20, seed: 14)
+    try rbdImport(content, as: name, into: cluster, scratch: scratch)
+    let object = try RBDStore.open("rbd:rbd/\(name)", writable: false, options: rbdOptions(cluster))
+    let piece = 96 * 1024 + 17
+    let pieces = content.count / piece
+    let mismatches = Atomic(0)
+    DispatchQueue.concurrentPerform(iterations: pieces) { index in
+      let offset = (index * 7919 % pieces) * piece
+      let bytes = try? fetch(object, piece, at: UInt64(offset))
+      if bytes != Array(content[offset..<offset + piece]) { mismatches.add(1, ordering: .relaxed) }
+    }
+    #expect(mismatches.load(ordering: .relaxed) == 0)
   }
 
   @Test func aSnapshotKeepsItsContentWhenTheHeadChanges() throws {
@@ -170,6 +191,19 @@ import VDiskCore
     // Gone: its lock is free again.
     let object = try RBDStore.open("rbd:rbd/\(name)", writable: true, options: rbdOptions(cluster))
     #expect(try fetch(object, 4, at: 0) == Array("held".utf8))
+  }
+
+  /// Without `-o ceph_conf=`, the cluster is the one `CEPH_CONF` names.
+  @Test func theClusterComesFromCEPH_CONFWithoutTheOption() throws {
+    let cluster = try CephCluster.shared()
+    let name = rbdImageName("env")
+    try cluster.rbd(["create", "--size", "3M", "rbd/\(name)"])
+    var options = rbdOptions(cluster)
+    options.cephConf = nil
+    setenv("CEPH_CONF", cluster.confPath, 1)
+    defer { unsetenv("CEPH_CONF") }
+    let object = try RBDStore.open("rbd:rbd/\(name)", writable: false, options: options)
+    #expect(object.version.size == 3 << 20)
   }
 
   @Test func anImageWithoutExclusiveLockOpensReadOnly() throws {

@@ -10,7 +10,13 @@ import VDiskCore
 /// An RBD image head or snapshot as a `RemoteObject`. A snapshot, and a head opened read-only,
 /// are read with librbd's read-only open; a head opened read-write holds the image's exclusive
 /// lock (refused when a live client holds it) until the object is released, and can be
-/// written, flushed and resized. Reads and writes go straight to librbd, whose image handle is
+/// written, flushed and resized.
+///
+/// Versions: a snapshot never changes, and a locked head changes only through this object. A
+/// head opened read-only takes no lock and registers no watch (so it never stands in a
+/// writer's way), so it sees another client's writes and resizes as they happen, unnoticed:
+/// its tag (`@head`) names no content version, and a persistent cache must not keep its blocks
+/// across opens. Mount a snapshot for a stable view of an image in use. Reads and writes go straight to librbd, whose image handle is
 /// safe to use from several threads (hence `@unchecked`: the rest is constant or atomic).
 public final class RBDObject: RemoteObject, @unchecked Sendable {
   public let location: String
@@ -24,8 +30,6 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
   private let connection: RBDConnection
   private let image: rbd_image_t
   private let size: Atomic<UInt64>
-  /// A head read without the lock: another client may resize it, which `fetch` checks.
-  private let sizeMayChange: Bool
 
   /// librbd reads and writes at most this much per call (its length results are `ssize_t`,
   /// some paths count in `int`).
@@ -87,23 +91,10 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     size = Atomic(bytes)
     parallelism = max(1, options.connections)
     isWritable = writable
-    sizeMayChange = !writable && parsed.snapshot == nil
   }
 
   public func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
-    let end: UInt64
-    if sizeMayChange {
-      var now: UInt64 = 0
-      let sized = rbd_get_size(image, &now)
-      guard sized == 0 else { throw rbdFailure(sized, location: location, "reading the image size") }
-      guard now == version.size else {
-        throw RemoteFailure(
-          .changed, location: location, "the image was resized from \(version.size) to \(now) bytes")
-      }
-      end = now
-    } else {
-      end = currentSize
-    }
+    let end = currentSize
     guard offset < end, let base = buffer.baseAddress else { return 0 }
     let count = Int(min(UInt64(buffer.count), end - offset))
     var done = 0
