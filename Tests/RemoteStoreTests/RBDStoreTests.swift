@@ -181,16 +181,48 @@ import VDiskCore
     let name = rbdImageName("held")
     try rbdImport(rbdTestBytes(1 << 20, seed: 13), as: name, into: cluster, scratch: scratch)
     let holder = try await RBDLockHolder(cluster, image: name, scratch: scratch)
+    defer { holder.release() }
     let error = vdiskError {
       _ = try RBDStore.open("rbd:rbd/\(name)", writable: true, options: rbdOptions(cluster))
     }
     #expect(error?.kind == .locked)
     #expect(error?.description.contains("held by another client") == true)
     #expect(try cluster.rbd(["status", "rbd/\(name)"]).stdout.contains("watcher="))
-    _ = try await holder.release().value
+    holder.release()
+    try await holder.waitForExit()
     // Gone: its lock is free again.
     let object = try RBDStore.open("rbd:rbd/\(name)", writable: true, options: rbdOptions(cluster))
     #expect(try fetch(object, 4, at: 0) == Array("held".utf8))
+  }
+
+  /// A client that died holding the lock (a crashed mount) blocks writers only until its
+  /// watch expires (osd_client_watch_timeout, 30 s); then the lock is broken and taken.
+  @Test func aCrashedWritersLockIsTakenOnceItsWatchExpires() async throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("rbd-crashed")
+    defer { scratch.remove() }
+    let name = rbdImageName("crashed")
+    try rbdImport(rbdTestBytes(1 << 20, seed: 16), as: name, into: cluster, scratch: scratch)
+    let holder = try await RBDLockHolder(cluster, image: name, scratch: scratch)
+    defer { holder.release() }
+    try await holder.crash()
+    let location = "rbd:rbd/\(name)"
+    // At once: its watch is still there, so the lock counts as held.
+    let early = vdiskError { _ = try RBDStore.open(location, writable: true, options: rbdOptions(cluster)) }
+    #expect(early?.kind == .locked)
+    let started = ContinuousClock.now
+    var object: (any RemoteObject)?
+    while object == nil && ContinuousClock.now - started < timeBudget(.seconds(60)) {
+      do {
+        object = try RBDStore.open(location, writable: true, options: rbdOptions(cluster))
+      } catch let error as VDiskError where error.kind == .locked {
+        try await Task.sleep(for: .milliseconds(500))
+      }
+    }
+    let taken = try #require(object)
+    #expect(try fetch(taken, 4, at: 0) == Array("held".utf8))
+    try [UInt8](repeating: 5, count: 4).withUnsafeBytes { try taken.store($0, at: 0) }
+    try taken.flush()
   }
 
   /// Without `-o ceph_conf=`, the cluster is the one `CEPH_CONF` names.

@@ -1,6 +1,7 @@
 import Foundation
 import RBDStore
 import RemoteStore
+import Synchronization
 import TestSupport
 import VDiskCore
 
@@ -81,10 +82,14 @@ func vdiskError(_ body: () throws -> Void) -> VDiskError? {
 
 /// Another librbd client (Python's rbd module) that writes to `image` and so holds its exclusive
 /// lock with librbd's automatic policy (as QEMU or rbd-nbd do), until `release()`. It would hand
-/// the lock over to anyone who asks; the store must not ask.
+/// the lock over to anyone who asks; the store must not ask. It ends on `release()`, `crash()`,
+/// or when the test process is gone; call `release()` in a `defer`.
 final class RBDLockHolder: Sendable {
   let folder: String
-  private let task: Task<CommandResult, any Error>
+  /// Set once the process has exited. It runs on a thread of its own: a blocking wait on a task
+  /// would hold one of the few threads of Swift's cooperative pool, and with two holders at once
+  /// the awaiting tests could never resume.
+  private let exited = Atomic(false)
 
   private static let script = """
     import os, sys, time, rados, rbd
@@ -94,9 +99,11 @@ final class RBDLockHolder: Sendable {
     ioctx = cluster.open_ioctx('rbd')
     handle = rbd.Image(ioctx, image)
     handle.write(b'held', 0)
-    open(os.path.join(folder, 'holding'), 'w').close()
-    deadline = time.time() + 60
-    while not os.path.exists(os.path.join(folder, 'release')) and time.time() < deadline:
+    with open(os.path.join(folder, 'holding.tmp'), 'w') as f:
+        f.write(str(os.getpid()))
+    os.rename(os.path.join(folder, 'holding.tmp'), os.path.join(folder, 'holding'))
+    parent = os.getppid()
+    while not os.path.exists(os.path.join(folder, 'release')) and os.getppid() == parent:
         time.sleep(0.05)
     handle.close(); ioctx.close(); cluster.shutdown()
     """
@@ -105,21 +112,38 @@ final class RBDLockHolder: Sendable {
   init(_ cluster: CephCluster, image: String, scratch: Scratch) async throws {
     folder = try scratch.directory("holder-" + image)
     let arguments = ["-c", Self.script, cluster.confPath, image, folder]
-    task = Task.detached { try run("/usr/bin/python3", arguments) }
+    Thread.detachNewThread { [self] in
+      _ = try? run("/usr/bin/python3", arguments, check: false)
+      exited.store(true, ordering: .releasing)
+    }
     let deadline = ContinuousClock.now + .seconds(30)
     while !FileManager.default.fileExists(atPath: folder + "/holding") {
-      guard ContinuousClock.now < deadline else {
+      guard ContinuousClock.now < deadline, !exited.load(ordering: .acquiring) else {
         release()
-        throw CephClusterError("the lock holder did not start: \(String(describing: try? await task.value))")
+        throw CephClusterError("the lock holder did not start (python3 with the rbd module)")
       }
       try await Task.sleep(for: .milliseconds(50))
     }
   }
 
-  /// Tells the holder to close the image and waits for it to exit.
-  @discardableResult
-  func release() -> Task<CommandResult, any Error> {
+  /// Kills the holder (SIGKILL: a crashed client, its lock left behind) and waits for it to exit.
+  func crash() async throws {
+    let text = try String(contentsOfFile: folder + "/holding", encoding: .utf8)
+    guard let pid = Int32(text), pid > 1 else { throw CephClusterError("bad holder pid \(text)") }
+    kill(pid, SIGKILL)
+    try await waitForExit()
+  }
+
+  /// Tells the holder to close the image (it exits within 50 ms).
+  func release() {
     FileManager.default.createFile(atPath: folder + "/release", contents: nil)
-    return task
+  }
+
+  func waitForExit() async throws {
+    let deadline = ContinuousClock.now + .seconds(30)
+    while !exited.load(ordering: .acquiring) {
+      guard ContinuousClock.now < deadline else { throw CephClusterError("the lock holder did not exit") }
+      try await Task.sleep(for: .milliseconds(50))
+    }
   }
 }
