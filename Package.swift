@@ -88,7 +88,7 @@ let package = Package(
     .executableTarget(
       name: "vdiskfs",
       dependencies: [
-        "VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
+        "VDiskCore", "ImageFormats", "RemoteStore", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
       ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
