@@ -43,8 +43,10 @@ final class ScriptedObject: RemoteObject {
       if script.changed { throw RemoteFailure(.changed, location: location, "ETag differs") }
       let start = Int(offset)
       let n = max(0, min(buffer.count, script.bytes.count - start))
-      script.bytes.withUnsafeBytes { bytes in
-        buffer.baseAddress!.copyMemory(from: bytes.baseAddress! + start, byteCount: n)
+      if n > 0 {
+        script.bytes.withUnsafeBytes { bytes in
+          buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + n)]))
+        }
       }
       return n
     }

@@ -134,10 +134,9 @@ public final class BlockCache: @unchecked Sendable {
     locked {
       guard var entry = blocks.removeValue(forKey: key) else { return }
       let end = min(entry.data.count, offset + source.count)
-      if offset < end {
+      if offset < end, let from = source.baseAddress {
         entry.data.withUnsafeMutableBytes { data in
-          data.baseAddress!.advanced(by: offset).copyMemory(
-            from: source.baseAddress!, byteCount: end - offset)
+          data.baseAddress.map { ($0 + offset).copyMemory(from: from, byteCount: end - offset) }
         }
       }
       blocks[key] = entry

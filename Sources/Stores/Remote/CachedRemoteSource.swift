@@ -74,11 +74,12 @@ public final class CachedRemoteSource: ByteSource {
     for index in first...last {
       let data = try block(index, size: size)
       let blockStart = index * blockSize
-      let from = Int(offset + UInt64(done) - blockStart)
-      let n = min(count - done, data.count - from)
+      let fromOffset = Int(offset + UInt64(done) - blockStart)
+      let n = min(count - done, data.count - fromOffset)
       guard n > 0 else { throw changedError() }
       data.withUnsafeBytes { data in
-        buffer.baseAddress.map { ($0 + done).copyMemory(from: data.baseAddress! + from, byteCount: n) }
+        guard let to = buffer.baseAddress, let from = data.baseAddress else { return }
+        (to + done).copyMemory(from: from + fromOffset, byteCount: n)
       }
       done += n
     }
