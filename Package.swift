@@ -77,7 +77,7 @@ let package = Package(
     // One target per format: `formatLibraries`, added below.
     // What remote stores share: the object protocol, options, and the block cache that makes a
     // remote object a ByteSource. One target per store: `storeLibraries`, added below.
-    .target(name: "RemoteStore", dependencies: ["VDiskCore", logging], path: "Sources/Stores/Remote"),
+    .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging], path: "Sources/Stores/Remote"),
     // The format and store registries, probing by magic and opening whole backing chains.
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets + storeTargets),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.

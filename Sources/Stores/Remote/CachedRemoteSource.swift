@@ -22,6 +22,8 @@ public final class CachedRemoteSource: ByteSource {
   /// Keys this object's blocks in the shared cache.
   private let id: UInt64
   private let state: Mutex<State>
+  /// `-o cache_dir`: blocks kept on disk across mounts (read-only objects only).
+  private let persistent: PersistentBlocks?
   private let logger = Logger(label: "vdiskfs")
   private static let nextID = Atomic<UInt64>(1)
   /// The most a sequential reader is prefetched ahead (in bytes).
@@ -49,6 +51,13 @@ public final class CachedRemoteSource: ByteSource {
     id = Self.nextID.wrappingAdd(1, ordering: .relaxed).oldValue
     identity = Self.identity(of: object.location)
     state = Mutex(State(size: object.version.size))
+    let logger = self.logger
+    persistent =
+      object.isWritable
+      ? nil
+      : options.cacheDirectory.flatMap {
+        PersistentBlocks.open(for: object, in: $0, blockSize: cache.blockSize, logger: logger)
+      }
   }
 
   deinit { cache.drop(object: id) }
@@ -104,11 +113,13 @@ public final class CachedRemoteSource: ByteSource {
     }
   }
 
-  /// Fetches one block with retries. Short data means the object shrank: it changed.
+  /// One block from the cache directory, or fetched with retries (and kept there). Short data
+  /// means the object shrank: it changed.
   private func fetchBlock(_ index: UInt64, size: UInt64) throws -> [UInt8] {
     let start = index * blockSize
     let length = Int(min(blockSize, size - start))
-    return try withRetries("read of \(length) bytes at \(hex(start))") {
+    if let kept = persistent?.block(index, length: length) { return kept }
+    let data = try withRetries("read of \(length) bytes at \(hex(start))") {
       let data = try [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
         initialized = try object.fetch(into: UnsafeMutableRawBufferPointer(buffer), at: start)
         initialized = min(initialized, length)
@@ -119,6 +130,8 @@ public final class CachedRemoteSource: ByteSource {
       }
       return data
     }
+    persistent?.keep(index, data)
+    return data
   }
 
   /// Runs `attempt`, retrying transient failures with doubling backoff from 100 ms; a change of
