@@ -34,7 +34,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz fuzz-short sanitize sanitize-short clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench bench-remote fuzz fuzz-short sanitize sanitize-short clean
 
 all: build
 
@@ -193,6 +193,13 @@ bench: release
 	fi
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	@if [ "$(REMOTE)" != 0 ]; then $(MAKE) --no-print-directory bench-remote; fi
+
+# Remote images (issue 18): S3 (radosgw), HTTP (nginx) and RBD on 127.0.0.1 against
+# qemu-storage-daemon's curl and rbd drivers and the local file. `make bench REMOTE=0` skips it.
+bench-remote: release
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
+	  Benchmarks/remote-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
 	rm -rf .build $(STATIC) .build-asan .build-tsan vdiskfs_*.deb
