@@ -9,7 +9,8 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # unprivileged test).
 DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev libcurl4-openssl-dev nginx-light pkg-config qemu-utils qemu-system-common \
         fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux \
-        systemd jq man-db dpkg-dev binutils lintian passwd
+        systemd jq man-db dpkg-dev binutils lintian passwd \
+        ceph-mon ceph-osd radosgw ceph-common librbd-dev librados-dev curl python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # `vdiskfs --version`: the version in Sources/vdiskfs/BuildInfo.swift and the commit, which
