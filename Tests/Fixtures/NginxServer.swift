@@ -41,7 +41,9 @@ public final class NginxServer: Sendable {
       for _ in 0..<5 where started == nil {
         let port = try Self.freePort()
         do {
-          started = (try Self.launch(scratch: scratch, root: root, port: port, ranges: ranges, tls: tls), port)
+          started = (
+            try Self.launch(scratch: scratch, root: root, port: port, ranges: ranges, tls: tls), port
+          )
         } catch {
           lastError = error
         }
@@ -77,7 +79,9 @@ public final class NginxServer: Sendable {
     scratch.remove()
   }
 
-  private static func launch(scratch: Scratch, root: String, port: Int, ranges: Bool, tls: Bool) throws -> pid_t {
+  private static func launch(scratch: Scratch, root: String, port: Int, ranges: Bool, tls: Bool) throws
+    -> pid_t
+  {
     let dir = scratch.path
     let listen =
       tls
@@ -118,7 +122,9 @@ public final class NginxServer: Sendable {
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", O_RDWR, 0) }
-    guard spawnCloseFrom(&actions, 3) == 0 else { throw NginxError("posix_spawn_file_actions_addclosefrom_np failed") }
+    guard spawnCloseFrom(&actions, 3) == 0 else {
+      throw NginxError("posix_spawn_file_actions_addclosefrom_np failed")
+    }
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -189,7 +195,8 @@ public final class NginxServer: Sendable {
 /// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`, which Swift's Glibc module does not
 /// show (it is declared under `__USE_MISC` with a name the importer skips).
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
+private func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32)
+  -> Int32
 
 public struct NginxError: Error, CustomStringConvertible, Sendable {
   public var description: String

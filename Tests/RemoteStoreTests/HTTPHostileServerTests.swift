@@ -25,7 +25,8 @@ import VDiskCore
       }
       if first == 0 && last == 0 {
         return HTTPScriptedServer.answer(
-          "206 Partial Content", common + ["Content-Range: bytes 0-0/\(size)", "Content-Length: 1"], body: [7])
+          "206 Partial Content", common + ["Content-Range: bytes 0-0/\(size)", "Content-Length: 1"], body: [7]
+        )
       }
       return lie(first, last)
     }
@@ -48,7 +49,9 @@ import VDiskCore
     }
   }
 
-  static func partial(_ first: UInt64, _ last: UInt64, body: Int, etag: String = "\"v1\"", total: UInt64 = size)
+  static func partial(
+    _ first: UInt64, _ last: UInt64, body: Int, etag: String = "\"v1\"", total: UInt64 = size
+  )
     -> [UInt8]
   {
     HTTPScriptedServer.answer(
@@ -57,7 +60,9 @@ import VDiskCore
       body: [UInt8](repeating: 0x55, count: body))
   }
 
-  func expectFetch(_ kind: RemoteFailure.Kind, timeout: Int = 10, lie: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?)
+  func expectFetch(
+    _ kind: RemoteFailure.Kind, timeout: Int = 10, lie: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?
+  )
     throws
   {
     let server = try Self.server(lie: lie)

@@ -23,7 +23,8 @@ final class HTTPScriptedServer: @unchecked Sendable {
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let ready = withUnsafeMutablePointer(to: &address) {
       $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0 && listen(listener, 16) == 0
+        bind(listener, $0, length) == 0 && getsockname(listener, $0, &length) == 0
+          && listen(listener, 16) == 0
       }
     }
     guard listener >= 0, ready else {
@@ -46,9 +47,10 @@ final class HTTPScriptedServer: @unchecked Sendable {
           return
         }
         answer.withUnsafeBytes { bytes in
+          guard let base = bytes.baseAddress else { return }
           var done = 0
           while done < bytes.count {
-            let n = send(client, bytes.baseAddress! + done, bytes.count - done, Int32(MSG_NOSIGNAL))
+            let n = send(client, base + done, bytes.count - done, Int32(MSG_NOSIGNAL))
             if n <= 0 { break }
             done += n
           }
@@ -87,7 +89,8 @@ final class HTTPScriptedServer: @unchecked Sendable {
 
   /// The `first-last` of a request's `Range: bytes=first-last`.
   static func range(in request: String) -> (UInt64, UInt64)? {
-    guard let line = request.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("range: bytes=") })
+    guard
+      let line = request.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("range: bytes=") })
     else { return nil }
     let spec = line.dropFirst("range: bytes=".count).split(separator: "-")
     guard spec.count == 2, let first = UInt64(spec[0]), let last = UInt64(spec[1]) else { return nil }

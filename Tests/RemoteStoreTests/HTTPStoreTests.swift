@@ -37,7 +37,9 @@ import VDiskCore
     #expect(object.version.tag.hasPrefix("\""))  // nginx's ETag
     #expect(!object.isWritable)
     let size = content.count
-    for (offset, count) in [(0, 1), (0, 4096), (512, 65536), (1 << 20 + 7, 1 << 20), (size - 100, 100), (0, size)] {
+    for (offset, count) in [
+      (0, 1), (0, 4096), (512, 65536), (1 << 20 + 7, 1 << 20), (size - 100, 100), (0, size),
+    ] {
       #expect(try Self.fetch(object, UInt64(offset), count) == Array(content[offset..<offset + count]))
     }
     // Past the end: only what exists, then nothing.

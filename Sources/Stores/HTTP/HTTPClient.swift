@@ -73,9 +73,9 @@ public final class HTTPClient: Sendable {
 
   /// Runs `request`; a 2xx body goes into `buffer` (never past its end). Throws only when no
   /// response was had; HTTP error statuses are returned for the caller to judge.
-  public func perform(_ request: HTTPRequest, into buffer: UnsafeMutableRawBufferPointer? = nil) throws(
-    HTTPTransportError
-  ) -> HTTPResponse {
+  public func perform(_ request: HTTPRequest, into buffer: UnsafeMutableRawBufferPointer? = nil)
+    throws(HTTPTransportError) -> HTTPResponse
+  {
     guard let handle = idle.withLock({ $0.popLast() }) ?? CurlHandle() else {
       throw HTTPTransportError(kind: .invalid, message: "cannot create a libcurl handle")
     }
@@ -118,7 +118,9 @@ public final class HTTPClient: Sendable {
   ) -> Bool {
     handle.reset()
     var ok = handle.set(CURLOPT_URL, request.url)
-    ok = ok && handle.set(CURLOPT_PROTOCOLS_STR, "http,https") && handle.set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
+    ok =
+      ok && handle.set(CURLOPT_PROTOCOLS_STR, "http,https")
+      && handle.set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https")
     ok = ok && handle.set(CURLOPT_NOSIGNAL, 1) && handle.set(CURLOPT_FOLLOWLOCATION, 1)
     ok = ok && handle.set(CURLOPT_MAXREDIRS, 5)
     ok = ok && handle.set(CURLOPT_CONNECTTIMEOUT, timeoutSeconds)
@@ -127,7 +129,9 @@ public final class HTTPClient: Sendable {
     ok = ok && handle.set(CURLOPT_SSL_VERIFYPEER, verifyTLS ? 1 : 0)
     ok = ok && handle.set(CURLOPT_SSL_VERIFYHOST, verifyTLS ? 2 : 0)
     if request.method == .head { ok = ok && handle.set(CURLOPT_NOBODY, 1) }
-    if let range = request.range { ok = ok && handle.set(CURLOPT_RANGE, "\(range.lowerBound)-\(range.upperBound)") }
+    if let range = request.range {
+      ok = ok && handle.set(CURLOPT_RANGE, "\(range.lowerBound)-\(range.upperBound)")
+    }
     if let headers { ok = ok && handle.set(CURLOPT_HTTPHEADER, pointer: UnsafeMutableRawPointer(headers)) }
     if let credentials = request.credentials { ok = ok && handle.set(CURLOPT_USERPWD, credentials) }
     if let provider = request.awsSigV4 { ok = ok && handle.set(CURLOPT_AWS_SIGV4, provider) }

@@ -17,7 +17,8 @@ public enum HTTPOpening {
       let response = try perform(location, endpoint.request(.head), client)
       if (200..<300).contains(response.status) {
         guard let size = response.headers.contentLength else {
-          throw VDiskError(.unsupported, path: location, "the server does not give its size (no Content-Length)")
+          throw VDiskError(
+            .unsupported, path: location, "the server does not give its size (no Content-Length)")
         }
         known = (size, HTTPVersionTag(response.headers))
       } else if ![403, 405, 501].contains(response.status) {
@@ -41,7 +42,8 @@ public enum HTTPOpening {
       let response = try perform(location, endpoint.request(.head), client)
       if (200..<300).contains(response.status), response.headers.contentLength == 0 {
         return HTTPRangeObject(
-          location: location, endpoint: endpoint, client: client, size: 0, tag: HTTPVersionTag(response.headers))
+          location: location, endpoint: endpoint, client: client, size: 0,
+          tag: HTTPVersionTag(response.headers))
       }
     }
     guard probe.status == 206 else { throw judge(probe) }
@@ -56,7 +58,8 @@ public enum HTTPOpening {
       guard total == known.size, known.tag.matches(probe.headers) else {
         throw VDiskError(.io, path: location, "changed while it was being opened")
       }
-      return HTTPRangeObject(location: location, endpoint: endpoint, client: client, size: total, tag: known.tag)
+      return HTTPRangeObject(
+        location: location, endpoint: endpoint, client: client, size: total, tag: known.tag)
     }
     return HTTPRangeObject(
       location: location, endpoint: endpoint, client: client, size: total, tag: HTTPVersionTag(probe.headers))
@@ -68,14 +71,16 @@ public enum HTTPOpening {
     case 404, 410: VDiskError(.notFound, path: location, "not found on the server (HTTP \(response.status))")
     case 401, 403: VDiskError(.notPermitted, path: location, "access refused (HTTP \(response.status))")
     case 500...599:
-      VDiskError(.io, path: location, "cannot reach \(host(of: location)): server error (HTTP \(response.status))")
+      VDiskError(
+        .io, path: location, "cannot reach \(host(of: location)): server error (HTTP \(response.status))")
     default: VDiskError(.io, path: location, "unexpected answer (HTTP \(response.status))")
     }
   }
 
   /// Runs a request of `open`, turning a transport failure into the `VDiskError` to show.
   static func perform(
-    _ location: String, _ request: HTTPRequest, _ client: HTTPClient, into buffer: UnsafeMutableRawBufferPointer? = nil
+    _ location: String, _ request: HTTPRequest, _ client: HTTPClient,
+    into buffer: UnsafeMutableRawBufferPointer? = nil
   ) throws -> HTTPResponse {
     do {
       return try client.perform(request, into: buffer)
@@ -98,7 +103,8 @@ public enum HTTPOpening {
     let bytes = Array(url.utf8)
     var start = 0
     while start + 2 < bytes.count, bytes[start] != UInt8(ascii: ":") { start += 1 }
-    guard start + 2 < bytes.count, bytes[start + 1] == UInt8(ascii: "/"), bytes[start + 2] == UInt8(ascii: "/")
+    guard start + 2 < bytes.count, bytes[start + 1] == UInt8(ascii: "/"),
+      bytes[start + 2] == UInt8(ascii: "/")
     else { return url }
     start += 3
     var end = start

@@ -35,7 +35,9 @@ public struct HTTPVersionTag: Sendable, Equatable {
 
   public func version(size: UInt64) -> RemoteVersion {
     if let etag { return RemoteVersion(size: size, tag: etag) }
-    if let lastModified { return RemoteVersion(size: size, tag: "last-modified \(lastModified) size \(size)") }
+    if let lastModified {
+      return RemoteVersion(size: size, tag: "last-modified \(lastModified) size \(size)")
+    }
     return RemoteVersion(size: size, tag: "size \(size)")
   }
 
@@ -58,7 +60,8 @@ public final class HTTPRangeObject: RemoteObject {
   let client: HTTPClient
   let tag: HTTPVersionTag
 
-  public init(location: String, endpoint: HTTPEndpoint, client: HTTPClient, size: UInt64, tag: HTTPVersionTag) {
+  public init(location: String, endpoint: HTTPEndpoint, client: HTTPClient, size: UInt64, tag: HTTPVersionTag)
+  {
     self.location = location
     self.endpoint = endpoint
     self.client = client
@@ -96,7 +99,8 @@ public final class HTTPRangeObject: RemoteObject {
       throw RemoteFailure(.changed, location: location, "changed since it was opened (size or ETag differs)")
     }
     guard response.bodyCount == length else {
-      throw RemoteFailure(.transient, location: location, "short read: \(response.bodyCount) of \(length) bytes")
+      throw RemoteFailure(
+        .transient, location: location, "short read: \(response.bodyCount) of \(length) bytes")
     }
     return length
   }

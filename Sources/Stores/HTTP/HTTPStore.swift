@@ -7,7 +7,9 @@ import VDiskCore
 public enum HTTPStore: RemoteStoreKind {
   public static let prefixes = ["http://", "https://"]
 
-  public static func open(_ location: String, writable: Bool, options: RemoteOptions) throws -> any RemoteObject {
+  public static func open(_ location: String, writable: Bool, options: RemoteOptions) throws
+    -> any RemoteObject
+  {
     try validate(location)
     return try HTTPOpening.open(
       location, endpoint: HTTPEndpoint(url: location), client: HTTPClient(options: options), head: true

@@ -6,7 +6,8 @@ struct INIFile: Sendable, Equatable {
 
   init(_ text: String) {
     var current: String?
-    for rawLine in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
+    for rawLine in text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+    {
       // An indented line continues the previous setting (an S3 sub-section): not needed here.
       if let first = rawLine.first, first == " " || first == "\t" { continue }
       let line = Self.trimmed(rawLine)

@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-  import Glibc
-#endif
+import Glibc
 import RemoteStore
 import VDiskCore
 
@@ -36,7 +34,8 @@ public struct S3Configuration: Sendable, Equatable {
       guard trimmed.hasPrefix("http://") || trimmed.hasPrefix("https://"),
         trimmed.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F })
       else {
-        throw VDiskError(.invalidArgument, path: location, "the S3 endpoint '\(endpoint)' is not an http(s):// URL")
+        throw VDiskError(
+          .invalidArgument, path: location, "the S3 endpoint '\(endpoint)' is not an http(s):// URL")
       }
       self.endpoint = String(trimmed)
     }

@@ -15,7 +15,9 @@ func s3ErrorCode(_ body: [UInt8]) -> String? {
 }
 
 private func firstIndex(of needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
-  guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
+  guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else {
+    return nil
+  }
   for i in start...(haystack.count - needle.count) where haystack[i] == needle[0] {
     if haystack[i..<(i + needle.count)].elementsEqual(needle) { return i }
   }

@@ -25,7 +25,8 @@ public struct S3Location: Sendable, Equatable {
     else {
       throw VDiskError(.invalidArgument, path: location, "has an invalid bucket name '\(bucket)'")
     }
-    guard !key.isEmpty, key.utf8.count <= 1024, key.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
+    guard !key.isEmpty, key.utf8.count <= 1024,
+      key.unicodeScalars.allSatisfy({ $0.value >= 0x20 && $0.value != 0x7F })
     else {
       throw VDiskError(.invalidArgument, path: location, "has an invalid object key")
     }

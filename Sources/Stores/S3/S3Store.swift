@@ -7,7 +7,9 @@ import VDiskCore
 public enum S3Store: RemoteStoreKind {
   public static let prefixes = [S3Location.prefix]
 
-  public static func open(_ location: String, writable: Bool, options: RemoteOptions) throws -> any RemoteObject {
+  public static func open(_ location: String, writable: Bool, options: RemoteOptions) throws
+    -> any RemoteObject
+  {
     try open(location, options: options, environment: S3Configuration.processEnvironment)
   }
 
@@ -35,7 +37,8 @@ public enum S3Store: RemoteStoreKind {
     let code = s3ErrorCode(response.errorBody)
     let named = code ?? "HTTP \(response.status)"
     switch (response.status, code) {
-    case (404, "NoSuchBucket"): return VDiskError(.notFound, path: location, "no such bucket '\(object.bucket)'")
+    case (404, "NoSuchBucket"):
+      return VDiskError(.notFound, path: location, "no such bucket '\(object.bucket)'")
     case (404, "NoSuchKey"):
       return VDiskError(.notFound, path: location, "no such key '\(object.key)' in bucket '\(object.bucket)'")
     case (404, _): return VDiskError(.notFound, path: location, "not found (\(named))")
@@ -44,7 +47,8 @@ public enum S3Store: RemoteStoreKind {
       return VDiskError(.io, path: location, "the bucket is served by another endpoint or region (\(named))")
     default:
       return VDiskError(
-        .io, path: location, "S3 refused the request (HTTP \(response.status)\(code.map { ", \($0)" } ?? ""))")
+        .io, path: location, "S3 refused the request (HTTP \(response.status)\(code.map { ", \($0)" } ?? ""))"
+      )
     }
   }
 }
