@@ -107,6 +107,17 @@ import VDiskCore
     }
   }
 
+  @Test func endlessHeadersStopTheTransfer() throws {
+    try expectFetch(.final(.io)) { first, last in
+      let filler = (0..<4000).map { "X-Filler-\($0): \(String(repeating: "f", count: 100))" }
+      return HTTPScriptedServer.answer(
+        "206 Partial Content",
+        ["ETag: \"v1\"", "Content-Range: bytes \(first)-\(last)/\(Self.size)", "Content-Length: 100"]
+          + filler,
+        body: [UInt8](repeating: 0x55, count: 100))
+    }
+  }
+
   @Test func serverErrorsAreTransient() throws {
     try expectFetch(.transient) { _, _ in HTTPScriptedServer.answer("503 Busy", ["Content-Length: 0"]) }
   }

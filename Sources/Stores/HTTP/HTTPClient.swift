@@ -99,7 +99,8 @@ public final class HTTPClient: Sendable {
       return curl_easy_perform(handle.raw)
     }
     if transfer.overflowed {
-      throw HTTPTransportError(kind: .overflow, message: "the server sent more data than was asked for")
+      throw HTTPTransportError(
+        kind: .overflow, message: "the server sent more data (body or headers) than was asked for")
     }
     // A refused body or a capped error document stop the transfer on purpose (a write error).
     let stoppedOnPurpose = code == CURLE_WRITE_ERROR && (transfer.refusedWholeBody || transfer.status >= 300)

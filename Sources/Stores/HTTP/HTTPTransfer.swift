@@ -16,18 +16,27 @@ final class HTTPTransfer {
   var overflowed = false
   /// A 200 answered a range request and its body was refused.
   var refusedWholeBody = false
+  /// Header bytes of every response so far; past `headerLimit` the transfer is stopped (libcurl
+  /// bounds one line, not their number).
+  var headerBytes = 0
   /// The first bytes of a non-2xx body (an S3 error document), at most `errorBodyLimit`.
   var errorBody: [UInt8] = []
 
   static let errorBodyLimit = 16 << 10
+  static let headerLimit = 256 << 10
 
   init(destination: UnsafeMutableRawBufferPointer?, expectsPartial: Bool) {
     self.destination = destination
     self.expectsPartial = expectsPartial
   }
 
-  /// One header line (with its CRLF); a status line starts a new response.
-  func header(_ line: UnsafeRawBufferPointer) {
+  /// One header line (with its CRLF); a status line starts a new response. False: too many.
+  func header(_ line: UnsafeRawBufferPointer) -> Bool {
+    headerBytes += line.count
+    guard headerBytes <= Self.headerLimit else {
+      overflowed = true
+      return false
+    }
     var end = line.count
     while end > 0, line[end - 1] == 0x0A || line[end - 1] == 0x0D { end -= 1 }
     let text = String(decoding: UnsafeRawBufferPointer(rebasing: line[0..<end]), as: UTF8.self)
@@ -37,6 +46,7 @@ final class HTTPTransfer {
     } else if !text.isEmpty {
       headers.add(line: text)
     }
+    return true
   }
 
   /// Body bytes: returns how many were taken; fewer than offered makes libcurl stop the transfer.
@@ -69,8 +79,7 @@ let curlHeaderCallback: ccurl_data_callback = { data, size, count, context in
   let (length, overflow) = size.multipliedReportingOverflow(by: count)
   guard !overflow else { return 0 }
   let transfer = Unmanaged<HTTPTransfer>.fromOpaque(context).takeUnretainedValue()
-  transfer.header(UnsafeRawBufferPointer(start: data, count: length))
-  return length
+  return transfer.header(UnsafeRawBufferPointer(start: data, count: length)) ? length : 0
 }
 
 /// CURLOPT_WRITEFUNCTION: `context` is the request's `HTTPTransfer`.

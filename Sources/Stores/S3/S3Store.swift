@@ -22,8 +22,8 @@ public enum S3Store: RemoteStoreKind {
     var endpoint = HTTPEndpoint(url: object.url(endpoint: config.endpoint, region: config.region))
     endpoint.awsSigV4 = "aws:amz:\(config.region):s3"
     endpoint.credentials = config.accessKeyID + ":" + config.secretAccessKey
-    // curl 7.88 signs a GET with the hash of an empty body but does not send it; RGW wants the
-    // header (AWS SigV4 for S3: x-amz-content-sha256 is required).
+    // curl 7.88 does not send x-amz-content-sha256, which RGW requires (AWS SigV4 for S3: every
+    // request carries it); a GET has no body to hash, so UNSIGNED-PAYLOAD.
     endpoint.headers = ["x-amz-content-sha256: UNSIGNED-PAYLOAD"]
     if let token = config.sessionToken { endpoint.headers.append("x-amz-security-token: \(token)") }
     endpoint.pathAsIs = true
