@@ -118,6 +118,36 @@ import VDiskCore
     }
   }
 
+  @Test func redirectsAreFollowedUpToFive() throws {
+    let server = try HTTPScriptedServer { request in
+      let path = request.split(separator: " ").dropFirst().first ?? ""
+      if let hop = Int(path.dropFirst("/hop".count)), path.hasPrefix("/hop"), hop < 9 {
+        return HTTPScriptedServer.answer("302 Found", ["Location: /hop\(hop + 1)", "Content-Length: 0"])
+      }
+      guard path == "/object" else {
+        return HTTPScriptedServer.answer("404 Not Found", ["Content-Length: 0"])
+      }
+      if request.hasPrefix("HEAD ") {
+        return HTTPScriptedServer.answer("200 OK", ["Content-Length: \(Self.size)", "ETag: \"v1\""])
+      }
+      guard let (first, last) = HTTPScriptedServer.range(in: request) else { return nil }
+      return Self.partial(first, last, body: Int(last - first + 1))
+    }
+    defer { server.stop() }
+    let base = "http://127.0.0.1:\(server.port)"
+    // /hop5 -> /hop9, five redirects, then a 404 at the end of the chain: followed.
+    let followed = #expect(throws: VDiskError.self) {
+      try HTTPStore.open(base + "/hop4", writable: false, options: Self.options())
+    }
+    #expect(followed?.kind == .notFound)
+    // Six redirects: refused.
+    let tooMany = #expect(throws: VDiskError.self) {
+      try HTTPStore.open(base + "/hop3", writable: false, options: Self.options())
+    }
+    #expect(tooMany?.kind == .io)
+    #expect(tooMany?.detail.contains("redirect") == true)
+  }
+
   @Test func serverErrorsAreTransient() throws {
     try expectFetch(.transient) { _, _ in HTTPScriptedServer.answer("503 Busy", ["Content-Length: 0"]) }
   }

@@ -63,6 +63,15 @@ import VDiskCore
     #expect(failures.load(ordering: .relaxed) == 0)
   }
 
+  @Test func anEmptyFileOpensWithSizeZero() throws {
+    let server = try NginxServer()
+    defer { server.stop() }
+    try server.put("empty", [])
+    let object = try HTTPStore.open(server.url("empty"), writable: false, options: Self.options())
+    #expect(object.version.size == 0)
+    #expect(try Self.fetch(object, 0, 10).isEmpty)
+  }
+
   @Test func aMissingFileIsNotFound() throws {
     let server = try NginxServer()
     defer { server.stop() }

@@ -49,6 +49,15 @@ import VDiskCore
     #expect(S3Store.prefixes == ["s3://"])
   }
 
+  @Test func anEmptyObjectOpensWithSizeZero() throws {
+    let cluster = try CephCluster.shared()
+    let bucket = try Self.upload(cluster, key: "empty", [])
+    let object = try S3Store.open(
+      "s3://\(bucket)/empty", options: RemoteOptions(), environment: cluster.environment)
+    #expect(object.version.size == 0)
+    #expect(try HTTPStoreTests.fetch(object, 0, 10).isEmpty)
+  }
+
   @Test func aMissingBucketAndAMissingKeyAreNotFoundAndNamed() throws {
     let cluster = try CephCluster.shared()
     let bucket = try Self.upload(cluster, key: "present", [1, 2, 3])

@@ -48,6 +48,8 @@ public struct HTTPTransportError: Error, Sendable, CustomStringConvertible {
     case overflow
     /// The URL or an option was refused by libcurl.
     case invalid
+    /// The server's answers cannot be followed (a redirect loop, a refused login).
+    case refused
   }
   public var kind: Kind
   public var message: String
@@ -149,9 +151,10 @@ public final class HTTPClient: Sendable {
     case CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CONNECT_ERROR, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
       CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH:
       .tls
-    case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL, CURLE_BAD_FUNCTION_ARGUMENT, CURLE_UNKNOWN_OPTION,
-      CURLE_TOO_MANY_REDIRECTS, CURLE_OUT_OF_MEMORY, CURLE_LOGIN_DENIED:
+    case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL, CURLE_BAD_FUNCTION_ARGUMENT, CURLE_UNKNOWN_OPTION:
       .invalid
+    case CURLE_TOO_MANY_REDIRECTS, CURLE_LOGIN_DENIED, CURLE_OUT_OF_MEMORY:
+      .refused
     default:
       .unreachable
     }

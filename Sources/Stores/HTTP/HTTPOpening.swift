@@ -92,7 +92,7 @@ public enum HTTPOpening {
         throw VDiskError(
           .io, path: location,
           "TLS with \(host) failed: \(error.message) (-o sslverify=off skips certificate verification)")
-      case .overflow: throw VDiskError(.io, path: location, "\(host) \(error.message)")
+      case .overflow, .refused: throw VDiskError(.io, path: location, "\(host): \(error.message)")
       case .invalid: throw VDiskError(.invalidArgument, path: location, error.message)
       }
     }
