@@ -30,7 +30,10 @@ let formatTests = formats.map {
 /// The remote stores images are opened from: each is a target in Sources/Stores/NAME (with the C
 /// shims it needs) over the block cache of RemoteStore, and one line in ImageFormats'
 /// `StoreRegistry.remote`.
-let stores: [(name: String, folder: String, dependencies: [Target.Dependency])] = []
+let stores: [(name: String, folder: String, dependencies: [Target.Dependency])] = [
+  ("HTTPStore", "HTTP", ["CCurl"]),
+  ("S3Store", "S3", ["CCurl", "HTTPStore"]),
+]
 let storeTargets = stores.map { Target.Dependency.target(name: $0.name) }
 let storeLibraries = stores.map {
   Target.target(
@@ -64,6 +67,8 @@ let package = Package(
     .target(
       name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    // libcurl for the HTTP(S) and S3 stores; wrappers for its variadic setopt/getinfo.
+    .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
     // The git commit the binary was built from (a string Swift cannot take from the command line).
