@@ -26,6 +26,17 @@ struct MountCommand: ParsableCommand {
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
 
+      Remote images: IMAGE may be rbd:POOL/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or ceph_conf=FILE, \
+      ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's exclusive lock), \
+      s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, s3_region=REGION, \
+      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials with \
+      AWS_PROFILE) or https://… and http://… (read-only; the server must serve byte ranges; \
+      sslverify=off skips TLS verification). --overlay local.qcow2 gives a writable view of a \
+      read-only one. Backing and extent files resolve in the image's own store. Options: \
+      remote_cache=SIZE (in-memory block cache, default 256M), cache_dir=DIR (keep fetched blocks \
+      across mounts), connections=N (parallel requests, default 8), remote_timeout=SECONDS \
+      (default 10), remote_backing (a local image may name a remote backing file).
+
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
       whose format was probed refuses (EPERM) writes that would make it probe as another format; \
@@ -38,7 +49,10 @@ struct MountCommand: ParsableCommand {
       \(ExitCodes.helpText)
       """)
 
-  @Argument(help: "The disk image (\(FormatOption.names); its backing chain is opened too).")
+  @Argument(
+    help:
+      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
+  )
   var image: String
 
   @Argument(help: "An empty directory to mount on.")
