@@ -1,5 +1,11 @@
+import HTTPStore
 import RemoteStore
+import S3Store
 import VDiskCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// The remote stores images may be opened from, by location prefix (`rbd:`, `s3://`, `http://`,
 /// `https://`). A new store is one folder under Sources/Stores, one line in Package.swift's
@@ -11,7 +17,7 @@ public struct StoreRegistry: Sendable {
     self.stores = stores
   }
 
-  public static let standard = StoreRegistry(stores: [])
+  public static let standard = StoreRegistry(stores: [S3Store.self, HTTPStore.self])
 
   /// The store serving `location`, nil for a local path.
   public func store(for location: String) -> (any RemoteStoreKind.Type)? {
@@ -43,6 +49,11 @@ public final class RemoteFiles: Sendable {
       throw VDiskError.unsupported(location, "no store serves this location")
     }
     let object = try store.open(location, writable: writable, options: options)
+    guard !writable || object.isWritable else {
+      throw VDiskError(
+        .readOnly, path: location,
+        "a read-only store; --overlay LOCAL.qcow2 gives a writable view", errno: EROFS)
+    }
     let source = CachedRemoteSource(object, cache: cache, options: options)
     return try ImageFile(source: source, path: location, isWritable: writable)
   }
