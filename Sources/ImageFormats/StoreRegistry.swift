@@ -24,6 +24,11 @@ public struct StoreRegistry: Sendable {
     stores.first { store in store.prefixes.contains { location.hasPrefix($0) } }
   }
 
+  /// Lets every store prepare for the mount's fork into the background.
+  public func prepareForFork() {
+    for store in stores { store.prepareForFork() }
+  }
+
   /// Every prefix the registry serves, for help texts.
   public var prefixes: [String] { stores.flatMap { $0.prefixes } }
 }

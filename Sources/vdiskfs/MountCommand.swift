@@ -171,6 +171,7 @@ struct MountCommand: ParsableCommand {
         remoteConnections: parsed.remote.connections, logger: logger)
     }
     VDiskLogHandler.switchToSyslog()
+    openOptions.stores.prepareForFork()
     do {
       try session.daemonize()
     } catch {
