@@ -61,6 +61,9 @@ public final class BlockCache: @unchecked Sendable {
 
   public var counterValues: Counters { locked { counters } }
 
+  /// Whether no block is being fetched.
+  public var isIdle: Bool { locked { inFlight.isEmpty } }
+
   /// What a reader gets for a block: its bytes, or the duty to fetch it (then `fill` or
   /// `abandon` it, always).
   public enum Lookup {
