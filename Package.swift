@@ -31,6 +31,7 @@ let formatTests = formats.map {
 /// shims it needs) over the block cache of RemoteStore, and one line in ImageFormats'
 /// `StoreRegistry.remote`.
 let stores: [(name: String, folder: String, dependencies: [Target.Dependency])] = [
+  ("RBDStore", "RBD", ["CRBD"]),
   ("HTTPStore", "HTTP", ["CCurl"]),
   ("S3Store", "S3", ["CCurl", "HTTPStore"]),
 ]
@@ -69,6 +70,8 @@ let package = Package(
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
     // libcurl for the HTTP(S) and S3 stores; wrappers for its variadic setopt/getinfo.
     .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
+    // librbd and librados for the RBD store.
+    .target(name: "CRBD", path: "CShims/CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
     // The git commit the binary was built from (a string Swift cannot take from the command line).

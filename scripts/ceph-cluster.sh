@@ -33,6 +33,12 @@ alive() {
   [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
 }
 
+# Whether PID is a process of this cluster (its command line names DIR): a pid in DIR/pids whose
+# daemon died long ago may belong to an unrelated process now.
+ours() {
+  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
+}
+
 # A TCP port nothing listens on now (the kernel picks it).
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -49,15 +55,18 @@ daemon() {
 
 stop_cluster() {
   [ -d "$dir" ] || return 0
-  local pids=()
+  local pids=() pid
   if [ -f "$dir/pids" ]; then
-    while read -r pid _; do pids+=("$pid"); done <"$dir/pids"
+    while read -r pid _; do if ours "$pid"; then pids+=("$pid"); fi; done <"$dir/pids"
   fi
   # The watcher first (it would run stop itself), then the daemons. SIGKILL: everything lives in
   # RAM and DIR, nothing needs a clean shutdown (radosgw takes 10 s to honour SIGTERM).
-  [ -f "$dir/watcher" ] && kill -KILL "$(cat "$dir/watcher")" 2>/dev/null || true
+  if [ -f "$dir/watcher" ]; then
+    pid=$(cat "$dir/watcher")
+    if ours "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
   [ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
-  local deadline=$((SECONDS + 10)) pid left
+  local deadline=$((SECONDS + 10)) left
   while :; do
     left=()
     for pid in "${pids[@]}"; do alive "$pid" && left+=("$pid"); done
@@ -101,6 +110,7 @@ start_cluster() {
 fsid = $fsid
 mon host = [v2:127.0.0.1:$mon2,v1:127.0.0.1:$mon1]
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -170,7 +180,7 @@ EOF
 rgw_stop() {
   local pid name left
   while read -r pid name; do
-    [ "$name" = rgw ] || continue
+    [ "$name" = rgw ] && ours "$pid" || continue
     kill -KILL "$pid" 2>/dev/null || true
     for _ in $(seq 200); do alive "$pid" || break; sleep 0.05; done
     alive "$pid" && { echo "ceph-cluster: radosgw $pid did not die" >&2; return 1; }

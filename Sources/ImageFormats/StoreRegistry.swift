@@ -1,4 +1,5 @@
 import HTTPStore
+import RBDStore
 import RemoteStore
 import S3Store
 import VDiskCore
@@ -17,7 +18,7 @@ public struct StoreRegistry: Sendable {
     self.stores = stores
   }
 
-  public static let standard = StoreRegistry(stores: [S3Store.self, HTTPStore.self])
+  public static let standard = StoreRegistry(stores: [RBDStore.self, S3Store.self, HTTPStore.self])
 
   /// The store serving `location`, nil for a local path.
   public func store(for location: String) -> (any RemoteStoreKind.Type)? {
