@@ -7,7 +7,7 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # Debian packages the build, the tests and the demo need (systemd for systemd-analyze, jq and
 # man-db for the man page, dpkg-dev, binutils (strip) and lintian for `make deb`, passwd for the
 # unprivileged test).
-DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev pkg-config qemu-utils qemu-system-common \
+DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev libcurl4-openssl-dev nginx-light pkg-config qemu-utils qemu-system-common \
         fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux \
         systemd jq man-db dpkg-dev binutils lintian passwd \
         ceph-mon ceph-osd radosgw ceph-common librbd-dev librados-dev curl python3
@@ -35,7 +35,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench fuzz fuzz-short sanitize sanitize-short clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench bench-remote fuzz fuzz-short sanitize sanitize-short clean
 
 all: build
 
@@ -194,6 +194,13 @@ bench: release
 	fi
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	@if [ "$(REMOTE)" != 0 ]; then $(MAKE) --no-print-directory bench-remote; fi
+
+# Remote images (issue 18): S3 (radosgw), HTTP (nginx) and RBD on 127.0.0.1 against
+# qemu-storage-daemon's curl and rbd drivers and the local file. `make bench REMOTE=0` skips it.
+bench-remote: release
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
+	  Benchmarks/remote-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 clean:
 	rm -rf .build $(STATIC) .build-asan .build-tsan vdiskfs_*.deb

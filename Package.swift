@@ -32,6 +32,8 @@ let formatTests = formats.map {
 /// `StoreRegistry.remote`.
 let stores: [(name: String, folder: String, dependencies: [Target.Dependency])] = [
   ("RBDStore", "RBD", ["CRBD"]),
+  ("HTTPStore", "HTTP", ["CCurl"]),
+  ("S3Store", "S3", ["CCurl", "HTTPStore"]),
 ]
 let storeTargets = stores.map { Target.Dependency.target(name: $0.name) }
 let storeLibraries = stores.map {
@@ -66,6 +68,9 @@ let package = Package(
     .target(
       name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    // libcurl for the HTTP(S) and S3 stores; wrappers for its variadic setopt/getinfo.
+    .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
+    // librbd and librados for the RBD store.
     .target(name: "CRBD", path: "CShims/CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
@@ -80,7 +85,7 @@ let package = Package(
     // One target per format: `formatLibraries`, added below.
     // What remote stores share: the object protocol, options, and the block cache that makes a
     // remote object a ByteSource. One target per store: `storeLibraries`, added below.
-    .target(name: "RemoteStore", dependencies: ["VDiskCore", logging], path: "Sources/Stores/Remote"),
+    .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging], path: "Sources/Stores/Remote"),
     // The format and store registries, probing by magic and opening whole backing chains.
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets + storeTargets),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
@@ -91,7 +96,7 @@ let package = Package(
     .executableTarget(
       name: "vdiskfs",
       dependencies: [
-        "VDiskCore", "ImageFormats", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
+        "VDiskCore", "ImageFormats", "RemoteStore", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
       ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.

@@ -257,7 +257,7 @@ test_deb() {
   sed -n 's/^\([EWIPX]: \)/  lintian: \1/p' "$t/build.log"
   ! grep -q '^E: ' "$t/build.log" || fail "lintian errors"
   local depends; depends=$(dpkg-deb -f "$deb" Depends)
-  for dep in libfuse3-3 fuse3 zlib1g libzstd1 libdeflate0 libc6; do
+  for dep in libfuse3-3 fuse3 zlib1g libzstd1 libdeflate0 libc6 librbd1 librados2 libcurl4; do
     grep -qE "(^|, )$dep( |,|$)" <<<"$depends" || fail "Depends lacks $dep: $depends"
   done
   ! grep -qi swift <<<"$depends" || fail "Depends names Swift: $depends"

@@ -6,6 +6,8 @@
 #   scripts/ceph-cluster.sh start DIR [OWNER_PID]   start it; prints the `env` lines
 #   scripts/ceph-cluster.sh env DIR                 CEPH_CONF, AWS_ENDPOINT_URL, keys, as shell lines
 #   scripts/ceph-cluster.sh stop DIR                kill every daemon started in DIR, remove DIR
+#   scripts/ceph-cluster.sh rgw-stop DIR            kill radosgw alone (fault tests)
+#   scripts/ceph-cluster.sh rgw-start DIR           start it again on the same port, wait until it answers
 #
 # `start` writes DIR/ceph.conf, DIR/rgw-endpoint, DIR/env, makes an S3 user (keys below) and an
 # `rbd` pool. With OWNER_PID, a watcher stops the cluster once that process is gone (a test run
@@ -174,7 +176,25 @@ EOF
   print_env
 }
 
+# radosgw alone, for tests of a store that goes away and comes back.
+rgw_stop() {
+  local pid name left
+  while read -r pid name; do
+    [ "$name" = rgw ] && ours "$pid" || continue
+    kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 200); do alive "$pid" || break; sleep 0.05; done
+    alive "$pid" && { echo "ceph-cluster: radosgw $pid did not die" >&2; return 1; }
+  done <"$dir/pids"
+  return 0
+}
+rgw_start() {
+  daemon rgw radosgw -c "$dir/ceph.conf" -n client.rgw
+  wait_for 30 curl -sf -o /dev/null --max-time 1 "$(cat "$dir/rgw-endpoint")/"
+}
+
 case $cmd in
+  rgw-stop) rgw_stop ;;
+  rgw-start) rgw_start ;;
   start)
     dir=$(realpath -m "$dir")
     started=

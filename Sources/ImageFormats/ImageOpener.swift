@@ -1,4 +1,5 @@
 import Logging
+import RemoteStore
 import VDiskCore
 
 #if canImport(Glibc)
@@ -25,8 +26,9 @@ public enum ImageOpener {
   public static let maxResidentMetadata: UInt64 = 512 << 20
 
   public static func open(_ path: String, options: OpenOptions, logger: Logger) throws -> LayerChain {
+    let remote = RemoteFiles(registry: options.stores, options: options.remote)
     // The daemon chdirs to /, so a relative path must be made absolute first.
-    guard let top = LinkedFiles.realPath(path) else {
+    guard let top = remote.isRemote(path) ? path : LinkedFiles.realPath(path) else {
       throw VDiskError(.notFound, path: path, "image does not exist", errno: ENOENT)
     }
 
@@ -41,8 +43,11 @@ public enum ImageOpener {
     while true {
       let isTop = plans.isEmpty
       let writable = isTop && options.writable
-      let file = try ImageFile.open(current.path, writable: writable)
-      if let name = current.name, let child = plans.last?.file.path {
+      let isRemote = remote.isRemote(current.path)
+      let file =
+        try isRemote
+        ? remote.open(current.path, writable: writable) : ImageFile.open(current.path, writable: writable)
+      if !isRemote, let name = current.name, let child = plans.last?.file.path {
         try linked.verifyOpened(file, name: name, what: "backing file", namedBy: child)
       }
       guard seen.insert(FileIdentity(device: file.device, inode: file.inode)).inserted else {
@@ -56,7 +61,13 @@ public enum ImageOpener {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }
       let format = try resolveFormat(file, stated: current.format, registry: options.registry)
-      let context = PlanContext(logger: logger, writable: writable, linkedFiles: linked)
+      var context = PlanContext(logger: logger, writable: writable, linkedFiles: linked)
+      if isRemote {  // extent and data files of a remote image come from its store
+        let image = file.path
+        context.openFile = { path, writable in
+          try remote.open(remote.resolve(path, relativeTo: image), writable: writable)
+        }
+      }
       let probedRaw = current.format == nil && ObjectIdentifier(format) == ObjectIdentifier(RawDriver.self)
       let plan =
         probedRaw
@@ -70,7 +81,9 @@ public enum ImageOpener {
       }
       plans.append(plan)
       guard options.openBacking, let parent = plan.parent else { break }
-      let located = try locate(parent, namedBy: file.path, registry: options.registry, linked: linked)
+      let located = try locate(
+        parent, namedBy: file.path, registry: options.registry, linked: linked, remote: remote,
+        allowRemote: options.allowRemoteBacking)
       current = (located.path, located.format, parent.recordedName)
     }
 
@@ -105,11 +118,22 @@ public enum ImageOpener {
   /// The resolved path of the first existing candidate of `parent` (inside `backing_dir` when
   /// given), with the format its child records. A name that is not a path is refused first.
   private static func locate(
-    _ parent: ParentReference, namedBy image: String, registry: FormatRegistry, linked: LinkedFiles
+    _ parent: ParentReference, namedBy image: String, registry: FormatRegistry, linked: LinkedFiles,
+    remote: RemoteFiles, allowRemote: Bool
   )
     throws -> (path: String, format: (any FormatDriver.Type)?)
   {
-    try LinkedFiles.checkName(parent.recordedName, what: "backing file", namedBy: image)
+    let imageIsRemote = remote.isRemote(image)
+    let namesRemote = remote.isRemote(parent.recordedName)
+    if namesRemote, !imageIsRemote, !allowRemote || linked.directory != nil {
+      throw VDiskError(
+        .notPermitted, path: image,
+        "backing file \"\(parent.recordedName)\" is in a remote store; a local image may name one only with -o remote_backing (and without backing_dir)"
+      )
+    }
+    if !namesRemote {
+      try LinkedFiles.checkName(parent.recordedName, what: "backing file", namedBy: image)
+    }
     var format: (any FormatDriver.Type)?
     if let stated = parent.format {
       guard let known = registry.driver(named: stated) else {
@@ -117,6 +141,9 @@ public enum ImageOpener {
           image, "backing file \"\(parent.recordedName)\" has format \"\(stated)\", which is not supported")
       }
       format = known
+    }
+    if imageIsRemote || namesRemote {
+      return (try locateRemote(parent, namedBy: image, remote: remote), format)
     }
     let existing = parent.candidates.filter { access($0, F_OK) == 0 }
     guard !existing.isEmpty else {
@@ -138,6 +165,30 @@ public enum ImageOpener {
       }
     }
     throw refusal ?? VDiskError(.notPermitted, path: image, "no backing file candidate is allowed")
+  }
+
+  /// The first candidate of `parent` that opens in the store of `image` (or the remote location
+  /// it names). Names of a remote image never lead to local files.
+  private static func locateRemote(_ parent: ParentReference, namedBy image: String, remote: RemoteFiles)
+    throws
+    -> String
+  {
+    let candidates =
+      remote.isRemote(parent.recordedName)
+      ? [parent.recordedName] : parent.candidates.map { remote.resolve($0, relativeTo: image) }
+    var firstError: (any Error)?
+    for candidate in candidates where remote.isRemote(candidate) {
+      do {
+        _ = try remote.open(candidate, writable: false)
+        return candidate
+      } catch let error as VDiskError where error.kind == .notFound {
+        firstError = firstError ?? error
+      }
+    }
+    throw firstError
+      ?? VDiskError(
+        .notFound, path: image, "backing file \"\(parent.recordedName)\" named by \(image) does not exist",
+        errno: ENOENT)
   }
 
   /// A stated format must match the file's magic (raw matches anything); nil means probe.

@@ -1,3 +1,4 @@
+import RemoteStore
 import VDiskCore
 
 /// What to open and how (`--format`, `--cache-size`, whether to open backing files and where
@@ -22,6 +23,13 @@ public struct OpenOptions: Sendable {
   public var lock: Bool = false
   /// The formats probing and format names resolve against (tests may add their own).
   public var registry: FormatRegistry = .standard
+  /// The stores remote locations (`rbd:`, `s3://`, `https://`) open from, and how.
+  public var stores: StoreRegistry = .standard
+  public var remote = RemoteOptions()
+  /// `-o remote_backing`: a local image may name a backing file in a remote store (`s3://…`).
+  /// Off by default: an untrusted image must not make vdiskfs reach out to the network. Names
+  /// inside a remote image always resolve in its own store.
+  public var allowRemoteBacking = false
 
   public init(
     format: (any FormatDriver.Type)? = nil, cacheSize: Int? = nil, openBacking: Bool = true,

@@ -12,9 +12,14 @@ public enum Overlay {
   /// Makes sure `overlay` exists: if missing, creates it as a qcow2 whose backing file is `base`
   /// (recorded by absolute path, with the base's format), sized like the base. An existing
   /// overlay is used as it is.
-  public static func prepare(_ overlay: String, over base: String, logger: Logger) throws {
+  public static func prepare(
+    _ overlay: String, over base: String, options: OpenOptions = OpenOptions(), logger: Logger
+  ) throws {
     if access(overlay, F_OK) == 0 { return }
-    let chain = try ImageOpener.open(base, options: OpenOptions(lock: true), logger: logger)
+    var options = options
+    options.lock = true
+    options.writable = false
+    let chain = try ImageOpener.open(base, options: options, logger: logger)
     let baseLayer = chain.top
     try QCOW2Creator.create(
       at: overlay, virtualSize: baseLayer.virtualSize, backing: baseLayer.file.path,

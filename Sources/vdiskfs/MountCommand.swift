@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ImageFormats
 import Logging
+import RemoteStore
 import VDiskCore
 import VDiskFUSE
 
@@ -25,6 +26,17 @@ struct MountCommand: ParsableCommand {
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
 
+      Remote images: IMAGE may be rbd:POOL/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or ceph_conf=FILE, \
+      ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's exclusive lock), \
+      s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, s3_region=REGION, \
+      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials with \
+      AWS_PROFILE) or https://… and http://… (read-only; the server must serve byte ranges; \
+      sslverify=off skips TLS verification). --overlay local.qcow2 gives a writable view of a \
+      read-only one. Backing and extent files resolve in the image's own store. Options: \
+      remote_cache=SIZE (in-memory block cache, default 256M), cache_dir=DIR (keep fetched blocks \
+      across mounts), connections=N (parallel requests, default 8), remote_timeout=SECONDS \
+      (default 10), remote_backing (a local image may name a remote backing file).
+
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
       whose format was probed refuses (EPERM) writes that would make it probe as another format; \
@@ -37,7 +49,10 @@ struct MountCommand: ParsableCommand {
       \(ExitCodes.helpText)
       """)
 
-  @Argument(help: "The disk image (\(FormatOption.names); its backing chain is opened too).")
+  @Argument(
+    help:
+      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
+  )
   var image: String
 
   @Argument(help: "An empty directory to mount on.")
@@ -100,11 +115,17 @@ struct MountCommand: ParsableCommand {
         code: ExitCodes.usage, message: "force_share needs a read-only mount (-o ro,force_share)")
     }
     let openOptions = try makeOpenOptions(parsed)
+    if !parsed.remote.verifyTLS {
+      logger.warning("sslverify=off: TLS certificates of remote images are not verified")
+    }
     let opened: MountOpening.Opened
     do {
-      let target = try overlayTarget(logger: logger) ?? image
+      var options = openOptions
+      let target = try overlayTarget(options: openOptions, logger: logger) ?? image
+      // The overlay names the base by its location: a remote base is what the user asked for.
+      if overlay != nil, openOptions.stores.store(for: image) != nil { options.allowRemoteBacking = true }
       opened = try MountOpening.open(
-        target, options: openOptions, wantWrite: !readOnly, forceShare: forceShare, logger: logger)
+        target, options: options, wantWrite: !readOnly, forceShare: forceShare, logger: logger)
     } catch let error as VDiskError {
       throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
     }
@@ -145,9 +166,12 @@ struct MountCommand: ParsableCommand {
     }
     let daemonizing = !(foreground || debugging)
     guard daemonizing else {
-      return try serve(session, chain: chain, writable: opened.writable, daemonized: false, logger: logger)
+      return try serve(
+        session, chain: chain, writable: opened.writable, daemonized: false,
+        remoteConnections: parsed.remote.connections, logger: logger)
     }
     VDiskLogHandler.switchToSyslog()
+    openOptions.stores.prepareForFork()
     do {
       try session.daemonize()
     } catch {
@@ -157,14 +181,19 @@ struct MountCommand: ParsableCommand {
     // The forked main thread locks with its parent's thread id (AfterFork says why): serve from a
     // thread of the daemon's own.
     try AfterFork.run {
-      try serve(session, chain: chain, writable: opened.writable, daemonized: true, logger: logger)
+      try serve(
+        session, chain: chain, writable: opened.writable, daemonized: true,
+        remoteConnections: parsed.remote.connections, logger: logger)
     }
   }
 
   /// Serves the mounted session until it is unmounted or signalled, then writes back and unmounts.
   private func serve(
-    _ session: FUSESession, chain: LayerChain, writable: Bool, daemonized: Bool, logger: Logger
+    _ session: FUSESession, chain: LayerChain, writable: Bool, daemonized: Bool, remoteConnections: Int,
+    logger: Logger
   ) throws {
+    // Remote images prefetch on threads of their own, started here: after the fork, if any.
+    FetchWorkers.shared.start(threads: remoteConnections)
     // Under systemd (Type=notify): READY=1 once disk.raw reads, STOPPING=1 when the loop ends.
     let notifier = SystemdNotify.fromEnvironment()
     let served = session.mountpoint ?? mountpoint
@@ -197,9 +226,9 @@ struct MountCommand: ParsableCommand {
   }
 
   /// With `--overlay`: creates the overlay over IMAGE if missing and returns its path.
-  private func overlayTarget(logger: Logger) throws -> String? {
+  private func overlayTarget(options: OpenOptions, logger: Logger) throws -> String? {
     guard let overlay else { return nil }
-    try Overlay.prepare(overlay, over: image, logger: logger)
+    try Overlay.prepare(overlay, over: image, options: options, logger: logger)
     return overlay
   }
 
@@ -208,6 +237,8 @@ struct MountCommand: ParsableCommand {
     openOptions.format = try FormatOption.parse(format ?? parsed.format)
     openOptions.backingDirectory = parsed.backingDirectory
     openOptions.openBacking = !parsed.noBacking
+    openOptions.remote = parsed.remote
+    openOptions.allowRemoteBacking = parsed.remoteBacking
     if let text = cacheSize {
       do {
         openOptions.cacheSize = try MountOptionParser.parseSize(text)

@@ -1,3 +1,5 @@
+import RemoteStore
+
 /// The `-o` options of `vdiskfs IMAGE MNT -o a,b,c` (the form mount.fuse3 and fstab use), split
 /// into what vdiskfs acts on and what goes to libfuse. Unknown options are refused rather than
 /// silently ignored.
@@ -20,6 +22,11 @@ struct ParsedMountOptions: Equatable {
   var backingDirectory: String?
   /// `nobacking`: open the top image only (unallocated ranges read as zeros); read-only.
   var noBacking = false
+  /// How remote images are reached and cached (`ceph_conf`, `ceph_id`, `s3_endpoint`,
+  /// `s3_region`, `sslverify`, `remote_cache`, `cache_dir`, `connections`, `remote_timeout`).
+  var remote = RemoteOptions()
+  /// `remote_backing`: a local image may name a backing file in a remote store.
+  var remoteBacking = false
   /// Passed through to libfuse unchanged (mount flags it understands).
   var passThrough: [String] = []
 }
@@ -54,6 +61,17 @@ enum MountOptionParser {
       case "nosplice": result.noSplice = true
       case "backing_dir": result.backingDirectory = try require(value, key)
       case "nobacking": result.noBacking = true
+      case "ceph_conf": result.remote.cephConf = try require(value, key)
+      case "ceph_id": result.remote.cephID = try require(value, key)
+      case "s3_endpoint": result.remote.s3Endpoint = try require(value, key)
+      case "s3_region": result.remote.s3Region = try require(value, key)
+      case "sslverify": result.remote.verifyTLS = try parseSwitch(try require(value, key), key)
+      case "remote_cache": result.remote.cacheBytes = try parseSize(try require(value, key), option: key)
+      case "cache_dir": result.remote.cacheDirectory = try require(value, key)
+      case "connections": result.remote.connections = try parseCount(try require(value, key), key, 1...64)
+      case "remote_timeout":
+        result.remote.timeoutSeconds = try parseCount(try require(value, key), key, 1...3600)
+      case "remote_backing": result.remoteBacking = true
       case "subtype": result.passThrough.append(option)
       case _ where passThrough.contains(key): result.passThrough.append(option)
       case _ where ignored.contains(key) || key.hasPrefix("x-") || key == "comment": continue
@@ -66,6 +84,23 @@ enum MountOptionParser {
   private static func parseReadAhead(_ text: String) throws(UsageError) -> Int {
     guard let n = Int(text), (0...65536).contains(n) else {
       throw UsageError("read_ahead_kb: '\(text)' is not a number of KiB from 0 to 65536")
+    }
+    return n
+  }
+
+  private static func parseSwitch(_ text: String, _ key: String) throws(UsageError) -> Bool {
+    switch text {
+    case "on", "yes", "true", "1": return true
+    case "off", "no", "false", "0": return false
+    default: throw UsageError("\(key): '\(text)' is not on or off")
+    }
+  }
+
+  private static func parseCount(_ text: String, _ key: String, _ range: ClosedRange<Int>) throws(UsageError)
+    -> Int
+  {
+    guard let n = Int(text), range.contains(n) else {
+      throw UsageError("\(key): '\(text)' is not a number from \(range.lowerBound) to \(range.upperBound)")
     }
     return n
   }

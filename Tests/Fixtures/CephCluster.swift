@@ -107,6 +107,12 @@ public final class CephCluster: Sendable {
     ]
   }
 
+  /// Kills radosgw alone (S3 goes away; the monitor and OSD stay).
+  public func stopGateway() throws { try run(Self.script, ["rgw-stop", directory]) }
+
+  /// Starts radosgw again on its port and waits until it answers.
+  public func startGateway() throws { try run(Self.script, ["rgw-start", directory]) }
+
   // MARK: S3, through the curl CLI (path-style, SigV4)
 
   /// `curl` with SigV4 signing and the payload header radosgw wants; fails on HTTP errors.

@@ -8,7 +8,8 @@ import VDiskCore
 /// block devices only, inside `backing_dir` when given; `nobacking` opens the top alone.
 @Suite struct LinkedFileTests {
   /// Names QEMU would hand to a protocol driver, or parse as JSON: refused with the rule, even
-  /// where a file of that name exists.
+  /// where a file of that name exists; names in a store vdiskfs serves (rbd:, s3://, http(s)://)
+  /// are refused unless the user allows remote backing files.
   @Test(arguments: [
     "nbd:localhost:10809", "nbd://host/export", "http://example.com/base.img", "https:base.img",
     "ssh://user@host/base.img", "rbd:pool/image", "file:base.raw", "gluster+tcp://h/v/i",
@@ -20,9 +21,16 @@ import VDiskCore
     try run("truncate", ["-s", "1M", scratch.file("https:base.img")])
     let top = scratch.file("top.qcow2")
     try Qemu.img("create", "-f", "qcow2", "-u", "-b", name, "-F", "raw", top, "1M")
-    let rule = name.hasPrefix("json:") ? "json: syntax" : "protocol prefix"
-    expectVDiskError(.unsupported, [top, "backing file name", rule, "by path only"]) {
-      _ = try openChain(top)
+    if StoreRegistry.standard.store(for: name) != nil {
+      // A store vdiskfs serves: only with -o remote_backing, never by default.
+      expectVDiskError(.notPermitted, [top, name, "remote store", "remote_backing"]) {
+        _ = try openChain(top)
+      }
+    } else {
+      let rule = name.hasPrefix("json:") ? "json: syntax" : "protocol prefix"
+      expectVDiskError(.unsupported, [top, "backing file name", rule, "by path only"]) {
+        _ = try openChain(top)
+      }
     }
     // `info` of the top alone does not follow the name.
     #expect(try openChain(top, OpenOptions(openBacking: false)).layers.count == 1)

@@ -7,11 +7,13 @@ import Testing
     #expect(RemoteLocation.resolve("base", relativeTo: "rbd:pool/top") == "rbd:pool/base")
     #expect(RemoteLocation.resolve("base", relativeTo: "rbd:pool/top@snap") == "rbd:pool/base")
     #expect(
-      RemoteLocation.resolve("d/e.vmdk", relativeTo: "https://h:8080/a/b.vmdk") == "https://h:8080/a/d/e.vmdk")
+      RemoteLocation.resolve("d/e.vmdk", relativeTo: "https://h:8080/a/b.vmdk") == "https://h:8080/a/d/e.vmdk"
+    )
   }
 
   @Test func absoluteNamesResolveFromTheStoresRoot() {
-    #expect(RemoteLocation.resolve("/x/base.qcow2", relativeTo: "s3://b/vm/top.qcow2") == "s3://b/x/base.qcow2")
+    #expect(
+      RemoteLocation.resolve("/x/base.qcow2", relativeTo: "s3://b/vm/top.qcow2") == "s3://b/x/base.qcow2")
     #expect(RemoteLocation.resolve("/x/base.qcow2", relativeTo: "http://h/vm/top") == "http://h/x/base.qcow2")
     #expect(RemoteLocation.resolve("/var/lib/base", relativeTo: "rbd:pool/top") == "rbd:pool/base")
   }

@@ -8,12 +8,15 @@ struct MountedImage {
 
   /// Runs `vdiskfs IMAGE MNT ARGS…`, which returns once the mount is live. Read-only (`-o ro`)
   /// unless `writable`.
+  /// `environment` is added to the daemon's (credentials of a remote store).
   static func mount(
-    _ image: String, in scratch: Scratch, _ arguments: [String] = [], writable: Bool = false
+    _ image: String, in scratch: Scratch, _ arguments: [String] = [], writable: Bool = false,
+    environment: [String: String] = [:]
   ) throws -> MountedImage {
     let mnt = try scratch.directory("mnt-\(UUID().uuidString.prefix(8))")
     let mode = writable || arguments.contains("-o") ? [] : ["-o", "ro"]
-    try run("timeout", ["60", vdiskfsBinary, image, mnt] + mode + arguments)
+    let variables = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    try run("env", variables + ["timeout", "60", vdiskfsBinary, image, mnt] + mode + arguments)
     let mounted = MountedImage(mountpoint: mnt)
     guard isMounted(mnt) else {
       throw CommandFailed(

@@ -27,15 +27,39 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
   /// The image's size now (it changes with `resize`).
   public var currentSize: UInt64 { size.load(ordering: .acquiring) }
 
-  private let connection: RBDConnection
-  private let image: rbd_image_t
+  /// The librbd handles: opened at `init`, let go of before the mount forks (`release`), and
+  /// opened again on first use in the child (`handle`), where librados' threads do not exist.
+  private let handles: Mutex<RBDConnection?>
+  private let parsed: RBDLocation
+  private let options: RemoteOptions
   private let size: Atomic<UInt64>
+  /// A head read without the lock: another client may resize it, which `fetch` checks.
+  private let sizeMayChange: Bool
 
   /// librbd reads and writes at most this much per call (its length results are `ssize_t`,
   /// some paths count in `int`).
   private static let chunk = 64 << 20
 
   init(_ parsed: RBDLocation, location: String, writable: Bool, options: RemoteOptions) throws(VDiskError) {
+    let opened = try Self.connect(parsed, location: location, writable: writable, options: options)
+    self.location = location
+    self.parsed = parsed
+    self.options = options
+    handles = Mutex(opened.connection)
+    version = RemoteVersion(size: opened.size, tag: opened.tag)
+    size = Atomic(opened.size)
+    parallelism = max(1, options.connections)
+    isWritable = writable
+    sizeMayChange = !writable && parsed.snapshot == nil
+    RBDStore.live.withLock { $0[ObjectIdentifier(self)] = WeakObject(self) }
+  }
+
+  deinit { RBDStore.live.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(self)) } }
+
+  /// Connects, opens the image (or snapshot) and, writable, takes the exclusive lock.
+  private static func connect(
+    _ parsed: RBDLocation, location: String, writable: Bool, options: RemoteOptions
+  ) throws(VDiskError) -> (connection: RBDConnection, size: UInt64, tag: String) {
     let readOnly = !writable || parsed.snapshot != nil
     let connection = try RBDConnection(
       pool: parsed.pool, location: location, options: options, readOnly: readOnly)
@@ -81,21 +105,37 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     guard bytes <= UInt64(Int64.max) else {
       throw VDiskError(.corrupt, path: location, "librbd reports an image size of \(bytes) bytes")
     }
-    let id = try Self.imageID(handle, location: location)
-    if writable { try Self.takeExclusiveLock(connection, handle, location: location) }
+    let id = try imageID(handle, location: location)
+    if writable { try takeExclusiveLock(connection, handle, location: location) }
+    return (connection, bytes, "rbd:\(id)@\(snapshotTag)")
+  }
 
-    self.location = location
-    self.connection = connection
-    self.image = handle
-    version = RemoteVersion(size: bytes, tag: "rbd:\(id)@\(snapshotTag)")
-    size = Atomic(bytes)
-    parallelism = max(1, options.connections)
-    isWritable = writable
+  /// Closes the handles (releasing the exclusive lock): called before the mount forks.
+  func release() { handles.withLock { $0 = nil } }
+
+  /// The open image, reconnecting after `release` to the same image (same id and snapshot, and
+  /// for a writable head the lock again). A failed reconnect is transient: the next call tries again.
+  private func handle() throws -> rbd_image_t {
+    try handles.withLock { connection in
+      if let image = connection?.image { return image }
+      let opened: (connection: RBDConnection, size: UInt64, tag: String)
+      do {
+        opened = try Self.connect(parsed, location: location, writable: isWritable, options: options)
+      } catch {
+        throw RemoteFailure(.transient, location: location, "reconnecting: \(error)")
+      }
+      guard opened.tag == version.tag, let image = opened.connection.image else {
+        throw RemoteFailure(.changed, location: location, "the image was replaced (now \(opened.tag))")
+      }
+      connection = opened.connection
+      return image
+    }
   }
 
   public func fetch(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws -> Int {
     let end = currentSize
     guard offset < end, let base = buffer.baseAddress else { return 0 }
+    let image = try handle()
     let count = Int(min(UInt64(buffer.count), end - offset))
     var done = 0
     while done < count {
@@ -123,6 +163,7 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
         "a write of \(buffer.count) bytes at \(offset) passes the image's end (\(currentSize) bytes)")
     }
     guard let base = buffer.baseAddress else { return }
+    let image = try handle()
     var done = 0
     while done < buffer.count {
       let length = min(buffer.count - done, Self.chunk)
@@ -139,7 +180,7 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
 
   public func flush() throws {
     guard isWritable else { return }
-    let flushed = rbd_flush(image)
+    let flushed = rbd_flush(try handle())
     guard flushed == 0 else { throw rbdFailure(flushed, location: location, "flushing") }
   }
 
@@ -148,7 +189,7 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     guard newSize <= UInt64(Int64.max) else {
       throw RemoteFailure(.final(.invalidArgument), location: location, "cannot resize to \(newSize) bytes")
     }
-    let resized = rbd_resize(image, newSize)
+    let resized = rbd_resize(try handle(), newSize)
     guard resized == 0 else { throw rbdFailure(resized, location: location, "resizing to \(newSize) bytes") }
     size.store(newSize, ordering: .releasing)
   }

@@ -1,4 +1,5 @@
 import RemoteStore
+import Synchronization
 import VDiskCore
 
 /// Ceph RBD images: `rbd:POOL/IMAGE[@SNAP]` through librbd. The cluster comes from
@@ -13,4 +14,21 @@ public struct RBDStore: RemoteStoreKind {
   {
     try RBDObject(RBDLocation(location), location: location, writable: writable, options: options)
   }
+
+  /// librados runs threads of its own, which do not survive the mount's fork: every open image
+  /// lets go of its handles (and its exclusive lock) here and reconnects in the child on first use.
+  public static func prepareForFork() {
+    let objects = live.withLock { $0.values.compactMap(\.object) }
+    for object in objects { object.release() }
+  }
+
+  /// Every open RBD object, for `prepareForFork`.
+  static let live = Mutex<[ObjectIdentifier: WeakObject]>([:])
+}
+
+/// A weak reference to an open object (the registry must not keep objects alive).
+struct WeakObject: @unchecked Sendable {
+  // @unchecked: the reference is only read under `RBDStore.live`'s lock or after.
+  weak var object: RBDObject?
+  init(_ object: RBDObject) { self.object = object }
 }

@@ -18,9 +18,16 @@ public protocol RemoteStoreKind: Sendable {
   /// is `s3://b/vm/base.qcow2`). The default does that, and takes an absolute name from the
   /// store's root (`s3://b` + `/vm/base.qcow2`).
   static func resolve(_ name: String, relativeTo location: String) -> String
+
+  /// Called just before the mount forks into the background. A store whose client runs threads
+  /// of its own (librados) must let go of them here, so that its objects reconnect in the child
+  /// on first use: threads do not survive `fork`. The default does nothing (curl needs nothing).
+  static func prepareForFork()
 }
 
 extension RemoteStoreKind {
+  public static func prepareForFork() {}
+
   public static func resolve(_ name: String, relativeTo location: String) -> String {
     RemoteLocation.resolve(name, relativeTo: location)
   }

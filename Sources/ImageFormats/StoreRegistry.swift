@@ -1,0 +1,75 @@
+import HTTPStore
+import RBDStore
+import RemoteStore
+import S3Store
+import VDiskCore
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The remote stores images may be opened from, by location prefix (`rbd:`, `s3://`, `http://`,
+/// `https://`). A new store is one folder under Sources/Stores, one line in Package.swift's
+/// `stores` and one line here.
+public struct StoreRegistry: Sendable {
+  public var stores: [any RemoteStoreKind.Type]
+
+  public init(stores: [any RemoteStoreKind.Type]) {
+    self.stores = stores
+  }
+
+  public static let standard = StoreRegistry(stores: [RBDStore.self, S3Store.self, HTTPStore.self])
+
+  /// The store serving `location`, nil for a local path.
+  public func store(for location: String) -> (any RemoteStoreKind.Type)? {
+    stores.first { store in store.prefixes.contains { location.hasPrefix($0) } }
+  }
+
+  /// Lets every store prepare for the mount's fork into the background.
+  public func prepareForFork() {
+    for store in stores { store.prepareForFork() }
+  }
+
+  /// Every prefix the registry serves, for help texts.
+  public var prefixes: [String] { stores.flatMap { $0.prefixes } }
+}
+
+/// Opens remote files of one chain: each object through its store, as a `CachedRemoteSource`
+/// over one block cache for the whole chain.
+public final class RemoteFiles: Sendable {
+  public let registry: StoreRegistry
+  public let options: RemoteOptions
+  public let cache: BlockCache
+
+  public init(registry: StoreRegistry, options: RemoteOptions) {
+    self.registry = registry
+    self.options = options
+    cache = BlockCache(budget: options.cacheBytes)
+  }
+
+  public func isRemote(_ location: String) -> Bool { registry.store(for: location) != nil }
+
+  /// Opens `location` (which `isRemote`) as an image file named by its location.
+  public func open(_ location: String, writable: Bool) throws -> ImageFile {
+    guard let store = registry.store(for: location) else {
+      throw VDiskError.unsupported(location, "no store serves this location")
+    }
+    let object = try store.open(location, writable: writable, options: options)
+    guard !writable || object.isWritable else {
+      throw VDiskError(
+        .readOnly, path: location,
+        "a read-only store; --overlay LOCAL.qcow2 gives a writable view", errno: EROFS)
+    }
+    let source = CachedRemoteSource(object, cache: cache, options: options)
+    return try ImageFile(source: source, path: location, isWritable: writable)
+  }
+
+  /// `name`, recorded by the image at `image`, resolved where that image lives: a remote image's
+  /// names (relative or absolute) resolve in its store; a local image's are local paths, or
+  /// remote locations as they stand.
+  public func resolve(_ name: String, relativeTo image: String) -> String {
+    if isRemote(name) { return name }
+    guard let store = registry.store(for: image) else { return PlanContext.resolve(name, relativeTo: image) }
+    return store.resolve(name, relativeTo: image)
+  }
+}

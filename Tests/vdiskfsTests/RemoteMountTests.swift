@@ -1,0 +1,203 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Images mounted by the real binary from S3 (the test cluster's radosgw) and HTTP (nginx), each
+/// compared with `qemu-img convert -O raw` of the local file.
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct RemoteMountTests {
+  /// Uploads every file in `scratch` to `bucket`, keyed by its absolute path without the leading
+  /// `/`, so that names the images record (relative or absolute) resolve in the bucket.
+  static func upload(_ scratch: Scratch, to bucket: String, in cluster: CephCluster) throws {
+    for name in try FileManager.default.contentsOfDirectory(atPath: scratch.path) {
+      let path = scratch.file(name)
+      var isDirectory: ObjCBool = false
+      guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue
+      else { continue }
+      try cluster.putObject(bucket: bucket, key: String(path.dropFirst()), file: path)
+    }
+  }
+
+  static func s3Location(_ bucket: String, _ path: String) -> String { "s3://\(bucket)\(path)" }
+
+  /// Reads `count` bytes at `offset` of `file` with O_DIRECT (past the page cache, to the daemon).
+  static func directRead(_ file: String, offset: Int, count: Int) -> (status: Int32, bytes: [UInt8]) {
+    let fd = open(file, O_RDONLY | 0o40000)  // O_DIRECT on x86-64
+    guard fd >= 0 else { return (errno, []) }
+    defer { close(fd) }
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: count, alignment: 4096)
+    defer { buffer.deallocate() }
+    let n = pread(fd, buffer, count, off_t(offset))
+    guard n >= 0 else { return (errno, []) }
+    return (0, [UInt8](UnsafeRawBufferPointer(start: buffer, count: n)))
+  }
+
+  @Test(arguments: MountMatrixTests.formatFixtures + MountMatrixTests.fixtures.prefix(3))
+  func everyFormatMountsFromS3(_ fixture: MountMatrixTests.Fixture) throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-matrix")
+    defer { scratch.remove() }
+    let image = try fixture.make(scratch)
+    let bucket = "matrix-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    try Self.upload(scratch, to: bucket, in: cluster)
+    let oracle = try Qemu.rawFile(of: image, format: fixture.format, scratch: scratch)
+    let mounted = try MountedImage.mount(
+      Self.s3Location(bucket, image), in: scratch, environment: cluster.environment)
+    defer { mounted.unmount() }
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    #expect(try statFile(mounted.diskRaw).st_size == statFile(oracle).st_size)
+  }
+
+  @Test func aChainAndASplitVMDKMountOverHTTP() throws {
+    let scratch = try Scratch("http-mount")
+    defer { scratch.remove() }
+    let server = try NginxServer()
+    defer { server.stop() }
+    let base = server.root + "/base.qcow2"
+    try Qemu.create(base, size: "16M")
+    try Qemu.io(base, ["write -P 0x11 0 8M"])
+    let top = server.root + "/top.qcow2"
+    try Qemu.create(top, size: "16M", backing: "base.qcow2", backingFormat: "qcow2")
+    try Qemu.io(top, ["write -P 0x22 4M 1M"])
+    let split = server.root + "/split.vmdk"
+    try Qemu.create(split, format: "vmdk", size: "12M", options: ["subformat=twoGbMaxExtentFlat"])
+    try Qemu.io(split, format: "vmdk", ["write -P 0x33 1M 3M"])
+    for (name, image, format) in [("top.qcow2", top, "qcow2"), ("split.vmdk", split, "vmdk")] {
+      let oracle = try Qemu.rawFile(of: image, format: format, scratch: scratch)
+      let mounted = try MountedImage.mount(server.url(name), in: scratch)
+      defer { mounted.unmount() }
+      #expect(try compareFiles(mounted.diskRaw, oracle) == nil, "\(name)")
+    }
+  }
+
+  @Test func aLocalOverlayOverAnS3BaseIsWritableAndTheBaseIsNeverWritten() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-overlay")
+    defer { scratch.remove() }
+    let base = scratch.file("base.qcow2")
+    try Qemu.create(base, size: "16M")
+    try Qemu.io(base, ["write -P 0x44 0 16M"])
+    let bucket = "overlay-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    try cluster.putObject(bucket: bucket, key: "base.qcow2", file: base)
+    let location = "s3://\(bucket)/base.qcow2"
+    let overlay = scratch.file("overlay.qcow2")
+    do {
+      let mounted = try MountedImage.mount(
+        location, in: scratch, ["--overlay", overlay], writable: true, environment: cluster.environment)
+      defer { mounted.unmount() }
+      try run(
+        "dd", ["if=/dev/zero", "of=\(mounted.diskRaw)", "bs=64k", "seek=16", "count=4", "conv=notrunc,fsync"])
+    }
+    // The overlay names the remote base; a plain mount of it needs -o remote_backing.
+    let refused = try run(
+      "env",
+      cluster.environment.map { "\($0.key)=\($0.value)" } + [
+        vdiskfsBinary, overlay, scratch.path, "-o", "ro",
+      ],
+      check: false)
+    #expect(refused.status != 0)
+    #expect(refused.stderr.contains("remote_backing"), "\(refused.stderr)")
+    let expected = scratch.file("expected.qcow2")
+    try Qemu.create(expected, size: "16M")
+    try Qemu.io(expected, ["write -P 0x44 0 16M", "write -z 1M 256k"])
+    do {
+      let mounted = try MountedImage.mount(
+        overlay, in: scratch, ["-o", "ro,remote_backing"], environment: cluster.environment)
+      defer { mounted.unmount() }
+      #expect(try compareFiles(mounted.diskRaw, try Qemu.rawFile(of: expected, scratch: scratch)) == nil)
+    }
+    // QEMU's judgment: point the overlay at a local copy of the base.
+    _ = try Qemu.img("rebase", "-u", "-b", base, "-F", "qcow2", overlay)
+    _ = try Qemu.img("check", overlay)
+    _ = try Qemu.img("compare", overlay, expected)
+    let stored = scratch.file("stored.qcow2")
+    try cluster.getObject(bucket: bucket, key: "base.qcow2", to: stored)
+    #expect(try compareFiles(stored, base) == nil)
+  }
+
+  @Test func missingBucketsKeysAndRefusedCredentialsFailWithOneClearMessage() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-errors")
+    defer { scratch.remove() }
+    let bucket = "errors-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    func attempt(_ location: String, _ environment: [String: String]) throws -> CommandResult {
+      try run(
+        "env",
+        environment.map { "\($0.key)=\($0.value)" } + [
+          "timeout", "60", vdiskfsBinary, location, scratch.path,
+        ],
+        check: false)
+    }
+    let noBucket = try attempt("s3://no-such-bucket-\(bucket)/a.qcow2", cluster.environment)
+    #expect(noBucket.status == 3)
+    #expect(noBucket.stderr.contains("bucket"), "\(noBucket.stderr)")
+    let noKey = try attempt("s3://\(bucket)/missing.qcow2", cluster.environment)
+    #expect(noKey.status == 3)
+    #expect(noKey.stderr.contains("missing.qcow2"), "\(noKey.stderr)")
+    var wrong = cluster.environment
+    wrong["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    let refused = try attempt("s3://\(bucket)/missing.qcow2", wrong)
+    #expect(refused.status == 1)
+    #expect(refused.stderr.contains("credentials refused"), "\(refused.stderr)")
+    var unreachable = cluster.environment
+    unreachable["AWS_ENDPOINT_URL"] = "http://127.0.0.1:\(try NginxServer.freePort())"
+    let start = Date()
+    let down = try attempt("s3://\(bucket)/a.qcow2", unreachable)
+    #expect(down.status == 1)
+    #expect(Date().timeIntervalSince(start) < 30)
+    for r in [noBucket, noKey, refused, down] {
+      #expect(r.stderr.split(separator: "\n").count == 1, "one line: \(r.stderr)")
+    }
+  }
+
+  @Test func aStoppedGatewayFailsThatReadAndTheMountResumesWhenItIsBack() throws {
+    let cluster = try CephCluster.start()
+    defer { try? cluster.stop() }
+    let scratch = try Scratch("s3-gateway")
+    defer { scratch.remove() }
+    let raw = scratch.file("disk.raw")
+    try Data((0..<(32 << 20)).map { UInt8(truncatingIfNeeded: $0 >> 12) }).write(
+      to: URL(fileURLWithPath: raw))
+    try cluster.createBucket("fault")
+    try cluster.putObject(bucket: "fault", key: "disk.raw", file: raw)
+    let mounted = try MountedImage.mount(
+      "s3://fault/disk.raw", in: scratch, ["-o", "ro,format=raw,remote_timeout=2"],
+      environment: cluster.environment)
+    defer { mounted.unmount() }
+    let expected = try [UInt8](Data(contentsOf: URL(fileURLWithPath: raw)))
+    #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 65536).bytes == Array(expected[0..<65536]))
+    try cluster.stopGateway()
+    let failed = Self.directRead(mounted.diskRaw, offset: 24 << 20, count: 65536)
+    #expect(failed.status == EIO)
+    #expect(isMounted(mounted.mountpoint))
+    try cluster.startGateway()
+    let again = Self.directRead(mounted.diskRaw, offset: 24 << 20, count: 65536)
+    #expect(again.status == 0)
+    #expect(again.bytes == Array(expected[(24 << 20)..<((24 << 20) + 65536)]))
+  }
+
+  @Test func anObjectReplacedWhileMountedFailsReadsRatherThanMixingVersions() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-replaced")
+    defer { scratch.remove() }
+    let bucket = "replaced-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    let raw = scratch.file("disk.raw")
+    try Data([UInt8](repeating: 0x55, count: 8 << 20)).write(to: URL(fileURLWithPath: raw))
+    try cluster.putObject(bucket: bucket, key: "disk.raw", file: raw)
+    let mounted = try MountedImage.mount(
+      "s3://\(bucket)/disk.raw", in: scratch, ["-o", "ro,format=raw"], environment: cluster.environment)
+    defer { mounted.unmount() }
+    #expect(
+      Self.directRead(mounted.diskRaw, offset: 0, count: 4096).bytes == [UInt8](repeating: 0x55, count: 4096))
+    try Data([UInt8](repeating: 0x66, count: 8 << 20)).write(to: URL(fileURLWithPath: raw))
+    try cluster.putObject(bucket: bucket, key: "disk.raw", file: raw)
+    #expect(Self.directRead(mounted.diskRaw, offset: 6 << 20, count: 4096).status == EIO)
+    // Cached bytes of the old version are not served either.
+    #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 4096).status == EIO)
+    #expect(isMounted(mounted.mountpoint))
+  }
+}
