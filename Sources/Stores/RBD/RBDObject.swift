@@ -33,8 +33,6 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
   private let parsed: RBDLocation
   private let options: RemoteOptions
   private let size: Atomic<UInt64>
-  /// A head read without the lock: another client may resize it, which `fetch` checks.
-  private let sizeMayChange: Bool
 
   /// librbd reads and writes at most this much per call (its length results are `ssize_t`,
   /// some paths count in `int`).
@@ -50,7 +48,6 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     size = Atomic(opened.size)
     parallelism = max(1, options.connections)
     isWritable = writable
-    sizeMayChange = !writable && parsed.snapshot == nil
     RBDStore.live.withLock { $0[ObjectIdentifier(self)] = WeakObject(self) }
   }
 
