@@ -36,8 +36,8 @@ main() {
   # Every module folder whose code uses Mutex has TSanMutex.swift (else TSan would see an
   # uninstrumented lock there and report false races, or worse, we would suppress real ones).
   missing=()
-  for dir in Sources/*/ Sources/Formats/*/ Tests/*/; do
-    [ "$dir" = Sources/Formats/ ] && continue
+  for dir in Sources/*/ Sources/Formats/*/ Sources/Stores/*/ Tests/*/; do
+    [ "$dir" = Sources/Formats/ ] || [ "$dir" = Sources/Stores/ ] && continue
     if grep -lqE '\bMutex(<|\()' "$dir"*.swift 2>/dev/null && [ ! -e "${dir}TSanMutex.swift" ]; then
       missing+=("$dir")
     fi

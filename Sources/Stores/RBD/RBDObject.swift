@@ -44,7 +44,7 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     self.parsed = parsed
     self.options = options
     handles = Mutex(opened.connection)
-    version = RemoteVersion(size: opened.size, tag: opened.tag)
+    version = RemoteVersion(size: opened.size, tag: opened.tag, identifiesContent: parsed.snapshot != nil)
     size = Atomic(opened.size)
     parallelism = max(1, options.connections)
     isWritable = writable

@@ -53,7 +53,7 @@ public final class CachedRemoteSource: ByteSource {
     state = Mutex(State(size: object.version.size))
     let logger = self.logger
     persistent =
-      object.isWritable
+      object.isWritable || !object.version.identifiesContent
       ? nil
       : options.cacheDirectory.flatMap {
         PersistentBlocks.open(for: object, in: $0, blockSize: cache.blockSize, logger: logger)

@@ -44,10 +44,14 @@ public struct RemoteVersion: Hashable, Sendable {
   public var size: UInt64
   /// ETag, or RBD image id and snapshot id; never empty.
   public var tag: String
+  /// Whether the tag names this content and no other (an ETag, an RBD snapshot). An RBD image
+  /// head's tag does not (another client may write it): its blocks are not kept in `cache_dir`.
+  public var identifiesContent: Bool
 
-  public init(size: UInt64, tag: String) {
+  public init(size: UInt64, tag: String, identifiesContent: Bool = true) {
     self.size = size
     self.tag = tag
+    self.identifiesContent = identifiesContent
   }
 }
 
