@@ -41,11 +41,12 @@ log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 now_ns() { date +%s%N; }
 
 cleanup() {
+  [ "$BASHPID" = "$$" ] || return 0 # not in a command substitution's subshell
   set +e
   mountpoint -q "$work/fs" && umount "$work/fs"
   [ -n "$loop" ] && losetup -d "$loop"
   mountpoint -q "$work/mnt" && fusermount3 -u "$work/mnt"
-  [ -n "$qsd_pid" ] && { kill -TERM "$qsd_pid"; wait "$qsd_pid"; }
+  [ -n "$qsd_pid" ] && qsd_stop
   [ -n "$nginx_pid" ] && { kill -TERM "$nginx_pid"; wait "$nginx_pid" 2>/dev/null; }
   "$repo/scripts/ceph-cluster.sh" stop "$work/ceph" >/dev/null 2>&1
   pkill -f "^$VDISKFS .*$work/mnt" 2>/dev/null
@@ -137,13 +138,25 @@ read_one_file() { # disk.raw → the md5 of one.bin, through a loop device and t
   [ "$sum" = "$one_sum" ] || { echo "one.bin read wrong: $sum != $one_sum" >&2; exit 1; }
 }
 drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
-dd_mbps() { dd if="$1" of=/dev/null bs=1M 2>&1 | awk '/copied/ { for (i=1;i<=NF;i++) if ($i=="s,") printf "%.0f\n", $1/$(i-1)/1e6 }'; }
+# MB/s of one sequential read, or "failed" (an error, or no end within DD_TIMEOUT seconds).
+dd_mbps() {
+  local out
+  out=$(timeout "${DD_TIMEOUT:-600}" dd if="$1" of=/dev/null bs=1M 2>&1) || { echo failed; return 0; }
+  awk '/copied/ { for (i=1;i<=NF;i++) if ($i=="s,") printf "%.0f\n", $1/$(i-1)/1e6 }' <<<"$out"
+}
 fio_iops() {
   fio --name=r --filename="$1" --rw=randread --bs=4k --direct=1 --ioengine=psync --numjobs=1 \
     --time_based --runtime="$FIO_TIME" --size="${SIZE_MB}M" --randrepeat=0 \
     --output-format=terse --terse-version=3 2>/dev/null | awk -F';' '{ print $8 }'
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# The median of numbers on stdin; "failed (k of n)" when some runs failed.
+median() {
+  local values failed
+  values=$(cat)
+  failed=$(grep -c '^failed' <<<"$values" || true)
+  if [ "$failed" -gt 0 ]; then echo "failed ($failed of $(wc -l <<<"$values"))"; return; fi
+  sort -n <<<"$values" | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 ms_since() { echo $(( ($(now_ns) - $1) / 1000000 )); }
 
 one_file() {
@@ -175,7 +188,14 @@ qsd_mount() { # blockdev options of the protocol node
   qsd_pid=$!
   wait_readable "$work/qsd/disk.raw"
 }
-qsd_stop() { kill -TERM "$qsd_pid"; wait "$qsd_pid" 2>/dev/null || true; qsd_pid=""; }
+qsd_stop() { # SIGTERM; a daemon stuck in a request gets SIGKILL after 10 s, and its mount goes
+  kill -TERM "$qsd_pid" 2>/dev/null
+  for _ in $(seq 100); do kill -0 "$qsd_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$qsd_pid" 2>/dev/null || true
+  wait "$qsd_pid" 2>/dev/null || true
+  mountpoint -q "$work/qsd/disk.raw" && umount -l "$work/qsd/disk.raw"
+  qsd_pid=""
+}
 
 sequential() { # → seq_<name> medians in MB/s
   local name location
@@ -234,7 +254,9 @@ log "2/3 sequential reads"
 sequential
 log "3/3 random reads, warm cache"
 random_warm
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { # a / b, or n/a when either failed
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'
+}
 {
   echo "# vdiskfs remote images: $stamp"
   echo
