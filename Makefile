@@ -68,6 +68,8 @@ test: deps
 	rm -f $$log; \
 	left=$$(awk '$$3 ~ /^fuse/ && $$2 ~ /vdiskfs-/ {print $$2}' /proc/mounts); \
 	if [ -n "$$left" ]; then echo "make test: mounts left behind: $$left"; status=1; fi; \
+	for i in $$(seq 50); do left=$$(pgrep -af '/tmp/vdiskfs[-]' || true); [ -z "$$left" ] && break; sleep 0.1; done; \
+	if [ -n "$$left" ]; then echo "make test: processes left behind (Ceph, nginx, vdiskfs): $$left"; status=1; fi; \
 	exit $$status
 	$(MAKE) --no-print-directory test-install
 	$(MAKE) --no-print-directory fuzz-short
@@ -199,6 +201,12 @@ bench: release
 # Remote images (issue 18): S3 (radosgw), HTTP (nginx) and RBD on 127.0.0.1 against
 # qemu-storage-daemon's curl and rbd drivers and the local file. `make bench REMOTE=0` skips it.
 bench-remote: release
+	@missing=$$(for p in fio qemu-block-extra openssl; do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing: $$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  Benchmarks/remote-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
