@@ -58,7 +58,8 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_servers() {
   log "starting the Ceph cluster (monitor, memstore OSD, radosgw)"
-  "$repo/scripts/ceph-cluster.sh" start "$work/ceph" $$ >/dev/null
+  # The bucket and the RBD pool each hold the image, in the OSD's RAM.
+  CEPH_MEMSTORE_MB=$((SIZE_MB * 3 + 1024)) "$repo/scripts/ceph-cluster.sh" start "$work/ceph" $$ >/dev/null
   eval "$("$repo/scripts/ceph-cluster.sh" env "$work/ceph" | sed 's/^/export /')"
   local port
   port=$(free_port)

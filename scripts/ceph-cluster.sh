@@ -18,7 +18,8 @@ set -euo pipefail
 
 ACCESS_KEY=vdiskfstestaccess
 SECRET_KEY=vdiskfstestsecret0123456789
-MEMSTORE_BYTES=$((1536 << 20))
+# The OSD keeps everything in RAM: CEPH_MEMSTORE_MB (1536) is all the cluster can hold.
+MEMSTORE_BYTES=$((${CEPH_MEMSTORE_MB:-1536} << 20))
 
 usage() { echo "usage: $0 start|stop|env DIR [OWNER_PID]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
