@@ -87,7 +87,9 @@ let package = Package(
     // remote object a ByteSource. One target per store: `storeLibraries`, added below.
     .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging], path: "Sources/Stores/Remote"),
     // The format and store registries, probing by magic and opening whole backing chains.
-    .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets + storeTargets),
+    .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets),
+    // The list of stores the CLI serves (`StoreRegistry.standard`): one line per store.
+    .target(name: "RemoteStores", dependencies: ["RemoteStore"] + storeTargets, path: "Sources/Stores/Registry"),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
@@ -96,7 +98,8 @@ let package = Package(
     .executableTarget(
       name: "vdiskfs",
       dependencies: [
-        "VDiskCore", "ImageFormats", "RemoteStore", "QCOW2", "VDiskFUSE", "CBuildInfo", argumentParser, logging,
+        "VDiskCore", "ImageFormats", "RemoteStore", "RemoteStores", "QCOW2", "VDiskFUSE", "CBuildInfo",
+        argumentParser, logging,
       ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
@@ -107,9 +110,11 @@ let package = Package(
       path: "Tests/FuzzHarness"),
     .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
-    .testTarget(name: "RemoteStoreTests", dependencies: ["RemoteStore", "VDiskCore", "ImageFormats", "TestSupport"] + storeTargets),
+    .testTarget(name: "RemoteStoreTests", dependencies: ["RemoteStore", "RemoteStores", "VDiskCore", "ImageFormats", "TestSupport"] + storeTargets),
     // One test target per format: `formatTests`, added below.
-    .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "VDiskCore", "TestSupport"] + formatTargets),
+    .testTarget(
+      name: "ImageFormatsTests",
+      dependencies: ["ImageFormats", "RemoteStore", "RemoteStores", "VDiskCore", "TestSupport"] + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(

@@ -40,9 +40,11 @@ let package = Package(
       linkerSettings: [.linkedLibrary("fuse3")]),
     .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
+    .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging]),
     .target(
       name: "ImageFormats",
-      dependencies: ["VDiskCore", logging] + formatNames.map { Target.Dependency.target(name: $0) }),
+      dependencies: ["VDiskCore", "RemoteStore", logging]
+        + formatNames.map { Target.Dependency.target(name: $0) }),
 
     // `FUSECeiling FILE MOUNTPOINT`: a minimal libfuse server over a raw file (bench.sh's
     // transport ceiling).

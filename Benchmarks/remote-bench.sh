@@ -30,6 +30,10 @@ if [ "${QUICK:-0}" = 1 ]; then
 else
   SIZE_MB=${SIZE_MB:-2048} RUNS=${RUNS:-3} FIO_TIME=${FIO_TIME:-10}
 fi
+# A peer's sequential read that has not ended after PEER_TIMEOUT seconds counts as failed (QEMU
+# 7.2's curl driver here stops making progress with parallel requests: connections sit in
+# CLOSE-WAIT and the read never completes).
+PEER_TIMEOUT=${PEER_TIMEOUT:-$((SIZE_MB / 8 + 30))}
 [ "$(id -u)" = 0 ] || { echo "remote-bench.sh needs root (FUSE mounts, loop devices)" >&2; exit 1; }
 
 work=$(mktemp -d /var/tmp/vdiskfs-remote-bench.XXXXXX)
@@ -40,12 +44,14 @@ loop="" qsd_pid="" nginx_pid=""
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 now_ns() { date +%s%N; }
 
+is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/mounts; } # a file too
+
 cleanup() {
   [ "$BASHPID" = "$$" ] || return 0 # not in a command substitution's subshell
   set +e
-  mountpoint -q "$work/fs" && umount "$work/fs"
+  is_mounted "$work/fs" && umount "$work/fs"
   [ -n "$loop" ] && losetup -d "$loop"
-  mountpoint -q "$work/mnt" && fusermount3 -u "$work/mnt"
+  is_mounted "$work/mnt" && fusermount3 -u "$work/mnt"
   [ -n "$qsd_pid" ] && qsd_stop
   [ -n "$nginx_pid" ] && { kill -TERM "$nginx_pid"; wait "$nginx_pid" 2>/dev/null; }
   "$repo/scripts/ceph-cluster.sh" stop "$work/ceph" >/dev/null 2>&1
@@ -194,7 +200,7 @@ qsd_stop() { # SIGTERM; a daemon stuck in a request gets SIGKILL after 10 s, and
   for _ in $(seq 100); do kill -0 "$qsd_pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$qsd_pid" 2>/dev/null || true
   wait "$qsd_pid" 2>/dev/null || true
-  mountpoint -q "$work/qsd/disk.raw" && umount -l "$work/qsd/disk.raw"
+  is_mounted "$work/qsd/disk.raw" && umount -l "$work/qsd/disk.raw"
   qsd_pid=""
 }
 
@@ -215,11 +221,11 @@ sequential() { # → seq_<name> medians in MB/s
     done
     drop
     qsd_mount "driver=http,url=$http_url/img.qcow2"
-    runs_qsd_http+=("$(dd_mbps "$work/qsd/disk.raw")")
+    runs_qsd_http+=("$(DD_TIMEOUT=$PEER_TIMEOUT dd_mbps "$work/qsd/disk.raw")")
     qsd_stop
     drop
     qsd_mount "driver=rbd,pool=rbd,image=img-qcow2,conf=$CEPH_CONF"
-    runs_qsd_rbd+=("$(dd_mbps "$work/qsd/disk.raw")")
+    runs_qsd_rbd+=("$(DD_TIMEOUT=$PEER_TIMEOUT dd_mbps "$work/qsd/disk.raw")")
     qsd_stop
   done
   for name in s3 http rbd qsd_http qsd_rbd; do

@@ -45,9 +45,11 @@ let package = Package(
     .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
+    .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging]),
     .target(
       name: "ImageFormats",
-      dependencies: ["VDiskCore", logging] + formatNames.map { Target.Dependency.target(name: $0) }),
+      dependencies: ["VDiskCore", "RemoteStore", logging]
+        + formatNames.map { Target.Dependency.target(name: $0) }),
     .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging]),
   ] + formatLibraries + fuzzTargets
 )

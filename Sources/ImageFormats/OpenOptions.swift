@@ -23,8 +23,9 @@ public struct OpenOptions: Sendable {
   public var lock: Bool = false
   /// The formats probing and format names resolve against (tests may add their own).
   public var registry: FormatRegistry = .standard
-  /// The stores remote locations (`rbd:`, `s3://`, `https://`) open from, and how.
-  public var stores: StoreRegistry = .standard
+  /// The stores remote locations (`rbd:`, `s3://`, `https://`) open from (the CLI passes
+  /// `StoreRegistry.standard`; `.none` opens local files only), and how.
+  public var stores: StoreRegistry = .none
   public var remote = RemoteOptions()
   /// `-o remote_backing`: a local image may name a backing file in a remote store (`s3://…`).
   /// Off by default: an untrusted image must not make vdiskfs reach out to the network. Names

@@ -2,6 +2,8 @@ import ArgumentParser
 import ImageFormats
 import Logging
 import QCOW2
+import RemoteStore
+import RemoteStores
 import VDiskCore
 
 /// `vdiskfs info IMAGE [--output human|json] [--backing-chain] [--backing-dir DIR]`: what the
@@ -38,6 +40,7 @@ struct InfoCommand: ParsableCommand {
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
+    options.stores = .standard
     options.openBacking = backingChain
     options.backingDirectory = backingDir
     options.format = try FormatOption.parse(format)

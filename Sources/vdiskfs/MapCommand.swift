@@ -2,6 +2,8 @@ import ArgumentParser
 import ImageFormats
 import Logging
 import QCOW2
+import RemoteStore
+import RemoteStores
 import VDiskCore
 
 /// `vdiskfs map IMAGE [--output human|json] [--snapshot NAME] [--format F]`: where the guest
@@ -36,6 +38,7 @@ struct MapCommand: ParsableCommand {
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
     var options = OpenOptions()
+    options.stores = .standard
     options.format = try FormatOption.parse(format)
     options.backingDirectory = backingDir
     options.openBacking = !noBacking

@@ -3,6 +3,7 @@ import Foundation
 import ImageFormats
 import Logging
 import RemoteStore
+import RemoteStores
 import VDiskCore
 import VDiskFUSE
 
@@ -234,6 +235,7 @@ struct MountCommand: ParsableCommand {
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
     var openOptions = OpenOptions()
+    openOptions.stores = .standard
     openOptions.format = try FormatOption.parse(format ?? parsed.format)
     openOptions.backingDirectory = parsed.backingDirectory
     openOptions.openBacking = !parsed.noBacking

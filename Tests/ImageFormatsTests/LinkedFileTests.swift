@@ -1,5 +1,7 @@
 import Foundation
 import ImageFormats
+import RemoteStore
+import RemoteStores
 import TestSupport
 import Testing
 import VDiskCore
@@ -21,10 +23,12 @@ import VDiskCore
     try run("truncate", ["-s", "1M", scratch.file("https:base.img")])
     let top = scratch.file("top.qcow2")
     try Qemu.img("create", "-f", "qcow2", "-u", "-b", name, "-F", "raw", top, "1M")
+    var cli = OpenOptions()  // as the CLI opens: with the stores it serves
+    cli.stores = .standard
     if StoreRegistry.standard.store(for: name) != nil {
       // A store vdiskfs serves: only with -o remote_backing, never by default.
       expectVDiskError(.notPermitted, [top, name, "remote store", "remote_backing"]) {
-        _ = try openChain(top)
+        _ = try openChain(top, cli)
       }
     } else {
       let rule = name.hasPrefix("json:") ? "json: syntax" : "protocol prefix"

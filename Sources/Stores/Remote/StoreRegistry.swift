@@ -1,7 +1,3 @@
-import HTTPStore
-import RBDStore
-import RemoteStore
-import S3Store
 import VDiskCore
 
 #if canImport(Glibc)
@@ -9,8 +5,9 @@ import VDiskCore
 #endif
 
 /// The remote stores images may be opened from, by location prefix (`rbd:`, `s3://`, `http://`,
-/// `https://`). A new store is one folder under Sources/Stores, one line in Package.swift's
-/// `stores` and one line here.
+/// `https://`). `StoreRegistry.standard` (Sources/Stores/Registry) lists the stores vdiskfs
+/// serves: a new store is one folder under Sources/Stores, one line in Package.swift's `stores`
+/// and one line there. Opening with `.none` (the default of `OpenOptions`) opens local files only.
 public struct StoreRegistry: Sendable {
   public var stores: [any RemoteStoreKind.Type]
 
@@ -18,7 +15,8 @@ public struct StoreRegistry: Sendable {
     self.stores = stores
   }
 
-  public static let standard = StoreRegistry(stores: [RBDStore.self, S3Store.self, HTTPStore.self])
+  /// No remote store: every name is a local path.
+  public static let none = StoreRegistry(stores: [])
 
   /// The store serving `location`, nil for a local path.
   public func store(for location: String) -> (any RemoteStoreKind.Type)? {
