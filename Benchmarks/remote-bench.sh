@@ -4,7 +4,8 @@
 #
 #   Benchmarks/remote-bench.sh /path/to/vdiskfs      (root; `make bench` runs it after bench.sh)
 #
-# Environment: SIZE_MB (2048), RUNS (3), FIO_TIME (10 s), QUICK=1 (256 MiB, 1 run, 4 s).
+# Environment: SIZE_MB (2048), RUNS (3), FIO_TIME (10 s), QUICK=1 (256 MiB, 1 run, 4 s),
+# PARTS (one seq rand: which of the three below to run).
 #
 # The image: a qcow2 holding an ext4 file system filled with deterministic data (Benchmarks/
 # gen-data.py) and one 1 MiB file, `one.bin`. Uploaded to a bucket, served by nginx, and imported
@@ -255,12 +256,11 @@ results="$here/results"
 mkdir -p "$results"
 start_servers
 make_image
-log "1/3 one file out of the image"
-one_file
-log "2/3 sequential reads"
-sequential
-log "3/3 random reads, warm cache"
-random_warm
+PARTS=${PARTS:-one seq rand}
+one_ours=- one_download=- seq_s3=- seq_http=- seq_rbd=- seq_qsd_http=- seq_qsd_rbd=- rand_remote=- rand_local=-
+case " $PARTS " in *" one "*) log "1/3 one file out of the image"; one_file ;; esac
+case " $PARTS " in *" seq "*) log "2/3 sequential reads"; sequential ;; esac
+case " $PARTS " in *" rand "*) log "3/3 random reads, warm cache"; random_warm ;; esac
 ratio() { # a / b, or n/a when either failed
   awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'
 }

@@ -89,11 +89,9 @@ enum MountOptionParser {
   }
 
   private static func parseSwitch(_ text: String, _ key: String) throws(UsageError) -> Bool {
-    switch text {
-    case "on", "yes", "true", "1": return true
-    case "off", "no", "false", "0": return false
-    default: throw UsageError("\(key): '\(text)' is not on or off")
-    }
+    if ["on", "yes", "true", "1"].contains(text) { return true }
+    if ["off", "no", "false", "0"].contains(text) { return false }
+    throw UsageError("\(key): '\(text)' is not on or off")
   }
 
   private static func parseCount(_ text: String, _ key: String, _ range: ClosedRange<Int>) throws(UsageError)

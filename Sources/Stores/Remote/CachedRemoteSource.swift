@@ -26,8 +26,12 @@ public final class CachedRemoteSource: ByteSource {
   private let persistent: PersistentBlocks?
   private let logger = Logger(label: "vdiskfs")
   private static let nextID = Atomic<UInt64>(1)
-  /// The most a sequential reader is prefetched ahead (in bytes).
-  public static let prefetchWindow: UInt64 = 32 << 20
+  /// The most a sequential reader is prefetched ahead, in blocks (32 MiB of 1 MiB blocks).
+  public static let prefetchBlocks: UInt64 = 32
+  /// How long a sequential run must be, in blocks, before anything is fetched ahead: longer than
+  /// the kernel's own read-ahead of a mount (3.75 MiB), so that file-system metadata a reader
+  /// touches here and there (each touch one read-ahead window) fetches only what it reads.
+  public static let sequentialBlocks: UInt64 = 8
 
   private struct State {
     var size: UInt64
@@ -35,7 +39,8 @@ public final class CachedRemoteSource: ByteSource {
     /// Bumped by every write and resize: a block fetched across one is returned, not cached.
     var epoch: UInt64 = 0
     var lastEnd: UInt64 = .max
-    var streak = 0
+    /// Where the current sequential run began.
+    var runStart: UInt64 = 0
     /// Blocks before this one have been prefetched (or read).
     var prefetchedTo: UInt64 = 0
   }
@@ -178,16 +183,18 @@ public final class CachedRemoteSource: ByteSource {
       .io, path: object.location, "changed since it was opened; remount to see the new version", errno: EIO)
   }
 
-  /// Sequential readers (each read near where the last ended) get the next blocks fetched ahead,
-  /// a window that doubles per sequential read up to `prefetchWindow`.
+  /// Sequential readers (each read near where the last ended) get the next blocks fetched ahead
+  /// once their run is `sequentialBlocks` long: as many blocks as the run is long, up to
+  /// `prefetchBlocks`.
   private func noteRead(offset: UInt64, end: UInt64, lastBlock: UInt64, size: UInt64) {
     let range: ClosedRange<UInt64>? = state.withLock { state in
       let near =
         state.lastEnd != .max && offset + blockSize >= state.lastEnd && offset <= state.lastEnd + blockSize
-      state.streak = near ? min(state.streak + 1, 16) : 0
+      if !near { state.runStart = offset }
       state.lastEnd = end
-      guard state.streak >= 2 else { return nil }
-      let blocks = max(1, min(Self.prefetchWindow / blockSize, UInt64(1) << UInt64(state.streak)))
+      let run = end > state.runStart ? (end - state.runStart) / blockSize : 0
+      guard run >= Self.sequentialBlocks else { return nil }
+      let blocks = min(Self.prefetchBlocks, run)
       let lastInObject = (size - 1) / blockSize
       let from = max(state.prefetchedTo, lastBlock + 1)
       let to = min(lastBlock + blocks, lastInObject)
