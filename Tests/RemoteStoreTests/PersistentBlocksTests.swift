@@ -47,4 +47,16 @@ import VDiskCore
     #expect(try readAll(src, 3 * blockSize) == patternBytes(3 * blockSize))
     #expect(object.fetches == 3)
   }
+
+  @Test func aSizePastAnyDiskKeepsNothingInTheCacheDirectory() throws {
+    let scratch = try Scratch("cache-dir-huge")
+    defer { scratch.remove() }
+    let object = ScriptedObject(patternBytes(blockSize), claimedSize: 1 << 62)
+    let logs = CapturedLogs()
+    #expect(
+      PersistentBlocks.open(for: object, in: scratch.path, blockSize: blockSize, logger: logs.logger()) == nil
+    )
+    #expect(logs.contains("claims"), "\(logs.all)")
+    #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.path).isEmpty)
+  }
 }

@@ -21,9 +21,12 @@ final class ScriptedObject: RemoteObject {
   }
   let script: Mutex<Script>
 
-  init(_ bytes: [UInt8], location: String = "scripted://o", writable: Bool = false) {
+  /// `claimedSize`: the size the store says, if not the bytes' count (a hostile server's word).
+  init(
+    _ bytes: [UInt8], location: String = "scripted://o", writable: Bool = false, claimedSize: UInt64? = nil
+  ) {
     self.location = location
-    version = RemoteVersion(size: UInt64(bytes.count), tag: "v1")
+    version = RemoteVersion(size: claimedSize ?? UInt64(bytes.count), tag: "v1")
     isWritable = writable
     script = Mutex(Script(bytes: bytes))
   }

@@ -45,20 +45,42 @@ public final class FetchWorkers: @unchecked Sendable {
   /// Queues `job` for a worker; false (and `job` not queued) before `start`.
   @discardableResult
   public func submit(_ job: @escaping Job) -> Bool {
-    let spawn: Bool = locked {
-      guard threadLimit > 0 else { return false }
+    enum Outcome { case refused, queued, spawn }
+    let outcome: Outcome = locked {
+      guard threadLimit > 0 else { return .refused }
       jobs.append(job)
       if idle > 0 {
         pthread_cond_signal(queued)
-        return false
+        return .queued
       }
-      guard started < threadLimit else { return false }
+      guard started < threadLimit else { return .queued }
       started += 1
-      return true
+      return .spawn
     }
-    guard isRunning else { return false }
-    if spawn && !spawnThread() { locked { started -= 1 } }
-    return true
+    if outcome == .spawn && !spawnThread() {
+      // No thread (out of resources): with no worker at all, run what is queued here, so that
+      // no claimed block waits for a worker that will never come.
+      let none = locked {
+        started -= 1
+        return started == 0
+      }
+      while none, let queuedJob = takeJob() { queuedJob() }
+    }
+    return outcome != .refused
+  }
+
+  private func takeJob() -> Job? { locked { dequeue() } }
+
+  /// The next queued job, nil when none; `mutex` held.
+  private func dequeue() -> Job? {
+    guard head < jobs.count else { return nil }
+    let job = jobs[head]
+    head += 1
+    if head == jobs.count {
+      jobs.removeAll(keepingCapacity: true)
+      head = 0
+    }
+    return job
   }
 
   /// Jobs waiting for a worker (prefetch skips ahead when the queue is long).
@@ -84,21 +106,15 @@ public final class FetchWorkers: @unchecked Sendable {
 
   private func work() {
     while true {
-      let job: Job = locked {
+      let job: Job? = locked {
         while head == jobs.count {
           idle += 1
           pthread_cond_wait(queued, mutex)
           idle -= 1
         }
-        let job = jobs[head]
-        head += 1
-        if head == jobs.count {
-          jobs.removeAll(keepingCapacity: true)
-          head = 0
-        }
-        return job
+        return dequeue()
       }
-      job()
+      job?()
     }
   }
 

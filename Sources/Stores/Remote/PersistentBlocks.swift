@@ -24,9 +24,12 @@ public final class PersistentBlocks: Sendable {
   private let state: Mutex<State>
   private let folder: String
   private static let batch = 32
+  /// The most blocks an object kept here may have (16 Ti blocks of 1 MiB: 16 MiB of marks).
+  static let maxBlocks: UInt64 = 1 << 24
 
   private struct State {
-    var present: [Bool]
+    /// One byte per block, as in the `blocks` file: 1 = stored.
+    var present: [UInt8]
     var pending: [UInt64] = []
     var failed = false
   }
@@ -39,6 +42,14 @@ public final class PersistentBlocks: Sendable {
     let version = object.version
     let identity = "\(object.location)\n\(version.tag)\n\(version.size)\n\(blockSize)\n"
     let folder = directory + "/" + hexKey(identity)
+    // The size is the store's word (a server's Content-Length): one mark byte per block is kept
+    // in memory, so a size past what any disk holds is not believed here.
+    guard version.size / UInt64(blockSize) < maxBlocks else {
+      logger.warning(
+        "cache_dir \(directory): \(object.location) claims \(version.size) bytes; not keeping its blocks there"
+      )
+      return nil
+    }
     do {
       return try PersistentBlocks(
         folder: folder, identity: identity, size: version.size, blockSize: blockSize)
@@ -65,9 +76,8 @@ public final class PersistentBlocks: Sendable {
     }
     var present = [UInt8](repeating: 0, count: count)
     let marksFile = marks
-    let n = (try? present.withUnsafeMutableBytes { try marksFile.read(fromAbsoluteOffset: 0, into: $0) }) ?? 0
-    state = Mutex(
-      State(present: present.prefix(n).map { $0 == 1 } + [Bool](repeating: false, count: count - n)))
+    _ = try? present.withUnsafeMutableBytes { try marksFile.read(fromAbsoluteOffset: 0, into: $0) }
+    state = Mutex(State(present: present))
     if let text = try? FileDescriptor.open(
       folder + "/identity", .writeOnly, options: [.create, .truncate, .closeOnExec],
       permissions: [.ownerReadWrite])
@@ -86,7 +96,7 @@ public final class PersistentBlocks: Sendable {
   /// The stored bytes of block `index` (`length` of them), or nil.
   public func block(_ index: UInt64, length: Int) -> [UInt8]? {
     let known = state.withLock {
-      $0.failed ? false : (Int(index) < $0.present.count && $0.present[Int(index)])
+      $0.failed ? false : (Int(index) < $0.present.count && $0.present[Int(index)] == 1)
     }
     guard known else { return nil }
     let bytes = try? [UInt8](unsafeUninitializedCapacity: length) { buffer, initialized in
@@ -99,7 +109,8 @@ public final class PersistentBlocks: Sendable {
 
   /// Keeps the fetched block `index`.
   public func keep(_ index: UInt64, _ bytes: [UInt8]) {
-    guard state.withLock({ !$0.failed && Int(index) < $0.present.count && !$0.present[Int(index)] }) else {
+    guard state.withLock({ !$0.failed && Int(index) < $0.present.count && $0.present[Int(index)] == 0 })
+    else {
       return
     }
     do {
@@ -109,7 +120,7 @@ public final class PersistentBlocks: Sendable {
       return
     }
     let due = state.withLock { state in
-      state.present[Int(index)] = true
+      state.present[Int(index)] = 1
       state.pending.append(index)
       return state.pending.count >= Self.batch
     }
