@@ -35,7 +35,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench bench-remote fuzz fuzz-short sanitize sanitize-short clean
+.PHONY: all deps build release static man test test-install crashtest lint format demo install uninstall deb bench bench-remote bench-workload fuzz fuzz-short sanitize sanitize-short clean
 
 all: build
 
@@ -196,7 +196,16 @@ bench: release
 	fi
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	@if [ "$(WORKLOAD)" != 0 ]; then $(MAKE) --no-print-directory bench-workload; fi
 	@if [ "$(REMOTE)" != 0 ]; then $(MAKE) --no-print-directory bench-remote; fi
+
+# A real workload (issue 19): ext4 with ~30 k files inside a qcow2, through a loop device on
+# disk.raw: tar of the tree and 4 KiB random reads in a file, against qemu-storage-daemon and the
+# same ext4 on the raw file. `make bench WORKLOAD=0` skips it.
+bench-workload: release
+	@command -v fio >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fio; }
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
+	  Benchmarks/workload-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 # Remote images (issue 18): S3 (radosgw), HTTP (nginx) and RBD on 127.0.0.1 against
 # qemu-storage-daemon's curl and rbd drivers and the local file. `make bench REMOTE=0` skips it.
