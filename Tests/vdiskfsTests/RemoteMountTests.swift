@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -199,5 +200,68 @@ struct RemoteMountTests {
     // Cached bytes of the old version are not served either.
     #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 4096).status == EIO)
     #expect(isMounted(mounted.mountpoint))
+  }
+
+  /// How the scripted server of `slowAnswersFailThatReadAndTheMountSurvives` answers reads of
+  /// the object's second block.
+  enum Answer: Sendable { case honest, stallAfterHeaders, stallMidBody, trickle }
+
+  /// The answer of the moment, shared with the server's threads.
+  final class CurrentAnswer: Sendable {
+    private let value = Mutex(Answer.honest)
+    func set(_ answer: Answer) { value.withLock { $0 = answer } }
+    var answer: Answer { value.withLock { $0 } }
+  }
+
+  /// A server that answers the second block's reads and then stalls (after the headers, or half
+  /// way through the body), or trickles a byte a second: each read of it fails with EIO within
+  /// the retries' bounded time (5 tries of at most 2 s + 512 bytes at 4 KiB/s with
+  /// remote_timeout=1), the first block stays readable, and once the server answers honestly
+  /// the same read succeeds. A cache of one block (remote_cache=0): the partition scan at mount
+  /// reads the last block, and a read of the first must evict it for the next read to fetch.
+  @Test func slowAnswersFailThatReadAndTheMountSurvives() throws {
+    let scratch = try Scratch("http-slow")
+    defer { scratch.remove() }
+    let size = (1 << 20) + 512
+    let content = (0..<size).map { UInt8(truncatingIfNeeded: $0 / 7) }
+    let current = CurrentAnswer()
+    let server = try HTTPScriptedServer { request -> [HTTPScriptedServer.Step] in
+      let common = ["ETag: \"v1\"", "Accept-Ranges: bytes"]
+      if request.hasPrefix("HEAD ") {
+        return [.send(HTTPScriptedServer.answer("200 OK", common + ["Content-Length: \(size)"]))]
+      }
+      guard let (first, last) = HTTPScriptedServer.range(in: request), first <= last, last < size else {
+        return [.send(HTTPScriptedServer.answer("416 Range Not Satisfiable", ["Content-Length: 0"]))]
+      }
+      let head = HTTPScriptedServer.answer(
+        "206 Partial Content",
+        common + ["Content-Range: bytes \(first)-\(last)/\(size)", "Content-Length: \(last - first + 1)"])
+      let body = Array(content[Int(first)...Int(last)])
+      switch first < 1 << 20 ? .honest : current.answer {
+      case .honest: return [.send(head + body)]
+      case .stallAfterHeaders: return [.send(head), .hold]
+      case .stallMidBody: return [.send(head + body.prefix(body.count / 2)), .hold]
+      case .trickle: return [.send(head), .trickle(body, interval: .seconds(1))]
+      }
+    }
+    defer { server.stop() }
+    let mounted = try MountedImage.mount(
+      server.url, in: scratch, ["-o", "ro,format=raw,remote_timeout=1,remote_cache=0"])
+    defer { mounted.unmount() }
+    #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 65536).bytes == Array(content[0..<65536]))
+    for behaviour in [Answer.stallAfterHeaders, .stallMidBody, .trickle] {
+      current.set(behaviour)
+      let start = ContinuousClock.now
+      let failed = Self.directRead(mounted.diskRaw, offset: 1 << 20, count: 4096)
+      let took = ContinuousClock.now - start
+      #expect(failed.status == EIO, "\(behaviour)")
+      #expect(took < .seconds(40), "\(behaviour): \(took)")
+      #expect(isMounted(mounted.mountpoint))
+      #expect(
+        Self.directRead(mounted.diskRaw, offset: 4096, count: 4096).bytes == Array(content[4096..<8192]))
+    }
+    current.set(.honest)
+    #expect(
+      Self.directRead(mounted.diskRaw, offset: 1 << 20, count: 4096).bytes == Array(content[(1 << 20)...]))
   }
 }
