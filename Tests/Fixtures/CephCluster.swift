@@ -170,6 +170,12 @@ public final class CephCluster: Sendable {
     try rbd(["export", "--no-progress", "\(pool)/\(image)" + (snapshot.map { "@" + $0 } ?? ""), file])
   }
 
+  /// Makes an RBD namespace in `pool`; images in it are `POOL/NAMESPACE/IMAGE` (pass
+  /// `"POOL/NAMESPACE"` as the `pool` of the other helpers).
+  public func rbdNamespaceCreate(pool: String = "rbd", namespace: String) throws {
+    try rbd(["namespace", "create", "--pool", pool, "--namespace", namespace])
+  }
+
   public func rbdRemove(pool: String = "rbd", image: String) throws {
     try rbd(["rm", "--no-progress", "\(pool)/\(image)"])
   }
