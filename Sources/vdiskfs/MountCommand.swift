@@ -147,7 +147,11 @@ struct MountCommand: ParsableCommand {
       mountOptions.readAheadKilobytes = kilobytes == 0 ? nil : kilobytes
     }
     mountOptions.splice = !parsed.noSplice
-    mountOptions.fsname = parsed.fsname ?? (chain.top.file.path)
+    // A URL's query string stays out of /proc/mounts: a presigned URL's signature is a secret.
+    let top = chain.top.file.path
+    mountOptions.fsname =
+      parsed.fsname
+      ?? (top.hasPrefix("http://") || top.hasPrefix("https://") ? RemoteLocation.withoutQuery(top) : top)
     mountOptions.libfuseOptions = parsed.passThrough
 
     installFUSELogRouting(logger)

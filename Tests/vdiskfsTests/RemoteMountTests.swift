@@ -264,4 +264,34 @@ struct RemoteMountTests {
     #expect(
       Self.directRead(mounted.diskRaw, offset: 1 << 20, count: 4096).bytes == Array(content[(1 << 20)...]))
   }
+
+  /// A presigned-style URL (a query string whose values hold '/') as the top of a chain: the
+  /// backing name resolves next to the URL's path, without the query.
+  @Test func aChainWhoseTopIsAddressedWithAQueryStringMountsOverHTTP() throws {
+    let scratch = try Scratch("http-query")
+    defer { scratch.remove() }
+    let server = try NginxServer()
+    defer { server.stop() }
+    try FileManager.default.createDirectory(atPath: server.root + "/vm", withIntermediateDirectories: true)
+    let base = server.root + "/vm/base.qcow2"
+    try Qemu.create(base, size: "16M")
+    try Qemu.io(base, ["write -P 0x11 0 8M"])
+    let top = server.root + "/vm/top.qcow2"
+    try Qemu.create(top, size: "16M", backing: "base.qcow2", backingFormat: "qcow2")
+    try Qemu.io(top, ["write -P 0x22 4M 1M"])
+    let oracle = try Qemu.rawFile(of: top, scratch: scratch)
+    let query =
+      "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID/20260101/us-east-1/s3/aws4_request"
+      + "&X-Amz-Expires=3600&X-Amz-Signature=0123abcd"
+    let mounted = try MountedImage.mount(server.url("vm/top.qcow2") + query, in: scratch)
+    defer { mounted.unmount() }
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    // The signature stays out of /proc/mounts (world-readable).
+    let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+    let line = mounts.split(separator: "\n").first { $0.contains(" \(mounted.mountpoint) ") } ?? ""
+    #expect(line.hasPrefix(server.url("vm/top.qcow2") + " "), "\(line)")
+    let chain = try run(
+      vdiskfsBinary, ["info", "--backing-chain", "--output", "json", server.url("vm/top.qcow2") + query])
+    #expect(chain.stdout.contains("\"filename\": \"\(server.url("vm/base.qcow2"))\""), "\(chain.stdout)")
+  }
 }
