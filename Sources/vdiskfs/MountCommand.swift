@@ -116,9 +116,7 @@ struct MountCommand: ParsableCommand {
         code: ExitCodes.usage, message: "force_share needs a read-only mount (-o ro,force_share)")
     }
     let openOptions = try makeOpenOptions(parsed)
-    if !parsed.remote.verifyTLS {
-      logger.warning("sslverify=off: TLS certificates of remote images are not verified")
-    }
+    parsed.opening.logWarnings(logger)
     let opened: MountOpening.Opened
     do {
       var options = openOptions
@@ -173,7 +171,7 @@ struct MountCommand: ParsableCommand {
     guard daemonizing else {
       return try serve(
         session, chain: chain, writable: opened.writable, daemonized: false,
-        remoteConnections: parsed.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, logger: logger)
     }
     VDiskLogHandler.switchToSyslog()
     openOptions.stores.prepareForFork()
@@ -188,7 +186,7 @@ struct MountCommand: ParsableCommand {
     try AfterFork.run {
       try serve(
         session, chain: chain, writable: opened.writable, daemonized: true,
-        remoteConnections: parsed.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, logger: logger)
     }
   }
 
@@ -238,23 +236,7 @@ struct MountCommand: ParsableCommand {
   }
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
-    var openOptions = OpenOptions()
-    openOptions.stores = .standard
-    openOptions.format = try FormatOption.parse(format ?? parsed.format)
-    openOptions.backingDirectory = parsed.backingDirectory
-    openOptions.openBacking = !parsed.noBacking
-    openOptions.remote = parsed.remote
-    openOptions.allowRemoteBacking = parsed.remoteBacking
-    if let text = cacheSize {
-      do {
-        openOptions.cacheSize = try MountOptionParser.parseSize(text)
-      } catch {
-        throw CLIFailure(code: ExitCodes.usage, message: error.description)
-      }
-    } else if let size = parsed.cacheSize {
-      openOptions.cacheSize = size
-    }
-    return openOptions
+    try parsed.opening.openOptions(format: format, cacheSize: cacheSize)
   }
 }
 
