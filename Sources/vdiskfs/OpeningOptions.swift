@@ -15,7 +15,7 @@ struct OpeningOptions: Equatable {
   /// `nobacking`: open the top image only (unallocated ranges read as zeros); read-only.
   var noBacking = false
   /// How remote images are reached and cached (`ceph_conf`, `ceph_id`, `s3_endpoint`,
-  /// `s3_region`, `sslverify`, `remote_cache`, `cache_dir`, `connections`,
+  /// `s3_region`, `s3_unsigned`, `sslverify`, `remote_cache`, `cache_dir`, `connections`,
   /// `remote_timeout`).
   var remote = RemoteOptions()
   /// `remote_backing`: a local image may name a backing file in a remote store.
@@ -58,7 +58,7 @@ struct OpeningOptions: Equatable {
     -o options (a mount's options about opening the image): format=FMT, cache_size=SIZE, \
     backing_dir=DIR, nobacking, remote_backing (a local image's backing file may be in a remote \
     store), and for remote images ceph_conf=FILE, ceph_id=NAME, s3_endpoint=URL, s3_region=REGION, \
-    sslverify=off, \
+    s3_unsigned (anonymous S3 requests even when credentials exist), sslverify=off, \
     remote_cache=SIZE, cache_dir=DIR, connections=N, remote_timeout=SECONDS. Options only a \
     mount has (ro, rw, allow_other, threads, fsname, …) are refused (exit 2).
     """
@@ -79,6 +79,7 @@ enum OpeningOptionParser {
     case "ceph_id": result.remote.cephID = try OptionValues.require(value, key)
     case "s3_endpoint": result.remote.s3Endpoint = try OptionValues.require(value, key)
     case "s3_region": result.remote.s3Region = try OptionValues.require(value, key)
+    case "s3_unsigned": result.remote.s3Unsigned = true
     case "sslverify":
       result.remote.verifyTLS = try OptionValues.switchValue(OptionValues.require(value, key), key)
     case "remote_cache":

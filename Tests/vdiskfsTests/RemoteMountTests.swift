@@ -294,4 +294,51 @@ struct RemoteMountTests {
       vdiskfsBinary, ["info", "--backing-chain", "--output", "json", server.url("vm/top.qcow2") + query])
     #expect(chain.stdout.contains("\"filename\": \"\(server.url("vm/base.qcow2"))\""), "\(chain.stdout)")
   }
+
+  /// With no credentials at all, a public-read object mounts with unsigned requests (one info
+  /// line says so); a private one fails with what to do (exit 1); half a pair of keys is refused
+  /// before any request (exit 1).
+  @Test func aPublicObjectMountsAnonymouslyAndAPrivateOneSaysHowToGiveCredentials() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-anonymous")
+    defer { scratch.remove() }
+    let bucket = "anon-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    let image = scratch.file("public.qcow2")
+    try Qemu.create(image, size: "8M")
+    try Qemu.io(image, ["write -P 0x61 1M 2M"])
+    try cluster.s3([
+      "-H", "x-amz-acl: public-read", "-T", image, cluster.url(bucket: bucket, key: "public.qcow2"),
+    ])
+    try cluster.putObject(bucket: bucket, key: "private.qcow2", file: image)
+    let home = try scratch.directory("home")
+    let anonymous = ["HOME=\(home)", "AWS_ENDPOINT_URL=\(cluster.endpoint)"]
+    func attempt(_ key: String, _ mnt: String, _ extra: [String] = []) throws -> CommandResult {
+      try run(
+        "env",
+        ["-i", "PATH=/usr/bin:/bin"] + anonymous + extra + [
+          "timeout", "60", vdiskfsBinary, "s3://\(bucket)/\(key)", mnt, "-o", "ro",
+        ], check: false)
+    }
+    let mnt = try scratch.directory("mnt-public")
+    let mounted = try attempt("public.qcow2", mnt)
+    let served = MountedImage(mountpoint: mnt)
+    defer { served.unmount() }
+    #expect(mounted.status == 0, "\(mounted.stderr)")
+    let lines = mounted.stderr.split(separator: "\n").filter {
+      $0.contains("unsigned (anonymous) S3 requests")
+    }
+    #expect(lines.count == 1, "\(mounted.stderr)")
+    #expect(try compareFiles(served.diskRaw, try Qemu.rawFile(of: image, scratch: scratch)) == nil)
+    let refusedMnt = try scratch.directory("mnt-private")
+    let refused = try attempt("private.qcow2", refusedMnt)
+    #expect(refused.status == 1, "\(refused.stderr)")
+    #expect(refused.stderr.contains("the object is not public"), "\(refused.stderr)")
+    #expect(refused.stderr.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "\(refused.stderr)")
+    let half = try attempt("public.qcow2", refusedMnt, ["AWS_ACCESS_KEY_ID=\(cluster.accessKey)"])
+    #expect(half.status == 1, "\(half.stderr)")
+    #expect(
+      half.stderr.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"), "\(half.stderr)")
+    #expect(!isMounted(refusedMnt))
+  }
 }
