@@ -27,16 +27,20 @@ struct MountCommand: ParsableCommand {
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
 
-      Remote images: IMAGE may be rbd:POOL/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or ceph_conf=FILE, \
-      ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's exclusive lock), \
-      s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, s3_region=REGION, \
-      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials with \
-      AWS_PROFILE) or https://… and http://… (read-only; the server must serve byte ranges; \
-      sslverify=off skips TLS verification). --overlay local.qcow2 gives a writable view of a \
-      read-only one. Backing and extent files resolve in the image's own store. Options: \
-      remote_cache=SIZE (in-memory block cache, default 256M), cache_dir=DIR (keep fetched blocks \
-      across mounts), connections=N (parallel requests, default 8), remote_timeout=SECONDS \
-      (default 10), remote_backing (a local image may name a remote backing file).
+      Remote images: IMAGE may be rbd:POOL[/NAMESPACE]/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or \
+      ceph_conf=FILE, ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's \
+      exclusive lock), s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, \
+      s3_region=REGION, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
+      ~/.aws/credentials with AWS_PROFILE; without any, or with s3_unsigned, unsigned anonymous \
+      requests) or https://… and http://… (read-only; the server must serve byte ranges; a query \
+      string such as a presigned URL's is kept; sslverify=off skips TLS verification). --overlay \
+      local.qcow2 gives a writable view of a read-only one. Backing and extent files resolve in the \
+      image's own store. Options: remote_cache=SIZE (in-memory block cache, default 256M), \
+      cache_dir=DIR (keep fetched blocks across mounts), connections=N (parallel requests, default \
+      8), remote_timeout=SECONDS (connect and stall limit, default 10; a whole HTTP request gets \
+      twice that plus its body at 4 KiB/s), remote_backing (a local image may name a remote backing \
+      file). vdiskfs info and vdiskfs map take these and the other options about opening the image \
+      (format, cache_size, backing_dir, nobacking) with -o too.
 
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
@@ -52,7 +56,7 @@ struct MountCommand: ParsableCommand {
 
   @Argument(
     help:
-      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
+      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
   )
   var image: String
 
