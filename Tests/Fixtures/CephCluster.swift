@@ -135,6 +135,15 @@ public final class CephCluster: Sendable {
     try s3(["-X", "PUT", url(bucket: bucket)])
   }
 
+  /// Uploads `file` as `key` into a new bucket of its own (`PREFIX-` and 8 random characters):
+  /// `s3://BUCKET/KEY`.
+  public func putInNewBucket(_ file: String, key: String, prefix: String) throws -> String {
+    let bucket = "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+    try createBucket(bucket)
+    try putObject(bucket: bucket, key: key, file: file)
+    return "s3://\(bucket)/\(key)"
+  }
+
   public func putObject(bucket: String, key: String, file: String) throws {
     try s3(["-T", file, url(bucket: bucket, key: key)])
   }

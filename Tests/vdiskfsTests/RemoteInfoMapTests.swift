@@ -53,10 +53,7 @@ import Testing
     let image = scratch.file("disk.qcow2")
     try Qemu.create(image, size: "16M")
     try Qemu.io(image, ["write -P 0x21 1M 3M", "write -z 8M 1M"])
-    let bucket = "info-\(UUID().uuidString.prefix(8).lowercased())"
-    try cluster.createBucket(bucket)
-    try cluster.putObject(bucket: bucket, key: "disk.qcow2", file: image)
-    let location = "s3://\(bucket)/disk.qcow2"
+    let location = try cluster.putInNewBucket(image, key: "disk.qcow2", prefix: "info")
     var environment = cluster.environment
     environment["AWS_ENDPOINT_URL"] = "http://127.0.0.1:\(try NginxServer.freePort())"
     let options = "s3_endpoint=\(cluster.endpoint),s3_region=us-east-1,remote_timeout=2"
@@ -85,10 +82,7 @@ import Testing
     let base = scratch.file("base.qcow2")
     try Qemu.create(base, size: "16M")
     try Qemu.io(base, ["write -P 0x44 0 6M"])
-    let bucket = "base-\(UUID().uuidString.prefix(8).lowercased())"
-    try cluster.createBucket(bucket)
-    try cluster.putObject(bucket: bucket, key: "base.qcow2", file: base)
-    let remoteBase = "s3://\(bucket)/base.qcow2"
+    let remoteBase = try cluster.putInNewBucket(base, key: "base.qcow2", prefix: "base")
     // The same overlay twice: over the local base (QEMU's oracle), and pointed at the S3 one.
     let twin = scratch.file("twin.qcow2")
     try Qemu.create(twin, size: "16M", backing: base, backingFormat: "qcow2")
