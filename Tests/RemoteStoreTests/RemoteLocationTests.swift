@@ -31,6 +31,9 @@ import Testing
     #expect(HTTPStore.resolve("/other/base.qcow2", relativeTo: top) == "https://h:8443/other/base.qcow2")
     #expect(HTTPStore.resolve("base", relativeTo: "http://h/a/top#frag/x") == "http://h/a/base")
     #expect(HTTPStore.resolve("base", relativeTo: "http://h/a/top") == "http://h/a/base")
+    // A URL without a path: its names are at the server's root.
+    #expect(HTTPStore.resolve("base", relativeTo: "http://h:8080?sig=a/b") == "http://h:8080/base")
+    #expect(RemoteLocation.resolve("base", relativeTo: "https://h") == "https://h/base")
     #expect(RemoteLocation.withoutQuery(top) == "https://h:8443/vm/top.qcow2")
     #expect(RemoteLocation.withoutQuery("http://h/a?") == "http://h/a")
   }

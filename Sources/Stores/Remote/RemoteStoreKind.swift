@@ -48,6 +48,10 @@ public enum RemoteLocation {
       return resolve(base, relativeTo: location)
     }
     guard let slash = location.lastIndex(of: "/") else { return name }
+    // scheme://host without a path: the name is at the root, not glued to the host.
+    if let authorityStart = authorityStart(of: location), slash < authorityStart {
+      return location + "/" + name
+    }
     return String(location[...slash]) + name
   }
 
