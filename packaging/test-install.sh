@@ -44,11 +44,12 @@ make_image() {
 }
 
 # The options MountOptionParser.parse accepts, read from its source: the case labels of its
-# switch and its passThrough and ignored sets.
+# switch and of OpeningOptionParser's (the options info and map take too), and its passThrough
+# and ignored sets.
 parser_options() {
   local src=Sources/vdiskfs/MountOptionParser.swift
   {
-    grep -oE '^ *case "[^:]*:' "$src" | grep -oE '"[^"]+"'
+    grep -hoE '^ *case "[^:]*:' "$src" Sources/vdiskfs/OpeningOptions.swift | grep -oE '"[^"]+"'
     sed -n '/static let passThrough: Set<String> = \[/,/\]/p; /static let ignored: Set<String> = \[/,/\]/p' "$src" \
       | grep -oE '"[^"]+"'
   } | tr -d '"' | sort -u

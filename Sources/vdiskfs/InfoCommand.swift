@@ -6,14 +6,21 @@ import RemoteStore
 import RemoteStores
 import VDiskCore
 
-/// `vdiskfs info IMAGE [--output human|json] [--backing-chain] [--backing-dir DIR]`: what the
+/// `vdiskfs info IMAGE [--output human|json] [--backing-chain] [--backing-dir DIR] [-o OPTS]`: what the
 /// image says about itself (and its internal snapshots), with qemu-img info's JSON field names.
 /// With `--backing-chain`, every file a mount would open, each backing file by its resolved path.
 struct InfoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "info",
     abstract: "Show format, virtual size, cluster size, backing file, features and flags of an image.",
-    discussion: ExitCodes.helpText)
+    discussion: """
+      IMAGE may be a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL, \
+      as for a mount.
+
+      \(OpeningOptions.discussion)
+
+      \(ExitCodes.helpText)
+      """)
 
   enum Output: String, ExpressibleByArgument, CaseIterable {
     case human, json
@@ -37,16 +44,20 @@ struct InfoCommand: ParsableCommand {
       valueName: "dir"))
   var backingDir: String?
 
+  @Option(name: .customShort("o"), help: ArgumentHelp(OpeningOptions.help, valueName: "opts"))
+  var openingOptions: [String] = []
+
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
-    var options = OpenOptions()
-    options.stores = .standard
-    options.openBacking = backingChain
-    options.backingDirectory = backingDir
-    options.format = try FormatOption.parse(format)
+    let logger = Logger(label: "vdiskfs")
+    let opening = try OpeningOptionParser.parseForCommand(openingOptions, command: "info")
+    opening.logWarnings(logger)
+    var options = try opening.openOptions(format: format)
+    options.openBacking = backingChain && !opening.noBacking
+    if let backingDir { options.backingDirectory = backingDir }
     let chain: LayerChain
     do {
-      chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
+      chain = try ImageOpener.open(image, options: options, logger: logger)
     } catch let error as VDiskError {
       throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
     }

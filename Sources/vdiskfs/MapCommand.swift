@@ -6,13 +6,20 @@ import RemoteStore
 import RemoteStores
 import VDiskCore
 
-/// `vdiskfs map IMAGE [--output human|json] [--snapshot NAME] [--format F]`: where the guest
+/// `vdiskfs map IMAGE [--output human|json] [--snapshot NAME] [--format F] [-o OPTS]`: where the guest
 /// disk's bytes live through the backing chain, printed exactly as `qemu-img map` prints it.
 struct MapCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "map",
     abstract: "Show where the guest disk's bytes live through the backing chain (like qemu-img map).",
-    discussion: ExitCodes.helpText)
+    discussion: """
+      IMAGE may be a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL, \
+      as for a mount.
+
+      \(OpeningOptions.discussion)
+
+      \(ExitCodes.helpText)
+      """)
 
   @Argument(help: "The disk image.")
   var image: String
@@ -35,15 +42,19 @@ struct MapCommand: ParsableCommand {
   @Flag(help: "Map the top image alone (like -o nobacking): what it does not hold is unallocated.")
   var noBacking = false
 
+  @Option(name: .customShort("o"), help: ArgumentHelp(OpeningOptions.help, valueName: "opts"))
+  var openingOptions: [String] = []
+
   func run() throws {
     VDiskLogHandler.bootstrap(level: .warning)
-    var options = OpenOptions()
-    options.stores = .standard
-    options.format = try FormatOption.parse(format)
-    options.backingDirectory = backingDir
-    options.openBacking = !noBacking
+    let logger = Logger(label: "vdiskfs")
+    let opening = try OpeningOptionParser.parseForCommand(openingOptions, command: "map")
+    opening.logWarnings(logger)
+    var options = try opening.openOptions(format: format)
+    if let backingDir { options.backingDirectory = backingDir }
+    options.openBacking = !noBacking && !opening.noBacking
     do {
-      let chain = try ImageOpener.open(image, options: options, logger: Logger(label: "vdiskfs"))
+      let chain = try ImageOpener.open(image, options: options, logger: logger)
       let entries = try MapEntry.entries(of: snapshot.map { try Self.snapshotChain(chain, $0) } ?? chain)
       switch output {
       case .json:

@@ -27,16 +27,20 @@ struct MountCommand: ParsableCommand {
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
 
-      Remote images: IMAGE may be rbd:POOL/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or ceph_conf=FILE, \
-      ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's exclusive lock), \
-      s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, s3_region=REGION, \
-      credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials with \
-      AWS_PROFILE) or https://… and http://… (read-only; the server must serve byte ranges; \
-      sslverify=off skips TLS verification). --overlay local.qcow2 gives a writable view of a \
-      read-only one. Backing and extent files resolve in the image's own store. Options: \
-      remote_cache=SIZE (in-memory block cache, default 256M), cache_dir=DIR (keep fetched blocks \
-      across mounts), connections=N (parallel requests, default 8), remote_timeout=SECONDS \
-      (default 10), remote_backing (a local image may name a remote backing file).
+      Remote images: IMAGE may be rbd:POOL[/NAMESPACE]/IMAGE[@SNAP] (Ceph RBD; CEPH_CONF or \
+      ceph_conf=FILE, ceph_id=NAME; a snapshot is read-only, the image head read-write under RBD's \
+      exclusive lock), s3://BUCKET/KEY (read-only; AWS_ENDPOINT_URL or s3_endpoint=URL, \
+      s3_region=REGION, credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or \
+      ~/.aws/credentials with AWS_PROFILE; without any, or with s3_unsigned, unsigned anonymous \
+      requests) or https://… and http://… (read-only; the server must serve byte ranges; a query \
+      string such as a presigned URL's is kept; sslverify=off skips TLS verification). --overlay \
+      local.qcow2 gives a writable view of a read-only one. Backing and extent files resolve in the \
+      image's own store. Options: remote_cache=SIZE (in-memory block cache, default 256M), \
+      cache_dir=DIR (keep fetched blocks across mounts), connections=N (parallel requests, default \
+      8), remote_timeout=SECONDS (connect and stall limit, default 10; a whole HTTP request gets \
+      twice that plus its body at 4 KiB/s), remote_backing (a local image may name a remote backing \
+      file). vdiskfs info and vdiskfs map take these and the other options about opening the image \
+      (format, cache_size, backing_dir, nobacking) with -o too.
 
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
@@ -52,7 +56,7 @@ struct MountCommand: ParsableCommand {
 
   @Argument(
     help:
-      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
+      "The disk image (\(FormatOption.names); its backing chain is opened too): a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL."
   )
   var image: String
 
@@ -116,9 +120,7 @@ struct MountCommand: ParsableCommand {
         code: ExitCodes.usage, message: "force_share needs a read-only mount (-o ro,force_share)")
     }
     let openOptions = try makeOpenOptions(parsed)
-    if !parsed.remote.verifyTLS {
-      logger.warning("sslverify=off: TLS certificates of remote images are not verified")
-    }
+    parsed.opening.logWarnings(logger)
     let opened: MountOpening.Opened
     do {
       var options = openOptions
@@ -147,7 +149,11 @@ struct MountCommand: ParsableCommand {
       mountOptions.readAheadKilobytes = kilobytes == 0 ? nil : kilobytes
     }
     mountOptions.splice = !parsed.noSplice
-    mountOptions.fsname = parsed.fsname ?? (chain.top.file.path)
+    // A URL's query string stays out of /proc/mounts: a presigned URL's signature is a secret.
+    let top = chain.top.file.path
+    mountOptions.fsname =
+      parsed.fsname
+      ?? (top.hasPrefix("http://") || top.hasPrefix("https://") ? RemoteLocation.withoutQuery(top) : top)
     mountOptions.libfuseOptions = parsed.passThrough
 
     installFUSELogRouting(logger)
@@ -169,7 +175,7 @@ struct MountCommand: ParsableCommand {
     guard daemonizing else {
       return try serve(
         session, chain: chain, writable: opened.writable, daemonized: false,
-        remoteConnections: parsed.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, logger: logger)
     }
     VDiskLogHandler.switchToSyslog()
     openOptions.stores.prepareForFork()
@@ -184,7 +190,7 @@ struct MountCommand: ParsableCommand {
     try AfterFork.run {
       try serve(
         session, chain: chain, writable: opened.writable, daemonized: true,
-        remoteConnections: parsed.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, logger: logger)
     }
   }
 
@@ -234,23 +240,7 @@ struct MountCommand: ParsableCommand {
   }
 
   private func makeOpenOptions(_ parsed: ParsedMountOptions) throws -> OpenOptions {
-    var openOptions = OpenOptions()
-    openOptions.stores = .standard
-    openOptions.format = try FormatOption.parse(format ?? parsed.format)
-    openOptions.backingDirectory = parsed.backingDirectory
-    openOptions.openBacking = !parsed.noBacking
-    openOptions.remote = parsed.remote
-    openOptions.allowRemoteBacking = parsed.remoteBacking
-    if let text = cacheSize {
-      do {
-        openOptions.cacheSize = try MountOptionParser.parseSize(text)
-      } catch {
-        throw CLIFailure(code: ExitCodes.usage, message: error.description)
-      }
-    } else if let size = parsed.cacheSize {
-      openOptions.cacheSize = size
-    }
-    return openOptions
+    try parsed.opening.openOptions(format: format, cacheSize: cacheSize)
   }
 }
 

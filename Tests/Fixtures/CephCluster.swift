@@ -135,6 +135,15 @@ public final class CephCluster: Sendable {
     try s3(["-X", "PUT", url(bucket: bucket)])
   }
 
+  /// Uploads `file` as `key` into a new bucket of its own (`PREFIX-` and 8 random characters):
+  /// `s3://BUCKET/KEY`.
+  public func putInNewBucket(_ file: String, key: String, prefix: String) throws -> String {
+    let bucket = "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+    try createBucket(bucket)
+    try putObject(bucket: bucket, key: key, file: file)
+    return "s3://\(bucket)/\(key)"
+  }
+
   public func putObject(bucket: String, key: String, file: String) throws {
     try s3(["-T", file, url(bucket: bucket, key: key)])
   }
@@ -168,6 +177,12 @@ public final class CephCluster: Sendable {
   {
     try? FileManager.default.removeItem(atPath: file)
     try rbd(["export", "--no-progress", "\(pool)/\(image)" + (snapshot.map { "@" + $0 } ?? ""), file])
+  }
+
+  /// Makes an RBD namespace in `pool`; images in it are `POOL/NAMESPACE/IMAGE` (pass
+  /// `"POOL/NAMESPACE"` as the `pool` of the other helpers).
+  public func rbdNamespaceCreate(pool: String = "rbd", namespace: String) throws {
+    try rbd(["namespace", "create", "--pool", pool, "--namespace", namespace])
   }
 
   public func rbdRemove(pool: String = "rbd", image: String) throws {

@@ -15,20 +15,39 @@ import VDiskCore
   static func server(lie: @escaping @Sendable (_ first: UInt64, _ last: UInt64) -> [UInt8]?) throws
     -> HTTPScriptedServer
   {
-    try HTTPScriptedServer { request in
+    try server(steps: steps(lie))
+  }
+
+  /// `lie`'s answer as steps; nil: silence until the server stops.
+  static func steps(_ lie: @escaping @Sendable (UInt64, UInt64) -> [UInt8]?)
+    -> @Sendable (UInt64, UInt64) -> [HTTPScriptedServer.Step]
+  {
+    { first, last in lie(first, last).map { [.send($0)] } ?? [.hold] }
+  }
+
+  /// A server that opens honestly and answers other ranges with the steps `steps` gives.
+  static func server(
+    steps: @escaping @Sendable (_ first: UInt64, _ last: UInt64) -> [HTTPScriptedServer.Step]
+  )
+    throws -> HTTPScriptedServer
+  {
+    try HTTPScriptedServer { request -> [HTTPScriptedServer.Step] in
       let common = ["ETag: \"v1\"", "Accept-Ranges: bytes"]
       if request.hasPrefix("HEAD ") {
-        return HTTPScriptedServer.answer("200 OK", common + ["Content-Length: \(size)"])
+        return [.send(HTTPScriptedServer.answer("200 OK", common + ["Content-Length: \(size)"]))]
       }
       guard let (first, last) = HTTPScriptedServer.range(in: request) else {
-        return HTTPScriptedServer.answer("400 Bad Request", ["Content-Length: 0"])
+        return [.send(HTTPScriptedServer.answer("400 Bad Request", ["Content-Length: 0"]))]
       }
       if first == 0 && last == 0 {
-        return HTTPScriptedServer.answer(
-          "206 Partial Content", common + ["Content-Range: bytes 0-0/\(size)", "Content-Length: 1"], body: [7]
-        )
+        return [
+          .send(
+            HTTPScriptedServer.answer(
+              "206 Partial Content", common + ["Content-Range: bytes 0-0/\(size)", "Content-Length: 1"],
+              body: [7]))
+        ]
       }
-      return lie(first, last)
+      return steps(first, last)
     }
   }
 
@@ -65,7 +84,14 @@ import VDiskCore
   )
     throws
   {
-    let server = try Self.server(lie: lie)
+    try expectFetch(kind, timeout: timeout, steps: Self.steps(lie))
+  }
+
+  func expectFetch(
+    _ kind: RemoteFailure.Kind, timeout: Int = 10,
+    steps: @escaping @Sendable (UInt64, UInt64) -> [HTTPScriptedServer.Step]
+  ) throws {
+    let server = try Self.server(steps: steps)
     defer { server.stop() }
     let object = try HTTPStore.open(server.url, writable: false, options: Self.options(timeout: timeout))
     #expect(object.version == RemoteVersion(size: Self.size, tag: "\"v1\""))
@@ -156,6 +182,43 @@ import VDiskCore
     let start = ContinuousClock.now
     try expectFetch(.transient, timeout: 1) { _, _ in nil }
     #expect(ContinuousClock.now - start < .seconds(8))
+  }
+
+  /// The head of a 206 for `first...last` (announcing its whole body).
+  static func partialHead(_ first: UInt64, _ last: UInt64) -> [UInt8] {
+    HTTPScriptedServer.answer(
+      "206 Partial Content",
+      [
+        "ETag: \"v1\"", "Content-Range: bytes \(first)-\(last)/\(size)",
+        "Content-Length: \(last - first + 1)",
+      ])
+  }
+
+  /// A server that answers and then stalls (after its headers, or half way through the body), or
+  /// sends one byte a second (which the stall limit lets pass): each fetch ends within the
+  /// whole-request limit (2 s + 100 bytes at 4 KiB/s with a 1 s timeout) as a transient failure.
+  @Test(arguments: ["stall after headers", "stall mid-body", "trickle"])
+  func slowAnswersAreCutOffByTheWholeRequestLimit(_ behaviour: String) throws {
+    let limit = HTTPClient.totalLimit(timeoutSeconds: 1, bodyBytes: 100)
+    #expect(limit.seconds == 3 && limit.milliseconds == 3000)
+    let start = ContinuousClock.now
+    try expectFetch(.transient, timeout: 1) { first, last -> [HTTPScriptedServer.Step] in
+      let body = [UInt8](repeating: 0x55, count: Int(last - first + 1))
+      switch behaviour {
+      case "stall after headers": return [.send(Self.partialHead(first, last)), .hold]
+      case "stall mid-body": return [.send(Self.partialHead(first, last) + body.prefix(50)), .hold]
+      default: return [.send(Self.partialHead(first, last)), .trickle(body, interval: .seconds(1))]
+      }
+    }
+    #expect(ContinuousClock.now - start < .seconds(limit.seconds + 3))
+  }
+
+  @Test func theWholeRequestLimitGrowsWithTheBody() {
+    #expect(HTTPClient.totalLimit(timeoutSeconds: 10, bodyBytes: 0).seconds == 20)
+    #expect(HTTPClient.totalLimit(timeoutSeconds: 10, bodyBytes: 4096).seconds == 21)
+    #expect(HTTPClient.totalLimit(timeoutSeconds: 10, bodyBytes: 4097).seconds == 22)
+    #expect(HTTPClient.totalLimit(timeoutSeconds: 10, bodyBytes: 1 << 20).seconds == 276)
+    #expect(HTTPClient.totalLimit(timeoutSeconds: 3600, bodyBytes: .max).milliseconds > 0)
   }
 
   @Test func anOversizedProbeAnswerFailsTheOpen() throws {

@@ -30,10 +30,42 @@ import VDiskCore
     }
   }
 
+  /// `rbd:POOL/NAMESPACE/IMAGE`: the image of that namespace (not the one of the same name in
+  /// the pool's default namespace); a missing namespace, or an image missing in it, is not found.
+  @Test func imagesInANamespaceAreReadAndAMissingNamespaceIsNotFound() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("rbd-namespace")
+    defer { scratch.remove() }
+    let namespace = rbdImageName("ns")
+    try cluster.rbdNamespaceCreate(namespace: namespace)
+    let name = rbdImageName("img")
+    let inNamespace = rbdTestBytes(70_000, seed: 21)
+    try rbdImport(rbdTestBytes(70_000, seed: 22), as: name, into: cluster, scratch: scratch)
+    defer { try? cluster.rbdRemove(image: name) }
+    let file = scratch.file("namespaced.raw")
+    try Data(inNamespace).write(to: URL(fileURLWithPath: file))
+    try cluster.rbdImport(file: file, pool: "rbd/\(namespace)", image: name)
+    defer { try? cluster.rbdRemove(pool: "rbd/\(namespace)", image: name) }
+    let object = try RBDStore.open(
+      "rbd:rbd/\(namespace)/\(name)", writable: false, options: rbdOptions(cluster))
+    #expect(try readAll(object) == inNamespace)
+    let cases = [
+      ("rbd:rbd/nosuchnamespace/\(name)", "namespace nosuchnamespace does not exist in pool rbd"),
+      ("rbd:rbd/\(namespace)/nosuchimage", "image nosuchimage does not exist in namespace rbd/\(namespace)"),
+    ]
+    for (location, message) in cases {
+      let error = vdiskError {
+        _ = try RBDStore.open(location, writable: false, options: rbdOptions(cluster))
+      }
+      #expect(error?.kind == .notFound, "\(location)")
+      #expect(error?.description.contains(message) == true, "\(String(describing: error))")
+    }
+  }
+
   @Test func malformedLocationsAreInvalidArguments() throws {
     for location in [
-      "rbd:", "rbd:pool", "rbd:/image", "rbd:pool/", "rbd:pool/image/extra", "rbd:pool/image@",
-      "rbd:pool/a@b@c",
+      "rbd:", "rbd:pool", "rbd:/image", "rbd:pool/", "rbd:pool/ns/image/extra", "rbd:pool//image",
+      "rbd:pool/n@s/image", "rbd:pool/ns/", "rbd:pool/image@", "rbd:pool/a@b@c",
       "rbd:po@ol/image", "rbd:pool/@snap", "s3://b/k",
     ] {
       // Parsing comes first: no cluster is needed or contacted.
@@ -41,7 +73,7 @@ import VDiskCore
       options.cephConf = "/nonexistent/ceph.conf"
       let error = vdiskError { _ = try RBDStore.open(location, writable: false, options: options) }
       #expect(error?.kind == .invalidArgument, "\(location): \(String(describing: error))")
-      #expect(error?.description.contains("rbd:POOL/IMAGE[@SNAP]") == true)
+      #expect(error?.description.contains("rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]") == true)
     }
   }
 

@@ -100,6 +100,33 @@ import VDiskCore
     }
   }
 
+  /// No keys anywhere: anonymous, saying why; `s3_unsigned`: anonymous whatever is set; one key
+  /// of a pair (in the environment or a profile): refused.
+  @Test func credentialsAreAllNoneOrRefused() throws {
+    let home = try Scratch("s3conf")
+    defer { home.remove() }
+    let none = try S3Configuration(
+      location: "s3://b/k", options: RemoteOptions(), environment: ["HOME": home.path])
+    #expect(none.credentials == nil)
+    #expect(none.anonymousReason?.hasPrefix("no S3 credentials") == true)
+    var unsigned = RemoteOptions()
+    unsigned.s3Unsigned = true
+    let forced = try S3Configuration(location: "s3://b/k", options: unsigned, environment: Self.keys)
+    #expect(forced.credentials == nil && forced.anonymousReason == "-o s3_unsigned")
+    #expect(throws: VDiskError.self) {
+      try S3Configuration(
+        location: "s3://b/k", options: RemoteOptions(), environment: ["AWS_ACCESS_KEY_ID": "id"])
+    }
+    try home.directory(".aws")
+    try "[default]\naws_secret_access_key = s\n".write(
+      toFile: home.file(".aws/credentials"), atomically: true, encoding: .utf8)
+    let half = #expect(throws: VDiskError.self) {
+      try S3Configuration(location: "s3://b/k", options: RemoteOptions(), environment: ["HOME": home.path])
+    }
+    #expect(half?.kind == .notPermitted)
+    #expect(half?.detail.contains("only one of aws_access_key_id and aws_secret_access_key") == true)
+  }
+
   @Test func sessionTokensComeWithTheirKeys() throws {
     var environment = Self.keys
     environment["AWS_SESSION_TOKEN"] = "token"

@@ -122,16 +122,62 @@ import VDiskCore
     #expect(error?.kind == .notPermitted)
   }
 
-  @Test func noCredentialsAtAllIsNotPermitted() throws {
+  /// Without any credentials (no keys in the environment, no AWS files), requests go unsigned:
+  /// a public-read object reads, a private one is refused with what to do about it.
+  @Test func withoutCredentialsPublicObjectsReadAnonymously() throws {
+    let cluster = try CephCluster.shared()
+    let content = HTTPStoreTests.randomBytes(70_000)
+    let bucket = try Self.upload(cluster, key: "private", [1, 2, 3])
+    let scratch = try Scratch("s3public")
+    defer { scratch.remove() }
+    try Data(content).write(to: URL(fileURLWithPath: scratch.file("object")))
+    try cluster.s3([
+      "-H", "x-amz-acl: public-read", "-T", scratch.file("object"),
+      cluster.url(bucket: bucket, key: "public"),
+    ])
+    let anonymous = ["HOME": scratch.path, "AWS_ENDPOINT_URL": cluster.endpoint]
+    let object = try S3Store.open("s3://\(bucket)/public", options: RemoteOptions(), environment: anonymous)
+    #expect(object.version.size == UInt64(content.count))
+    #expect(try HTTPStoreTests.fetch(object, 1000, 60_000) == Array(content[1000..<61_000]))
+    let refused = #expect(throws: VDiskError.self) {
+      try S3Store.open("s3://\(bucket)/private", options: RemoteOptions(), environment: anonymous)
+    }
+    #expect(refused?.kind == .notPermitted)
+    #expect(refused?.detail.hasPrefix("the object is not public") == true, "\(refused.map { "\($0)" } ?? "")")
+    #expect(refused?.detail.contains("AWS_ACCESS_KEY_ID") == true)
+    // s3_unsigned: unsigned even with good keys at hand.
+    var unsigned = RemoteOptions()
+    unsigned.s3Unsigned = true
+    #expect(throws: VDiskError.self) {
+      try S3Store.open("s3://\(bucket)/private", options: unsigned, environment: cluster.environment)
+    }
+    let signed = try S3Store.open(
+      "s3://\(bucket)/private", options: RemoteOptions(), environment: cluster.environment)
+    #expect(try HTTPStoreTests.fetch(signed, 0, 3) == [1, 2, 3])
+    #expect(
+      try HTTPStoreTests.fetch(
+        try S3Store.open("s3://\(bucket)/public", options: unsigned, environment: cluster.environment), 0, 10)
+        == Array(content[0..<10]))
+  }
+
+  /// Half a pair of keys is a mistake, not a wish for anonymous requests: refused before any
+  /// request.
+  @Test func halfAPairOfKeysIsRefused() throws {
     let home = try Scratch("s3home")
     defer { home.remove() }
-    let error = #expect(throws: VDiskError.self) {
-      try S3Store.open(
-        "s3://b/k", options: RemoteOptions(),
-        environment: ["HOME": home.path, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"])
+    for (name, other) in [
+      ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"),
+    ] {
+      let error = #expect(throws: VDiskError.self) {
+        try S3Store.open(
+          "s3://b/k", options: RemoteOptions(),
+          environment: ["HOME": home.path, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", name: "x"])
+      }
+      #expect(error?.kind == .notPermitted)
+      #expect(
+        error?.detail.hasPrefix("\(name) is set but \(other) is not") == true,
+        "\(error.map { "\($0)" } ?? "")")
     }
-    #expect(error?.kind == .notPermitted)
-    #expect(error?.detail.hasPrefix("no S3 credentials") == true)
   }
 
   @Test func anObjectReplacedWhileOpenFailsAsChanged() throws {

@@ -150,4 +150,49 @@ struct RBDMountTests {
     #expect(second.stderr.contains("exclusive lock"), "\(second.stderr)")
     #expect(!isMounted(mnt))
   }
+
+  /// `rbd:POOL/NAMESPACE/IMAGE`: a chain in a namespace resolves its backing file there, not
+  /// in the pool's default namespace (which holds a different image of the same name); a
+  /// missing namespace is not found (exit 3).
+  @Test func aChainInANamespaceMountsAndAMissingNamespaceIsNotFound() throws {
+    let cluster = try CephCluster.shared()
+    let pool = try Self.makePool(cluster)
+    defer { Self.removePool(cluster, pool) }
+    let scratch = try Scratch("rbd-namespace")
+    defer { scratch.remove() }
+    try cluster.rbdNamespaceCreate(pool: pool, namespace: "vms")
+    let base = scratch.file("base.qcow2")
+    try Qemu.create(base, size: "16M")
+    try Qemu.io(base, ["write -P 0x31 0 8M"])
+    let top = scratch.file("top.qcow2")
+    try Qemu.create(top, size: "16M", backing: "base.qcow2", backingFormat: "qcow2")
+    try Qemu.io(top, ["write -P 0x32 2M 1M"])
+    let decoy = scratch.file("decoy.qcow2")
+    try Qemu.create(decoy, size: "16M")
+    try Qemu.io(decoy, ["write -P 0x99 0 16M"])
+    try cluster.rbdImport(file: top, pool: "\(pool)/vms", image: "top.qcow2")
+    try cluster.rbdImport(file: base, pool: "\(pool)/vms", image: "base.qcow2")
+    try cluster.rbdImport(file: decoy, pool: pool, image: "base.qcow2")
+    defer {
+      try? cluster.rbdRemove(pool: "\(pool)/vms", image: "top.qcow2")
+      try? cluster.rbdRemove(pool: "\(pool)/vms", image: "base.qcow2")
+      try? cluster.rbdRemove(pool: pool, image: "base.qcow2")
+    }
+    let oracle = try Qemu.rawFile(of: top, scratch: scratch)
+    let environment = ["CEPH_CONF": cluster.confPath]
+    let mounted = try MountedImage.mount("rbd:\(pool)/vms/top.qcow2", in: scratch, environment: environment)
+    defer { mounted.unmount() }
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    let mnt = try scratch.directory("missing")
+    let missing = try run(
+      "env",
+      [
+        "CEPH_CONF=\(cluster.confPath)", "timeout", "60", vdiskfsBinary, "rbd:\(pool)/nosuchns/top.qcow2",
+        mnt, "-o", "ro",
+      ],
+      check: false)
+    #expect(missing.status == 3, "\(missing.stderr)")
+    #expect(missing.stderr.contains("namespace nosuchns does not exist in pool \(pool)"), "\(missing.stderr)")
+    #expect(!isMounted(mnt))
+  }
 }

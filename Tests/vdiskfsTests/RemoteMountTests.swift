@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -199,5 +200,145 @@ struct RemoteMountTests {
     // Cached bytes of the old version are not served either.
     #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 4096).status == EIO)
     #expect(isMounted(mounted.mountpoint))
+  }
+
+  /// How the scripted server of `slowAnswersFailThatReadAndTheMountSurvives` answers reads of
+  /// the object's second block.
+  enum Answer: Sendable { case honest, stallAfterHeaders, stallMidBody, trickle }
+
+  /// The answer of the moment, shared with the server's threads.
+  final class CurrentAnswer: Sendable {
+    private let value = Mutex(Answer.honest)
+    func set(_ answer: Answer) { value.withLock { $0 = answer } }
+    var answer: Answer { value.withLock { $0 } }
+  }
+
+  /// A server that answers the second block's reads and then stalls (after the headers, or half
+  /// way through the body), or trickles a byte a second: each read of it fails with EIO within
+  /// the retries' bounded time (5 tries of at most 2 s + 512 bytes at 4 KiB/s with
+  /// remote_timeout=1), the first block stays readable, and once the server answers honestly
+  /// the same read succeeds. A cache of one block (remote_cache=0): the partition scan at mount
+  /// reads the last block, and a read of the first must evict it for the next read to fetch.
+  @Test func slowAnswersFailThatReadAndTheMountSurvives() throws {
+    let scratch = try Scratch("http-slow")
+    defer { scratch.remove() }
+    let size = (1 << 20) + 512
+    let content = (0..<size).map { UInt8(truncatingIfNeeded: $0 / 7) }
+    let current = CurrentAnswer()
+    let server = try HTTPScriptedServer { request -> [HTTPScriptedServer.Step] in
+      let common = ["ETag: \"v1\"", "Accept-Ranges: bytes"]
+      if request.hasPrefix("HEAD ") {
+        return [.send(HTTPScriptedServer.answer("200 OK", common + ["Content-Length: \(size)"]))]
+      }
+      guard let (first, last) = HTTPScriptedServer.range(in: request), first <= last, last < size else {
+        return [.send(HTTPScriptedServer.answer("416 Range Not Satisfiable", ["Content-Length: 0"]))]
+      }
+      let head = HTTPScriptedServer.answer(
+        "206 Partial Content",
+        common + ["Content-Range: bytes \(first)-\(last)/\(size)", "Content-Length: \(last - first + 1)"])
+      let body = Array(content[Int(first)...Int(last)])
+      switch first < 1 << 20 ? .honest : current.answer {
+      case .honest: return [.send(head + body)]
+      case .stallAfterHeaders: return [.send(head), .hold]
+      case .stallMidBody: return [.send(head + body.prefix(body.count / 2)), .hold]
+      case .trickle: return [.send(head), .trickle(body, interval: .seconds(1))]
+      }
+    }
+    defer { server.stop() }
+    let mounted = try MountedImage.mount(
+      server.url, in: scratch, ["-o", "ro,format=raw,remote_timeout=1,remote_cache=0"])
+    defer { mounted.unmount() }
+    #expect(Self.directRead(mounted.diskRaw, offset: 0, count: 65536).bytes == Array(content[0..<65536]))
+    for behaviour in [Answer.stallAfterHeaders, .stallMidBody, .trickle] {
+      current.set(behaviour)
+      let start = ContinuousClock.now
+      let failed = Self.directRead(mounted.diskRaw, offset: 1 << 20, count: 4096)
+      let took = ContinuousClock.now - start
+      #expect(failed.status == EIO, "\(behaviour)")
+      #expect(took < .seconds(40), "\(behaviour): \(took)")
+      #expect(isMounted(mounted.mountpoint))
+      #expect(
+        Self.directRead(mounted.diskRaw, offset: 4096, count: 4096).bytes == Array(content[4096..<8192]))
+    }
+    current.set(.honest)
+    #expect(
+      Self.directRead(mounted.diskRaw, offset: 1 << 20, count: 4096).bytes == Array(content[(1 << 20)...]))
+  }
+
+  /// A presigned-style URL (a query string whose values hold '/') as the top of a chain: the
+  /// backing name resolves next to the URL's path, without the query.
+  @Test func aChainWhoseTopIsAddressedWithAQueryStringMountsOverHTTP() throws {
+    let scratch = try Scratch("http-query")
+    defer { scratch.remove() }
+    let server = try NginxServer()
+    defer { server.stop() }
+    try FileManager.default.createDirectory(atPath: server.root + "/vm", withIntermediateDirectories: true)
+    let base = server.root + "/vm/base.qcow2"
+    try Qemu.create(base, size: "16M")
+    try Qemu.io(base, ["write -P 0x11 0 8M"])
+    let top = server.root + "/vm/top.qcow2"
+    try Qemu.create(top, size: "16M", backing: "base.qcow2", backingFormat: "qcow2")
+    try Qemu.io(top, ["write -P 0x22 4M 1M"])
+    let oracle = try Qemu.rawFile(of: top, scratch: scratch)
+    let query =
+      "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKID/20260101/us-east-1/s3/aws4_request"
+      + "&X-Amz-Expires=3600&X-Amz-Signature=0123abcd"
+    let mounted = try MountedImage.mount(server.url("vm/top.qcow2") + query, in: scratch)
+    defer { mounted.unmount() }
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
+    // The signature stays out of /proc/mounts (world-readable).
+    let mounts = try String(contentsOfFile: "/proc/mounts", encoding: .utf8)
+    let line = mounts.split(separator: "\n").first { $0.contains(" \(mounted.mountpoint) ") } ?? ""
+    #expect(line.hasPrefix(server.url("vm/top.qcow2") + " "), "\(line)")
+    let chain = try run(
+      vdiskfsBinary, ["info", "--backing-chain", "--output", "json", server.url("vm/top.qcow2") + query])
+    #expect(chain.stdout.contains("\"filename\": \"\(server.url("vm/base.qcow2"))\""), "\(chain.stdout)")
+  }
+
+  /// With no credentials at all, a public-read object mounts with unsigned requests (one info
+  /// line says so); a private one fails with what to do (exit 1); half a pair of keys is refused
+  /// before any request (exit 1).
+  @Test func aPublicObjectMountsAnonymouslyAndAPrivateOneSaysHowToGiveCredentials() throws {
+    let cluster = try CephCluster.shared()
+    let scratch = try Scratch("s3-anonymous")
+    defer { scratch.remove() }
+    let bucket = "anon-\(UUID().uuidString.prefix(8).lowercased())"
+    try cluster.createBucket(bucket)
+    let image = scratch.file("public.qcow2")
+    try Qemu.create(image, size: "8M")
+    try Qemu.io(image, ["write -P 0x61 1M 2M"])
+    try cluster.s3([
+      "-H", "x-amz-acl: public-read", "-T", image, cluster.url(bucket: bucket, key: "public.qcow2"),
+    ])
+    try cluster.putObject(bucket: bucket, key: "private.qcow2", file: image)
+    let home = try scratch.directory("home")
+    let anonymous = ["HOME=\(home)", "AWS_ENDPOINT_URL=\(cluster.endpoint)"]
+    func attempt(_ key: String, _ mnt: String, _ extra: [String] = []) throws -> CommandResult {
+      try run(
+        "env",
+        ["-i", "PATH=/usr/bin:/bin"] + anonymous + extra + [
+          "timeout", "60", vdiskfsBinary, "s3://\(bucket)/\(key)", mnt, "-o", "ro",
+        ], check: false)
+    }
+    let mnt = try scratch.directory("mnt-public")
+    let mounted = try attempt("public.qcow2", mnt)
+    let served = MountedImage(mountpoint: mnt)
+    defer { served.unmount() }
+    #expect(mounted.status == 0, "\(mounted.stderr)")
+    let lines = mounted.stderr.split(separator: "\n").filter {
+      $0.contains("unsigned (anonymous) S3 requests")
+    }
+    #expect(lines.count == 1, "\(mounted.stderr)")
+    #expect(try compareFiles(served.diskRaw, try Qemu.rawFile(of: image, scratch: scratch)) == nil)
+    let refusedMnt = try scratch.directory("mnt-private")
+    let refused = try attempt("private.qcow2", refusedMnt)
+    #expect(refused.status == 1, "\(refused.stderr)")
+    #expect(refused.stderr.contains("the object is not public"), "\(refused.stderr)")
+    #expect(refused.stderr.contains("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "\(refused.stderr)")
+    let half = try attempt("public.qcow2", refusedMnt, ["AWS_ACCESS_KEY_ID=\(cluster.accessKey)"])
+    #expect(half.status == 1, "\(half.stderr)")
+    #expect(
+      half.stderr.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"), "\(half.stderr)")
+    #expect(!isMounted(refusedMnt))
   }
 }

@@ -58,8 +58,10 @@ public struct HTTPTransportError: Error, Sendable, CustomStringConvertible {
 
 /// A small libcurl client: HEAD and ranged GET into the caller's buffer, with a pool of reusable
 /// easy handles (their connections stay open). Every request has a connect timeout and a stall
-/// limit of `RemoteOptions.timeoutSeconds`, follows at most 5 redirects (HTTP(S) only), and
-/// verifies TLS unless `verifyTLS` is off. Thread-safe; no retries (the block cache retries).
+/// limit of `RemoteOptions.timeoutSeconds`, and a limit on its whole time (`totalLimit`: a server
+/// that trickles its answer cannot hold a read forever), follows at most 5 redirects (HTTP(S)
+/// only), and verifies TLS unless `verifyTLS` is off. Thread-safe; no retries (the block cache
+/// retries; a request past a limit fails as `.unreachable`, which it retries).
 public final class HTTPClient: Sendable {
   public let timeoutSeconds: Int
   public let verifyTLS: Bool
@@ -129,6 +131,9 @@ public final class HTTPClient: Sendable {
     ok = ok && handle.set(CURLOPT_CONNECTTIMEOUT, timeoutSeconds)
     // A transfer slower than 1 byte/s for `timeoutSeconds` is a stalled one.
     ok = ok && handle.set(CURLOPT_LOW_SPEED_LIMIT, 1) && handle.set(CURLOPT_LOW_SPEED_TIME, timeoutSeconds)
+    let bodyBytes = request.range.map { $0.upperBound - $0.lowerBound + 1 } ?? 0
+    let limit = Self.totalLimit(timeoutSeconds: timeoutSeconds, bodyBytes: bodyBytes)
+    ok = ok && handle.set(CURLOPT_TIMEOUT_MS, limit.milliseconds)
     ok = ok && handle.set(CURLOPT_SSL_VERIFYPEER, verifyTLS ? 1 : 0)
     ok = ok && handle.set(CURLOPT_SSL_VERIFYHOST, verifyTLS ? 2 : 0)
     if request.method == .head { ok = ok && handle.set(CURLOPT_NOBODY, 1) }
@@ -144,6 +149,21 @@ public final class HTTPClient: Sendable {
     ok = ok && handle.set(CURLOPT_WRITEFUNCTION, callback: curlWriteCallback)
     ok = ok && handle.set(CURLOPT_WRITEDATA, pointer: context)
     return ok
+  }
+
+  /// The slowest body rate a request is given time for, in bytes per second.
+  public static let floorBytesPerSecond: UInt64 = 4096
+
+  /// The longest a request may take from start to end: twice the timeout (to connect, and to
+  /// get the answer started), plus its body at `floorBytesPerSecond`. A server that stalls after
+  /// its headers or in the middle of the body, or sends one byte a second (which the stall
+  /// limit lets pass), is cut off there.
+  public static func totalLimit(timeoutSeconds: Int, bodyBytes: UInt64) -> (seconds: Int, milliseconds: Int) {
+    let transfer = bodyBytes / floorBytesPerSecond + (bodyBytes % floorBytesPerSecond == 0 ? 0 : 1)
+    // transfer < 2^52, the timeout at most a few thousand seconds: the sum cannot overflow.
+    let seconds = Int(clamping: UInt64(2 * max(1, min(timeoutSeconds, 1 << 20))) + transfer)
+    let (milliseconds, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+    return (seconds, overflow ? Int.max : milliseconds)
   }
 
   private static func kind(of code: CURLcode) -> HTTPTransportError.Kind {

@@ -16,6 +16,14 @@ public enum HTTPStore: RemoteStoreKind {
     ) { HTTPOpening.judge(location, $0) }
   }
 
+  /// A name an image at `location` records, resolved against the URL without its query string
+  /// and fragment: a relative name replaces the last path segment (`https://h/vm/top.qcow2?X-Amz-
+  /// Signature=…` + `base.qcow2` is `https://h/vm/base.qcow2`, unsigned: a presigned URL's
+  /// signature is for its own object), an absolute one the whole path.
+  public static func resolve(_ name: String, relativeTo location: String) -> String {
+    RemoteLocation.resolve(name, relativeTo: RemoteLocation.withoutQuery(location))
+  }
+
   /// Refuses a URL without a host, or with spaces or control characters (libcurl would send
   /// them as they are).
   static func validate(_ location: String) throws {

@@ -27,8 +27,11 @@ final class RBDConnection: @unchecked Sendable {
 
   /// Connects to the cluster `options` name (`cephConf`, else `CEPH_CONF`, else librados' own
   /// search) as `cephID`, with every monitor and OSD call bounded by `timeoutSeconds`, and opens
-  /// `pool`. `readOnly` turns librbd's cache off (the block cache above caches reads).
-  init(pool: String, location: String, options: RemoteOptions, readOnly: Bool) throws(VDiskError) {
+  /// `pool`, and in it `namespace` when given (which must exist). `readOnly` turns librbd's cache
+  /// off (the block cache above caches reads).
+  init(pool: String, namespace: String? = nil, location: String, options: RemoteOptions, readOnly: Bool)
+    throws(VDiskError)
+  {
     var handle: rados_t?
     let id = options.cephID.flatMap { $0.isEmpty ? nil : $0 }
     let created =
@@ -89,6 +92,20 @@ final class RBDConnection: @unchecked Sendable {
       throw VDiskError(.io, path: location, "cannot open pool \(pool): \(rbdMessage(opened))", errno: EIO)
     }
     ioctx = context
+    if let namespace {
+      rados_ioctx_set_namespace(context, namespace)
+      var exists = false
+      let checked = rbd_namespace_exists(context, namespace, &exists)
+      guard checked == 0 else {
+        throw VDiskError(
+          .io, path: location,
+          "cannot look up namespace \(namespace) in pool \(pool): \(rbdMessage(checked))",
+          errno: EIO)
+      }
+      guard exists else {
+        throw VDiskError(.notFound, path: location, "namespace \(namespace) does not exist in pool \(pool)")
+      }
+    }
   }
 
   /// This client's id on the cluster (the `id` of its header watch).

@@ -59,7 +59,8 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
   ) throws(VDiskError) -> (connection: RBDConnection, size: UInt64, tag: String) {
     let readOnly = !writable || parsed.snapshot != nil
     let connection = try RBDConnection(
-      pool: parsed.pool, location: location, options: options, readOnly: readOnly)
+      pool: parsed.pool, namespace: parsed.namespace, location: location, options: options, readOnly: readOnly
+    )
     guard let ioctx = connection.ioctx else { throw VDiskError(.io, path: location, "no pool context") }
     var handle: rbd_image_t?
     let opened =
@@ -68,7 +69,9 @@ public final class RBDObject: RemoteObject, @unchecked Sendable {
     guard opened == 0, let handle else {
       if opened == -ENOENT {
         throw VDiskError(
-          .notFound, path: location, "image \(parsed.image) does not exist in pool \(parsed.pool)")
+          .notFound, path: location,
+          "image \(parsed.image) does not exist in \(parsed.namespace == nil ? "pool" : "namespace") \(parsed.poolAndNamespace)"
+        )
       }
       throw VDiskError(
         .io, path: location, "cannot open image \(parsed.image): \(rbdMessage(opened))", errno: EIO)

@@ -2,12 +2,21 @@ import RemoteStore
 import Synchronization
 import VDiskCore
 
-/// Ceph RBD images: `rbd:POOL/IMAGE[@SNAP]` through librbd. The cluster comes from
+/// Ceph RBD images: `rbd:POOL[/NAMESPACE]/IMAGE[@SNAP]` through librbd. The cluster comes from
 /// `-o ceph_conf=` (else `CEPH_CONF`, else librados' default search) and the client id from
 /// `-o ceph_id=`. A snapshot is read-only; an image head opened read-write takes the image's
-/// exclusive lock. Backing names resolve in the same pool (the default resolution).
+/// exclusive lock. Backing names resolve in the same pool and namespace (`resolve`).
 public struct RBDStore: RemoteStoreKind {
   public static let prefixes = [RBDLocation.prefix]
+
+  /// A name an RBD image records, as an image in the same pool and namespace: RBD has no folders,
+  /// so only the name's last component counts (`sub/base.qcow2` and `/var/lib/base.qcow2` are
+  /// `base.qcow2` there); a name with a snapshot (`base@s1`) keeps it.
+  public static func resolve(_ name: String, relativeTo location: String) -> String {
+    let base = name.split(separator: "/").last.map(String.init) ?? name
+    guard let slash = location.lastIndex(of: "/") else { return base }
+    return String(location[...slash]) + base
+  }
 
   public static func open(_ location: String, writable: Bool, options: RemoteOptions) throws
     -> any RemoteObject

@@ -10,6 +10,8 @@ public struct RemoteOptions: Sendable, Equatable {
   public var s3Endpoint: String?
   /// `-o s3_region=REGION`; nil: `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile, `us-east-1`.
   public var s3Region: String?
+  /// `-o s3_unsigned`: send S3 requests unsigned (anonymous) even when credentials exist.
+  public var s3Unsigned = false
   /// `-o sslverify=off`: do not verify TLS certificates (a warning is logged).
   public var verifyTLS = true
   /// `-o remote_cache=SIZE`: the in-memory block cache, shared by every remote object of a mount.

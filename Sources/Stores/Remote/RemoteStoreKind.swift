@@ -48,11 +48,23 @@ public enum RemoteLocation {
       return resolve(base, relativeTo: location)
     }
     guard let slash = location.lastIndex(of: "/") else { return name }
+    // scheme://host without a path: the name is at the root, not glued to the host.
+    if let authorityStart = authorityStart(of: location), slash < authorityStart {
+      return location + "/" + name
+    }
     return String(location[...slash]) + name
   }
 
+  /// `scheme://…` up to its first '?' or '#' (a URL without its query string and fragment);
+  /// other text as it is.
+  public static func withoutQuery(_ location: String) -> String {
+    guard let start = authorityStart(of: location) else { return location }
+    let end = location[start...].firstIndex { $0 == "?" || $0 == "#" } ?? location.endIndex
+    return String(location[..<end])
+  }
+
   /// Where the authority (host, bucket) of `scheme://authority/path` starts; nil without `://`.
-  static func authorityStart(of location: String) -> String.Index? {
+  public static func authorityStart(of location: String) -> String.Index? {
     let chars = Array(location.utf8)
     guard chars.count >= 3 else { return nil }
     for i in 0..<(chars.count - 2) where chars[i] == UInt8(ascii: ":") {

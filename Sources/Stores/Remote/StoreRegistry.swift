@@ -65,9 +65,20 @@ public final class RemoteFiles: Sendable {
   /// `name`, recorded by the image at `image`, resolved where that image lives: a remote image's
   /// names (relative or absolute) resolve in its store; a local image's are local paths, or
   /// remote locations as they stand.
+  ///
+  /// The formats join a relative name to the image's location the way they join paths
+  /// (`PlanContext.resolve`: after its last '/'), so a name may arrive here already joined. That
+  /// is undone, and the store resolves the name itself: a URL's last '/' may be inside its query
+  /// string (a presigned URL's), and RBD has no folders.
   public func resolve(_ name: String, relativeTo image: String) -> String {
-    if isRemote(name) { return name }
-    guard let store = registry.store(for: image) else { return PlanContext.resolve(name, relativeTo: image) }
-    return store.resolve(name, relativeTo: image)
+    guard let store = registry.store(for: image) else {
+      return isRemote(name) ? name : PlanContext.resolve(name, relativeTo: image)
+    }
+    if let slash = image.lastIndex(of: "/"), name.hasPrefix(image[...slash]),
+      name.count > image[...slash].count
+    {
+      return store.resolve(String(name.dropFirst(image[...slash].count)), relativeTo: image)
+    }
+    return isRemote(name) ? name : store.resolve(name, relativeTo: image)
   }
 }

@@ -9,17 +9,30 @@ public struct S3Configuration: Sendable, Equatable {
   /// `http(s)://host[:port][/prefix]` without a trailing '/'; nil: AWS's regional endpoint.
   public var endpoint: String?
   public var region: String
-  public var accessKeyID: String
-  public var secretAccessKey: String
-  public var sessionToken: String?
+  /// Nil: requests go unsigned (anonymous), for public objects.
+  public var credentials: Credentials?
+
+  public struct Credentials: Sendable, Equatable {
+    public var accessKeyID: String
+    public var secretAccessKey: String
+    public var sessionToken: String?
+  }
+
+  public var accessKeyID: String? { credentials?.accessKeyID }
+  public var secretAccessKey: String? { credentials?.secretAccessKey }
+  public var sessionToken: String? { credentials?.sessionToken }
+  /// Why requests go unsigned, when they do: `-o s3_unsigned`, or no credentials anywhere.
+  public var anonymousReason: String?
 
   /// Endpoint: `options.s3Endpoint`, `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`. Region:
   /// `options.s3Region`, `AWS_REGION`, `AWS_DEFAULT_REGION`, the profile's `region` in the config
   /// file (`AWS_CONFIG_FILE`, else `$HOME/.aws/config`), `us-east-1`. Credentials:
   /// `AWS_ACCESS_KEY_ID` + `AWS_SECRET_ACCESS_KEY` (+ `AWS_SESSION_TOKEN`), else the profile
   /// `AWS_PROFILE` (default `default`) of the credentials file (`AWS_SHARED_CREDENTIALS_FILE`, else
-  /// `$HOME/.aws/credentials`), else of the config file. Throws `.notPermitted` without
-  /// credentials, `.invalidArgument` for an endpoint that is not an http(s) URL.
+  /// `$HOME/.aws/credentials`), else of the config file; with none of these, or with
+  /// `options.s3Unsigned`, none (anonymous requests). Throws `.notPermitted` for half a pair of
+  /// keys (one of the two variables, or a profile with one of the two keys) rather than going
+  /// anonymous unasked, `.invalidArgument` for an endpoint that is not an http(s) URL.
   public init(location: String, options: RemoteOptions, environment: [String: String]) throws {
     func env(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
     let home = env("HOME")
@@ -46,28 +59,45 @@ public struct S3Configuration: Sendable, Equatable {
       throw VDiskError(.invalidArgument, path: location, "the S3 region '\(region)' is not valid")
     }
 
-    if let key = env("AWS_ACCESS_KEY_ID"), let secret = env("AWS_SECRET_ACCESS_KEY") {
-      accessKeyID = key
-      secretAccessKey = secret
-      sessionToken = env("AWS_SESSION_TOKEN")
+    if options.s3Unsigned {
+      anonymousReason = "-o s3_unsigned"
       return
     }
+    switch (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+    case (let key?, let secret?):
+      credentials = Credentials(
+        accessKeyID: key, secretAccessKey: secret, sessionToken: env("AWS_SESSION_TOKEN"))
+      return
+    case (.some, nil), (nil, .some):
+      let (set, unset) =
+        env("AWS_ACCESS_KEY_ID") != nil
+        ? ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") : ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+      throw VDiskError(
+        .notPermitted, path: location,
+        "\(set) is set but \(unset) is not: set both, or neither (-o s3_unsigned for anonymous requests)")
+    case (nil, nil): break
+    }
     let credentialsPath = env("AWS_SHARED_CREDENTIALS_FILE") ?? home.map { $0 + "/.aws/credentials" }
-    let credentials = credentialsPath.flatMap(readSmallFile).map(INIFile.init)
-    for (file, section) in [(credentials, profile), (config, configSection)] {
-      if let key = file?[section, "aws_access_key_id"], let secret = file?[section, "aws_secret_access_key"],
-        !key.isEmpty, !secret.isEmpty
-      {
-        accessKeyID = key
-        secretAccessKey = secret
-        sessionToken = file?[section, "aws_session_token"]
+    let credentialsFile = credentialsPath.flatMap(readSmallFile).map(INIFile.init)
+    for (file, section, path) in [
+      (credentialsFile, profile, credentialsPath), (config, configSection, configPath),
+    ] {
+      let key = file?[section, "aws_access_key_id"].flatMap { $0.isEmpty ? nil : $0 }
+      let secret = file?[section, "aws_secret_access_key"].flatMap { $0.isEmpty ? nil : $0 }
+      if let key, let secret {
+        credentials = Credentials(
+          accessKeyID: key, secretAccessKey: secret, sessionToken: file?[section, "aws_session_token"])
         return
       }
+      if key != nil || secret != nil {
+        throw VDiskError(
+          .notPermitted, path: location,
+          "profile '\(profile)' in \(path ?? "the AWS files") has only one of aws_access_key_id and "
+            + "aws_secret_access_key: give both, or neither (-o s3_unsigned for anonymous requests)")
+      }
     }
-    throw VDiskError(
-      .notPermitted, path: location,
-      "no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give profile '\(profile)' "
-        + "keys in \(credentialsPath ?? "~/.aws/credentials")")
+    anonymousReason =
+      "no S3 credentials (AWS_ACCESS_KEY_ID, profile '\(profile)' in \(credentialsPath ?? "~/.aws/credentials"))"
   }
 
   /// The process environment, for `init`.
