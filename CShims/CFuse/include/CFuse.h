@@ -2,9 +2,10 @@
 // kernel's FUSE ABI for the request loop vdiskfs runs itself (Sources/VDiskFUSE/Kernel), and the
 // few helpers Swift cannot express itself (macros, `_GNU_SOURCE`-only calls, signal handlers).
 //
-// FUSE_USE_VERSION 312: below it `struct fuse_loop_config` is the old public struct. The `fuse3/`
-// include prefix matters: a C target's -I flags do not reach the Swift importer of dependent
-// targets.
+// FUSE_USE_VERSION 312: the libfuse API this is written against (Benchmarks/Sources/FUSECeiling,
+// a plain libfuse server, shares this target and needs 312's `fuse_session_loop_mt`). The
+// `fuse3/` include prefix matters: a C target's -I flags do not reach the Swift importer of
+// dependent targets.
 #ifndef CFUSE_H
 #define CFUSE_H
 

@@ -32,7 +32,7 @@ enum KernelDispatch {
     do {
       switch opcode {
       case FUSE_INIT:
-        return initialize(request, req, connection)
+        return initialize(request, req, connection, ctx)
       case FUSE_DESTROY:
         req.replyError(0)
         return .destroyed
@@ -86,6 +86,25 @@ enum KernelDispatch {
     return .next
   }
 
+  /// The opcode's name as libfuse's `-d` trace printed it ("???" for one it did not know).
+  static func name(of opcode: UInt32) -> String {
+    let names: [fuse_opcode: String] = [
+      FUSE_LOOKUP: "LOOKUP", FUSE_FORGET: "FORGET", FUSE_GETATTR: "GETATTR", FUSE_SETATTR: "SETATTR",
+      FUSE_READLINK: "READLINK", FUSE_SYMLINK: "SYMLINK", FUSE_MKNOD: "MKNOD", FUSE_MKDIR: "MKDIR",
+      FUSE_UNLINK: "UNLINK", FUSE_RMDIR: "RMDIR", FUSE_RENAME: "RENAME", FUSE_LINK: "LINK", FUSE_OPEN: "OPEN",
+      FUSE_READ: "READ", FUSE_WRITE: "WRITE", FUSE_STATFS: "STATFS", FUSE_RELEASE: "RELEASE",
+      FUSE_FSYNC: "FSYNC", FUSE_SETXATTR: "SETXATTR", FUSE_GETXATTR: "GETXATTR", FUSE_LISTXATTR: "LISTXATTR",
+      FUSE_REMOVEXATTR: "REMOVEXATTR", FUSE_FLUSH: "FLUSH", FUSE_INIT: "INIT", FUSE_OPENDIR: "OPENDIR",
+      FUSE_READDIR: "READDIR", FUSE_RELEASEDIR: "RELEASEDIR", FUSE_FSYNCDIR: "FSYNCDIR", FUSE_GETLK: "GETLK",
+      FUSE_SETLK: "SETLK", FUSE_SETLKW: "SETLKW", FUSE_ACCESS: "ACCESS", FUSE_CREATE: "CREATE",
+      FUSE_INTERRUPT: "INTERRUPT", FUSE_BMAP: "BMAP", FUSE_DESTROY: "DESTROY", FUSE_IOCTL: "IOCTL",
+      FUSE_POLL: "POLL", FUSE_NOTIFY_REPLY: "NOTIFY_REPLY", FUSE_BATCH_FORGET: "BATCH_FORGET",
+      FUSE_FALLOCATE: "FALLOCATE", FUSE_READDIRPLUS: "READDIRPLUS", FUSE_RENAME2: "RENAME2",
+      FUSE_LSEEK: "LSEEK", FUSE_COPY_FILE_RANGE: "COPY_FILE_RANGE",
+    ]
+    return names[fuse_opcode(opcode)] ?? "???"
+  }
+
   /// READ and READDIR arguments, with a size no larger than `limit` (the kernel never asks for
   /// more than max_read, max_pages pages, which the read buffers hold).
   private static func readArguments(_ request: KernelRequest, limit: Int) throws -> fuse_read_in {
@@ -96,7 +115,7 @@ enum KernelDispatch {
 
   /// INIT: the negotiated reply, or EPROTO and the refusal.
   private static func initialize(
-    _ request: KernelRequest, _ req: FUSERequest, _ connection: KernelConnection
+    _ request: KernelRequest, _ req: FUSERequest, _ connection: KernelConnection, _ ctx: FUSEContext
   ) -> Outcome {
     guard !connection.initialized else {
       req.replyError(EIO)
@@ -113,6 +132,11 @@ enum KernelDispatch {
       // another worker.
       connection.markInitialized(out)
       req.reply(out)
+      let offered = String(InitNegotiation.offeredFlags(offer), radix: 16)
+      let answered = String(UInt64(out.flags) | UInt64(out.flags2) << 32, radix: 16)
+      ctx.logger.debug(
+        "INIT: kernel \(offer.major).\(offer.minor) flags 0x\(offered); answered 7.\(out.minor) flags 0x\(answered), max_write \(out.max_write)"
+      )
       return .next
     case .failure(let refusal):
       req.replyError(EPROTO)

@@ -193,8 +193,11 @@ final class KernelLoop: @unchecked Sendable {
         continue
       }
       if debug {
+        // libfuse's format, which the tests read.
+        let name = KernelDispatch.name(of: request.opcode)
         logger.debug(
-          "unique: \(request.unique), opcode: \(request.opcode), nodeid: \(request.nodeID), insize: \(n)")
+          "unique: \(request.unique), opcode: \(name) (\(request.opcode)), nodeid: \(request.nodeID), insize: \(n), pid: \(request.header.pid)"
+        )
       }
       let outcome = KernelDispatch.dispatch(
         request, device: device, connection: connection, context: context, pipe: pipe)
