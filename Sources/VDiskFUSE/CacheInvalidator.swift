@@ -100,25 +100,15 @@ final class SerialLane: @unchecked Sendable {
       return (true, !s.started)
     }
     guard queued else { return work() }  // stopped: nothing left to wait for
-    if start { startThread() }
+    if start { startServing() }
     sem_post(semaphore)
   }
 
-  private func startThread() {
-    let box = Unmanaged.passRetained(self).toOpaque()
-    var thread = pthread_t()
-    let made = pthread_create(
-      &thread, nil,
-      { argument in
-        guard let argument else { return nil }
-        Unmanaged<SerialLane>.fromOpaque(argument).takeRetainedValue().serve()
-        return nil
-      }, box)
-    if made == 0 {
+  private func startServing() {
+    if let thread = startThread({ self.serve() }) {
       state.withLock { $0.thread = thread }
     } else {
       // No thread (out of resources): run the work here rather than never answering.
-      Unmanaged<SerialLane>.fromOpaque(box).release()
       while let work = state.withLock({ $0.queue.isEmpty ? nil : $0.queue.removeFirst() }) { work() }
     }
   }

@@ -81,7 +81,7 @@ final class KernelLoop: @unchecked Sendable {
     try openDevices(max(threads, 1))
     var started: [pthread_t] = []
     for fd in devices {
-      if let thread = start(device: fd) { started.append(thread) }
+      if let thread = startThread({ self.serve(device: fd) }) { started.append(thread) }
     }
     guard !started.isEmpty else {
       throw VDiskError(.io, path: "/dev/fuse", "cannot start any worker thread")
@@ -111,34 +111,6 @@ final class KernelLoop: @unchecked Sendable {
     }
     for thread in started { pthread_join(thread, nil) }
     return (signal != 0 ? nil : control.stopReason, signal)
-  }
-
-  private func start(device: Int32) -> pthread_t? {
-    let work = Worker(loop: self, device: device)
-    let box = Unmanaged.passRetained(work).toOpaque()
-    var thread = pthread_t()
-    let made = pthread_create(
-      &thread, nil,
-      { argument in
-        guard let argument else { return nil }
-        let worker = Unmanaged<Worker>.fromOpaque(argument).takeRetainedValue()
-        worker.loop.serve(device: worker.device)
-        return nil
-      }, box)
-    guard made == 0 else {
-      Unmanaged<Worker>.fromOpaque(box).release()
-      return nil
-    }
-    return thread
-  }
-
-  private final class Worker: Sendable {
-    let loop: KernelLoop
-    let device: Int32
-    init(loop: KernelLoop, device: Int32) {
-      self.loop = loop
-      self.device = device
-    }
   }
 
   /// A worker: reads and answers requests on `device` until the loop stops or the connection
