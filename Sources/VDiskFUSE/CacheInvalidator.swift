@@ -5,11 +5,11 @@ import Synchronization
   import Glibc
 #endif
 
-/// Sends page-cache invalidation notices (`fuse_lowlevel_notify_inval_inode`) for a change, then
+/// Sends page-cache invalidation notices (`FUSE_NOTIFY_INVAL_INODE`) for a change, then
 /// answers the request that made it, so that whoever reads after the write, fallocate or truncate
 /// returned sees the new bytes.
 ///
-/// Never on a libfuse worker: the kernel drops a page only once it can lock it, and a page is
+/// Never on a request worker: the kernel drops a page only once it can lock it, and a page is
 /// locked while a read of it waits for its reply, which only a free worker can send. Every worker
 /// could be inside such an invalidation (4 writers), leaving none to answer the read. Here the
 /// workers hand the notices and the reply to one of two lanes (a thread each, started on first use)
@@ -27,15 +27,16 @@ import Synchronization
 /// holding its locked pages: were a background request's answer to wait for an invalidation of
 /// those pages, nothing would move (seen with mmap writers beside buffered readers). So writeback
 /// writes are answered first and invalidate after, and asynchronous direct I/O is turned off
-/// (`fuseInit`).
+/// (`InitNegotiation`).
 final class CacheInvalidator: Sendable {
-  /// The session (an `OpaquePointer`'s bits); 0 until attached.
-  private let session = Atomic<UInt>(0)
+  /// The /dev/fuse descriptor notices are written to; -1 until attached. The session keeps it
+  /// open until the lanes have stopped.
+  private let device = Atomic<Int32>(-1)
   private let readersOnly = SerialLane()
   private let mayWaitForWriters = SerialLane()
 
-  func attach(session pointer: OpaquePointer) {
-    session.store(UInt(bitPattern: UnsafeRawPointer(pointer)), ordering: .releasing)
+  func attach(device fd: Int32) {
+    device.store(fd, ordering: .releasing)
   }
 
   /// Runs `reply` at once when `job` is nil; else on a lane after sending the job's notices.
@@ -51,11 +52,12 @@ final class CacheInvalidator: Sendable {
   /// Tells the kernel to drop the notice's pages (and the inode's cached attributes). ENOENT (the
   /// kernel holds nothing of the inode) is the usual answer and means nothing is stale.
   private func send(_ notice: PageCacheRegistry.Notice) {
-    guard let pointer = OpaquePointer(bitPattern: session.load(ordering: .acquiring)) else { return }
+    let fd = device.load(ordering: .acquiring)
+    guard fd >= 0 else { return }
     // The kernel adds offset and length as signed 64-bit numbers: past that, "to the end" (0).
     let offset = min(notice.offset, UInt64(Int64.max))
     let length = notice.length > UInt64(Int64.max) - offset ? 0 : notice.length
-    _ = fuse_lowlevel_notify_inval_inode(pointer, fuse_ino_t(notice.inode), off_t(offset), off_t(length))
+    _ = cfuse_notify_inval_inode(fd, notice.inode, Int64(offset), Int64(length))
   }
 
   /// Finishes what was submitted and stops the lanes; call before the session is destroyed.
@@ -98,25 +100,15 @@ final class SerialLane: @unchecked Sendable {
       return (true, !s.started)
     }
     guard queued else { return work() }  // stopped: nothing left to wait for
-    if start { startThread() }
+    if start { startServing() }
     sem_post(semaphore)
   }
 
-  private func startThread() {
-    let box = Unmanaged.passRetained(self).toOpaque()
-    var thread = pthread_t()
-    let made = pthread_create(
-      &thread, nil,
-      { argument in
-        guard let argument else { return nil }
-        Unmanaged<SerialLane>.fromOpaque(argument).takeRetainedValue().serve()
-        return nil
-      }, box)
-    if made == 0 {
+  private func startServing() {
+    if let thread = startThread({ self.serve() }) {
       state.withLock { $0.thread = thread }
     } else {
       // No thread (out of resources): run the work here rather than never answering.
-      Unmanaged<SerialLane>.fromOpaque(box).release()
       while let work = state.withLock({ $0.queue.isEmpty ? nil : $0.queue.removeFirst() }) { work() }
     }
   }

@@ -2,7 +2,7 @@ import CFuse
 import Logging
 import Synchronization
 
-/// Everything a request handler needs, reached through libfuse's userdata (never a global):
+/// Everything a request handler needs, handed to it by the request loop (never a global):
 /// the tree, the read buffers, the logger, and the one-time read-ahead tuning.
 final class FUSEContext: Sendable {
   let tree: VirtualTree
@@ -22,20 +22,15 @@ final class FUSEContext: Sendable {
   private let pendingReadAheadDevice = Mutex<String?>(nil)
   private let readAheadPending = Atomic<Bool>(false)
 
-  /// Answer reads by splicing file ranges (`FUSE_CAP_SPLICE_WRITE`) when the reply fits the
-  /// largest pipe this process can make, in bytes (0: never splice). libfuse falls back to
-  /// allocating and copying a reply that does not fit, and stops growing that thread's pipe, so
-  /// `replySpliced` checks the fit first.
+  /// Answer reads by splicing file ranges into each worker's pipe (`SplicePipe`) when the reply
+  /// fits the largest pipe this process can make, in bytes (0: never splice). A reply that does
+  /// not fit is copied (`replySpliced` checks the fit first).
   let spliceCapacity: Int
 
   /// Inodes of writable views that may hold cached pages, and what they show.
   let pageCache = PageCacheRegistry()
   /// Sends their invalidations before the changes that made them stale are answered.
   let invalidator = CacheInvalidator()
-
-  func attach(session pointer: OpaquePointer) {
-    invalidator.attach(session: pointer)
-  }
 
   /// Bytes `range` of `view` changed through `inode` (a write, fallocate or truncate): drops the
   /// pages that now show stale bytes, then calls `reply` — at once when nothing is cached, else
@@ -57,16 +52,11 @@ final class FUSEContext: Sendable {
     if job != nil { invalidator.run(job) {} }
   }
 
-  /// `MountOptions.maxRead`, told to the kernel in `init` (the mount option alone kills the
-  /// mount with EPROTO).
-  let maxRead: Int?
-
   /// Keep the kernel's asynchronous direct I/O (`FUSE_CAP_ASYNC_DIO`): only where nothing is
-  /// ever invalidated (a read-only mount; see `fuseInit`).
+  /// ever invalidated (a read-only mount; see `InitNegotiation` and `CacheInvalidator`).
   let asyncDirectIO: Bool
 
   init(tree: VirtualTree, options: MountOptions, logger: Logger) {
-    self.maxRead = options.maxRead
     self.asyncDirectIO = options.readOnly
     let capacity = options.splice ? cfuse_pipe_capacity(4 << 20) : 0
     self.spliceCapacity = capacity >= 256 << 10 ? capacity : 0

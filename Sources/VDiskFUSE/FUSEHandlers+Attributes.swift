@@ -7,24 +7,24 @@ import VDiskCore
 
 // Names and attributes: lookup, getattr, setattr.
 
-func fuseLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-  handle(req) { ctx in
-    guard let name else { throw FileSystemError(EINVAL) }
-    let node = try ctx.tree.lookup(parent: parent, name: String(cString: name))
-    var entry = fuse_entry_param()
-    entry.ino = fuse_ino_t(node.inode)
+func fuseLookup(_ req: FUSERequest, _ ctx: FUSEContext, _ parent: UInt64, _ name: String) {
+  handle(req, ctx) {
+    let node = try ctx.tree.lookup(parent: parent, name: name)
+    var entry = fuse_entry_out()
+    entry.nodeid = node.inode
     entry.generation = 1
-    entry.attr = statBuffer(try ctx.tree.attributes(of: node.inode))
-    entry.attr_timeout = ctx.timeout(for: node)
-    entry.entry_timeout = ctx.timeout(for: node)
-    fuse_reply_entry(req, &entry)
+    let timeout = kernelTimeout(ctx.timeout(for: node))
+    (entry.entry_valid, entry.entry_valid_nsec) = timeout
+    (entry.attr_valid, entry.attr_valid_nsec) = timeout
+    entry.attr = kernelAttributes(try ctx.tree.attributes(of: node.inode))
+    req.reply(entry)
   }
 }
 
-func fuseGetattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  handle(req) { ctx in
-    var st = statBuffer(try ctx.tree.attributes(of: ino))
-    fuse_reply_attr(req, &st, ctx.timeout(for: try ctx.tree.node(ino)))
+func fuseGetattr(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64) {
+  handle(req, ctx) {
+    let attributes = try ctx.tree.attributes(of: ino)
+    req.reply(attributeReply(attributes, timeout: ctx.timeout(for: try ctx.tree.node(ino))))
   }
 }
 
@@ -32,49 +32,45 @@ func fuseGetattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePoint
 /// (`VirtualTree.setAttributes`), none answered without being done. Who may change what the
 /// kernel checks first (`default_permissions`). A size change is answered once the pages of
 /// other files that show the changed bytes are dropped.
-func fuseSetattr(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ attr: UnsafeMutablePointer<stat>?, _ toSet: Int32,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
-) {
-  handle(req) { ctx in
-    guard let attr else { throw FileSystemError(EINVAL) }
-    let change = try attributeChange(attr.pointee, toSet)
+func fuseSetattr(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, _ attr: fuse_setattr_in) {
+  handle(req, ctx) {
+    let change = try attributeChange(attr)
     guard change.size != nil else {
-      var st = statBuffer(try ctx.tree.setAttributes(ino, change))
-      fuse_reply_attr(req, &st, ctx.attributeTimeout)
+      req.reply(attributeReply(try ctx.tree.setAttributes(ino, change), timeout: ctx.attributeTimeout))
       return
     }
     let view = try ctx.tree.checkWritable(ino)
     let old = view.content.size
     let attributes = try ctx.tree.setAttributes(ino, change)
     let new = attributes.size
-    let pending = PendingRequest(req)
     let timeout = ctx.attributeTimeout
     // The kernel drops this inode's pages past the new size itself.
     ctx.changed(view, min(old, new)..<max(old, new), through: ino, kernelKeepsOwnPages: true) {
-      var st = statBuffer(attributes)
-      fuse_reply_attr(pending.req, &st, timeout)
+      req.reply(attributeReply(attributes, timeout: timeout))
     }
   }
 }
 
-/// The change `setattr` asks for: the fields of `attr` that `toSet` (FUSE_SET_ATTR_*) names.
-func attributeChange(_ attr: stat, _ toSet: Int32) throws -> AttributeChange {
-  func time(_ set: Int32, _ now: Int32, _ value: timespec) -> AttributeChange.Time? {
-    if toSet & now != 0 { return .now }
-    if toSet & set != 0 { return .at(NodeTime(seconds: value.tv_sec, nanoseconds: value.tv_nsec)) }
+/// The change `setattr` asks for: the fields of `attr` that its `valid` bits (FATTR_*) name.
+func attributeChange(_ attr: fuse_setattr_in) throws -> AttributeChange {
+  let toSet = attr.valid
+  func time(_ set: Int32, _ now: Int32, _ seconds: UInt64, _ nanoseconds: UInt32) -> AttributeChange.Time? {
+    if toSet & UInt32(now) != 0 { return .now }
+    if toSet & UInt32(set) != 0 {
+      return .at(NodeTime(seconds: Int(Int64(bitPattern: seconds)), nanoseconds: Int(nanoseconds)))
+    }
     return nil
   }
   var change = AttributeChange()
-  if toSet & FUSE_SET_ATTR_SIZE != 0 {
-    guard attr.st_size >= 0 else { throw FileSystemError(EINVAL) }
-    change.size = UInt64(attr.st_size)
+  if toSet & UInt32(FATTR_SIZE) != 0 {
+    guard attr.size <= UInt64(Int64.max) else { throw FileSystemError(EINVAL) }
+    change.size = attr.size
   }
-  if toSet & FUSE_SET_ATTR_MODE != 0 { change.permissions = UInt32(attr.st_mode) & 0o7777 }
-  if toSet & FUSE_SET_ATTR_UID != 0 { change.uid = UInt32(attr.st_uid) }
-  if toSet & FUSE_SET_ATTR_GID != 0 { change.gid = UInt32(attr.st_gid) }
-  change.accessTime = time(FUSE_SET_ATTR_ATIME, FUSE_SET_ATTR_ATIME_NOW, attr.st_atim)
-  change.modificationTime = time(FUSE_SET_ATTR_MTIME, FUSE_SET_ATTR_MTIME_NOW, attr.st_mtim)
-  change.changeTime = time(FUSE_SET_ATTR_CTIME, 0, attr.st_ctim)
+  if toSet & UInt32(FATTR_MODE) != 0 { change.permissions = attr.mode & 0o7777 }
+  if toSet & UInt32(FATTR_UID) != 0 { change.uid = attr.uid }
+  if toSet & UInt32(FATTR_GID) != 0 { change.gid = attr.gid }
+  change.accessTime = time(FATTR_ATIME, FATTR_ATIME_NOW, attr.atime, attr.atimensec)
+  change.modificationTime = time(FATTR_MTIME, FATTR_MTIME_NOW, attr.mtime, attr.mtimensec)
+  change.changeTime = time(FATTR_CTIME, 0, attr.ctime, attr.ctimensec)
   return change
 }

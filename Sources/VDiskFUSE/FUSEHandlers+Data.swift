@@ -13,15 +13,13 @@ import VDiskCore
 ///
 /// Direct I/O (`FOPEN_DIRECT_IO`) for O_DIRECT opens (fio, databases, qemu with cache=none), and
 /// writers parallel writes: without FOPEN_PARALLEL_DIRECT_WRITES the kernel holds the inode lock
-/// across each direct write, so 4 writers run one at a time. libfuse 3.14 has no field for that
-/// bit, so the open reply is built here. On a read-only view FOPEN_DIRECT_IO only takes the
+/// across each direct write, so 4 writers run one at a time (libfuse 3.14 had no field for that
+/// bit; the reply is the kernel's `fuse_open_out`, built here). On a read-only view FOPEN_DIRECT_IO only takes the
 /// kernel's synchronous read path instead of its async-DIO one: fio 4 KiB random read, 4 jobs,
 /// vhdx, medians of 5: 229 k -> 240 k IOPS. Writers of a partition of a writable disk get
 /// direct I/O too: only disk.raw itself takes page-cache writes (`PageCacheRegistry`).
-func fuseOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  handle(req) { ctx in
-    guard let fi else { throw FileSystemError(EINVAL) }
-    let flags = fi.pointee.flags
+func fuseOpen(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, flags: Int32) {
+  handle(req, ctx) {
     let view = try ctx.tree.open(ino, flags: flags)
     let writes = flags & O_ACCMODE != O_RDONLY
     let direct =
@@ -34,20 +32,17 @@ func fuseOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<
     // Nothing to write back on close of a descriptor that cannot write (a read-only view, or a
     // read-only open of a writable one): no FLUSH request, no sync.
     let noflush = !(view.writable && writes)
-    let sent: Int32
+    var bits: Int32 = ctx.keepCache ? FOPEN_KEEP_CACHE : 0
     if direct {
-      // KEEP_CACHE as below: without it the kernel would drop the file's pages at this open.
-      var bits = CFUSE_FOPEN_DIRECT_IO | (ctx.keepCache ? CFUSE_FOPEN_KEEP_CACHE : 0)
-      if view.writable { bits |= CFUSE_FOPEN_PARALLEL_DIRECT_WRITES }
-      if noflush { bits |= CFUSE_FOPEN_NOFLUSH }
-      sent = cfuse_reply_open_flags(req, handle, bits)
-    } else {
-      fi.pointee.fh = handle
-      fi.pointee.keep_cache = ctx.keepCache ? 1 : 0
-      fi.pointee.noflush = noflush ? 1 : 0
-      sent = fuse_reply_open(req, fi)
+      // KEEP_CACHE too: without it the kernel would drop the file's pages at this open.
+      bits |= FOPEN_DIRECT_IO
+      if view.writable { bits |= FOPEN_PARALLEL_DIRECT_WRITES }
     }
-    if sent != 0 {
+    if noflush { bits |= FOPEN_NOFLUSH }
+    var out = fuse_open_out()
+    out.fh = handle
+    out.open_flags = UInt32(bitPattern: bits)
+    if req.reply(out) != 0 {
       // The kernel never saw the open (interrupted): no release will come for this handle.
       OpenFile.release(handle: handle, pageCache: ctx.pageCache)
     }
@@ -57,61 +52,62 @@ func fuseOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<
 /// The hottest handler: like the context, the open file is borrowed and its `DiskView` never
 /// copied. 4 KiB reads, vhdx: 8 retains a request -> 1 (the view's content).
 func fuseRead(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
+  _ req: FUSERequest, _ ctx: FUSEContext, _ pipe: SplicePipe?, _ ino: UInt64, _ arguments: fuse_read_in
 ) {
-  handle(req) { ctx in
-    guard offset >= 0 else { throw FileSystemError(EINVAL) }
-    if let open = UnsafeRawPointer(bitPattern: UInt(fi?.pointee.fh ?? 0)) {
+  handle(req, ctx) {
+    let size = Int(arguments.size)
+    let offset = arguments.offset
+    guard offset <= UInt64(Int64.max) else { throw FileSystemError(EINVAL) }
+    if let open = UnsafeRawPointer(bitPattern: UInt(arguments.fh)) {
       try Unmanaged<OpenFile>.fromOpaque(open)._withUnsafeGuaranteedRef { file in
-        try replyRead(req, ctx, file.view.content, size, UInt64(offset))
+        try replyRead(req, ctx, pipe, file.view.content, size, offset)
       }
     } else {
-      try replyRead(req, ctx, ctx.tree.fileView(ino).content, size, UInt64(offset))
+      try replyRead(req, ctx, pipe, ctx.tree.fileView(ino).content, size, offset)
     }
   }
 }
 
 /// Answered once the pages that show the written bytes elsewhere are dropped. A write through
 /// the page cache leaves the kernel's own pages of this inode right (it holds them locked until
-/// this reply); a direct-I/O write does not.
+/// this reply); a direct-I/O write does not. `data` is the payload in the request buffer, its
+/// length already checked against the request's (`KernelDispatch`).
 func fuseWrite(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ buf: UnsafePointer<CChar>?, _ size: Int, _ offset: off_t,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
+  _ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, _ arguments: fuse_write_in,
+  _ data: UnsafeRawBufferPointer
 ) {
-  handle(req) { ctx in
-    guard offset >= 0 else { throw FileSystemError(EINVAL) }
-    let open = OpenFile.from(handle: fi?.pointee.fh ?? 0)
+  handle(req, ctx) {
+    let start = arguments.offset
+    guard start <= UInt64(Int64.max) else { throw FileSystemError(EINVAL) }
+    let open = OpenFile.from(handle: arguments.fh)
     let view = try open?.view ?? ctx.tree.checkWritable(ino)
-    let pending = PendingRequest(req)
-    let start = UInt64(offset)
-    let (requestedEnd, overflow) = start.addingReportingOverflow(UInt64(size))
+    let (requestedEnd, overflow) = start.addingReportingOverflow(UInt64(data.count))
     let keepsOwn = open?.direct != true
-    if fi?.pointee.writepage != 0 {
+    if arguments.write_flags & UInt32(FUSE_WRITE_CACHE) != 0 {
       // Writeback of mmap'd pages: a background request, answered at once (see CacheInvalidator).
       let written: Int
       do {
-        written = try ctx.tree.write(view: view, UnsafeRawBufferPointer(start: buf, count: size), at: start)
+        written = try ctx.tree.write(view: view, data, at: start)
       } catch {
         ctx.changed(
           view, start..<(overflow ? UInt64.max : requestedEnd), through: ino, kernelKeepsOwnPages: true)
         throw error
       }
-      fuse_reply_write(req, written)
+      req.reply(fuse_write_out(size: UInt32(written), padding: 0))
       ctx.changed(view, start..<start + UInt64(written), through: ino, kernelKeepsOwnPages: true)
       return
     }
     do {
-      let written = try ctx.tree.write(view: view, UnsafeRawBufferPointer(start: buf, count: size), at: start)
+      let written = try ctx.tree.write(view: view, data, at: start)
       ctx.changed(view, start..<start + UInt64(written), through: ino, kernelKeepsOwnPages: keepsOwn) {
-        fuse_reply_write(pending.req, written)
+        req.reply(fuse_write_out(size: UInt32(written), padding: 0))
       }
     } catch {
       // Part of it may have been written.
       let code = errnoValue(for: error, logger: ctx.logger, limiter: ctx.errorLimiter)
       let end = overflow ? UInt64.max : requestedEnd
       ctx.changed(view, start..<end, through: ino, kernelKeepsOwnPages: keepsOwn) {
-        fuse_reply_err(pending.req, code)
+        req.replyError(code)
       }
     }
   }
@@ -120,23 +116,20 @@ func fuseWrite(
 /// PUNCH_HOLE (with KEEP_SIZE), ZERO_RANGE and plain reservations (`VirtualTree.fallocate`);
 /// the kernel drops this inode's pages of the range itself, the other files that show it are
 /// told before the answer.
-func fuseFallocate(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ mode: Int32, _ offset: off_t, _ length: off_t,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
-) {
-  handle(req) { ctx in
-    guard offset >= 0, length >= 0 else { throw FileSystemError(EINVAL) }
-    let request = try allocateRequest(mode)
+func fuseFallocate(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, _ arguments: fuse_fallocate_in) {
+  handle(req, ctx) {
+    let start = arguments.offset
+    let length = arguments.length
+    guard start <= UInt64(Int64.max), length <= UInt64(Int64.max) else { throw FileSystemError(EINVAL) }
+    let request = try allocateRequest(Int32(bitPattern: arguments.mode))
     let view = try ctx.tree.checkWritable(ino)
-    let start = UInt64(offset)
-    let (end, overflow) = start.addingReportingOverflow(UInt64(length))
+    let (end, overflow) = start.addingReportingOverflow(length)
     guard !overflow else { throw FileSystemError(EINVAL) }
-    let pending = PendingRequest(req)
     var code: Int32 = 0
     do {
-      try ctx.tree.fallocate(ino, request, offset: start, length: UInt64(length))
+      try ctx.tree.fallocate(ino, request, offset: start, length: length)
       if case .reserve = request {
-        fuse_reply_err(req, 0)
+        req.replyError(0)
         return
       }
     } catch {
@@ -144,7 +137,7 @@ func fuseFallocate(
     }
     let answer = code
     ctx.changed(view, start..<end, through: ino, kernelKeepsOwnPages: true) {
-      fuse_reply_err(pending.req, answer)
+      req.replyError(answer)
     }
   }
 }
@@ -161,44 +154,39 @@ func allocateRequest(_ mode: Int32) throws -> VirtualTree.AllocateRequest {
   }
 }
 
-func fuseFsync(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ datasync: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?
-) {
-  handle(req) { ctx in
+func fuseFsync(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64) {
+  handle(req, ctx) {
     try ctx.tree.sync(ino)
-    fuse_reply_err(req, 0)
+    req.replyError(0)
   }
 }
 
 /// close(2) of a handle (each one; release comes after the last).
-func fuseFlush(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  handle(req) { ctx in
+func fuseFlush(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64) {
+  handle(req, ctx) {
     try ctx.tree.sync(ino)
-    fuse_reply_err(req, 0)
+    req.replyError(0)
   }
 }
 
-func fuseRelease(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  handle(req) { ctx in
-    if let fi { OpenFile.release(handle: fi.pointee.fh, pageCache: ctx.pageCache) }
-    fuse_reply_err(req, 0)
+func fuseRelease(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, handle fh: UInt64) {
+  handle(req, ctx) {
+    OpenFile.release(handle: fh, pageCache: ctx.pageCache)
+    req.replyError(0)
   }
 }
 
 /// The kernel answers SEEK_SET/CUR/END itself and asks only for SEEK_DATA/SEEK_HOLE.
-func fuseLseek(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ offset: off_t, _ whence: Int32,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
-) {
-  handle(req) { ctx in
+func fuseLseek(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, _ arguments: fuse_lseek_in) {
+  handle(req, ctx) {
     let kind: VirtualTree.SeekKind
-    switch whence {
+    switch Int32(bitPattern: arguments.whence) {
     case clinux_seek_data: kind = .data
     case clinux_seek_hole: kind = .hole
     default: throw FileSystemError(EINVAL)
     }
-    guard offset >= 0 else { throw FileSystemError(ENXIO) }
-    let answer = try ctx.tree.seek(ino, from: UInt64(offset), to: kind)
-    fuse_reply_lseek(req, off_t(answer))
+    guard arguments.offset <= UInt64(Int64.max) else { throw FileSystemError(ENXIO) }
+    let answer = try ctx.tree.seek(ino, from: arguments.offset, to: kind)
+    req.reply(fuse_lseek_out(offset: answer))
   }
 }

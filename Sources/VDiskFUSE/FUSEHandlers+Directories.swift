@@ -7,59 +7,55 @@ import VDiskCore
 
 // Directories and the file system: opendir, readdir, releasedir, statfs.
 
-func fuseOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  handle(req) { ctx in
+func fuseOpendir(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64) {
+  handle(req, ctx) {
     try ctx.tree.openDirectory(ino)
-    fuse_reply_open(req, fi)
+    req.reply(fuse_open_out())
   }
 }
 
-/// Each entry's offset is the index of the next one: a later call resumes there.
-func fuseReaddir(
-  _ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
-  _ fi: UnsafeMutablePointer<fuse_file_info>?
-) {
-  handle(req) { ctx in
+/// Each entry's offset is the index of the next one: a later call resumes there. Entries are the
+/// kernel's `fuse_dirent`s (`cfuse_add_dirent`), as libfuse's `fuse_add_direntry` laid them out.
+func fuseReaddir(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, _ arguments: fuse_read_in) {
+  handle(req, ctx) {
     let entries = try ctx.tree.entries(of: ino)
-    guard offset >= 0 else { throw FileSystemError(EINVAL) }
-    try withUnsafeTemporaryAllocation(of: CChar.self, capacity: max(size, 1)) { buffer in
+    guard arguments.offset <= UInt64(Int64.max) else { throw FileSystemError(EINVAL) }
+    let size = Int(arguments.size)
+    try withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 8) { buffer in
       guard let base = buffer.baseAddress else { throw FileSystemError(ENOMEM) }
       var used = 0
-      var index = Int(clamping: offset)
+      var index = Int(clamping: arguments.offset)
       while index < entries.count {
         let e = entries[index]
-        var st = stat()
-        st.st_ino = ino_t(e.inode)
-        st.st_mode = e.isDirectory ? S_IFDIR : S_IFREG
-        let needed = e.name.withCString {
-          fuse_add_direntry(req, base + used, size - used, $0, &st, off_t(index + 1))
+        let mode = e.isDirectory ? UInt32(Glibc.S_IFDIR) : UInt32(Glibc.S_IFREG)
+        let needed = e.name.withCString { name in
+          cfuse_add_dirent(base + used, size - used, e.inode, UInt64(index + 1), mode, name, strlen(name))
         }
         if needed > size - used { break }
         used += needed
         index += 1
       }
-      fuse_reply_buf(req, base, used)
+      req.reply(bytes: UnsafeRawBufferPointer(start: base, count: used))
     }
   }
 }
 
-func fuseReleasedir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-  fuse_reply_err(req, 0)
+func fuseReleasedir(_ req: FUSERequest) {
+  req.replyError(0)
 }
 
-func fuseStatfs(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
-  handle(req) { ctx in
+func fuseStatfs(_ req: FUSERequest, _ ctx: FUSEContext) {
+  handle(req, ctx) {
     let bytes = ctx.tree.views.reduce(UInt64(0)) { $0 + $1.content.size }
-    var s = statvfs()
-    s.f_bsize = 4096
-    s.f_frsize = 4096
-    s.f_blocks = fsblkcnt_t((bytes + 4095) / 4096)
-    s.f_bfree = 0
-    s.f_bavail = 0
-    s.f_files = fsfilcnt_t(ctx.tree.nodeCount)
-    s.f_ffree = 0
-    s.f_favail = 0
-    s.f_namemax = 255
-    fuse_reply_statfs(req, &s)
+    var out = fuse_statfs_out()
+    out.st.bsize = 4096
+    out.st.frsize = 4096
+    out.st.blocks = (bytes + 4095) / 4096
+    out.st.bfree = 0
+    out.st.bavail = 0
+    out.st.files = UInt64(ctx.tree.nodeCount)
+    out.st.ffree = 0
+    out.st.namelen = 255
+    req.reply(out)
   }
 }

@@ -6,7 +6,7 @@ import Synchronization
 /// feeds is too: the one piece of global state of this module, guarded by a mutex.
 private let fuseLogger = Mutex<Logger?>(nil)
 
-/// Routes libfuse's own messages (mount errors, `-d` request traces) into `logger` instead of
+/// Routes libfuse's own messages (mount and option errors) into `logger` instead of
 /// stderr, which a daemon has pointed at /dev/null.
 public func installFUSELogRouting(_ logger: Logger) {
   fuseLogger.withLock { $0 = logger }

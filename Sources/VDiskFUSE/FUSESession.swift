@@ -7,21 +7,21 @@ import VDiskCore
   import Glibc
 #endif
 
-/// One libfuse low-level session serving a `VirtualTree` of a chain; owns the C session and
-/// frees it in `deinit`.
+/// One mount of a `VirtualTree` of a chain. libfuse parses the `-o` options, mounts
+/// (`fuse_session_mount`), daemonizes and unmounts; the requests are read and answered by
+/// vdiskfs's own loop (`KernelLoop`, Kernel/). The C session is freed in `deinit`.
 ///
-/// Lifecycle, as libfuse's hello_ll: `init` (fuse_session_new) → `installSignalHandlers` →
-/// `mount(at:)` → `daemonize` (optional) → `loop` → `unmount` → deinit (fuse_session_destroy,
-/// userdata released). `exit` and `unmount` may be called from another thread while `loop` runs;
-/// `loop` returns once the session is unmounted (by `unmount`, `fusermount3 -u` or `umount`) or
-/// a handled signal arrives.
+/// Lifecycle: `init` (fuse_session_new) → `installSignalHandlers` → `mount(at:)` → `daemonize`
+/// (optional) → `loop` → `unmount` → deinit. `exit` and `unmount` may be called from another
+/// thread while `loop` runs; `loop` returns once the session is unmounted (by `unmount`,
+/// `fusermount3 -u` or `umount`), `exit` is called, or a handled signal arrives.
 public final class FUSESession: @unchecked Sendable {
-  // @unchecked: `session` and `userdata` are set once in init and freed in deinit; the mutable
-  // state lives in `state` under a mutex; libfuse's session calls are thread-safe for the uses
-  // here (exit sets a flag, unmount is serialized by `state`).
+  // @unchecked: `session` is set once in init and freed in deinit; the mutable state lives in
+  // `state` under a mutex; libfuse's mount calls are serialized by `state`.
   private let session: OpaquePointer
-  private let userdata: UnsafeMutableRawPointer
   private let context: FUSEContext
+  private let connection: KernelConnection
+  private let control = LoopControl()
   private let options: MountOptions
   private let logger: Logger
 
@@ -29,6 +29,10 @@ public final class FUSESession: @unchecked Sendable {
     var mountpoint: String?
     var mounted = false
     var signalHandlers = false
+    /// The loop, once started: its worker descriptors are closed in deinit.
+    var loop: KernelLoop?
+    /// The descriptor notifications are written to (a duplicate of the mount's), once looping.
+    var notifyDevice: Int32 = -1
   }
   private let state = Mutex(State())
 
@@ -42,31 +46,30 @@ public final class FUSESession: @unchecked Sendable {
       chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink, logger: logger)
     let tree = VirtualTree(source: source, metadata: Self.metadata(of: chain.top.file), logger: logger)
     context = FUSEContext(tree: tree, options: options, logger: logger)
-    let retained = retainUserdata(context)
-    userdata = retained
+    connection = KernelConnection(settings: InitNegotiation.Settings(asyncDirectIO: context.asyncDirectIO))
 
-    var ops = makeOperations()
+    // No operations: libfuse never processes a request of this session (KernelLoop does).
+    var ops = fuse_lowlevel_ops()
     let made = Self.withArguments(options.arguments) { args in
-      fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, retained)
+      fuse_session_new(&args, &ops, MemoryLayout<fuse_lowlevel_ops>.size, nil)
     }
     guard let made else {
-      releaseUserdata(retained)
       throw VDiskError(
         .invalidArgument, path: options.fsname,
         "libfuse rejected the mount options \(options.arguments.dropFirst().joined(separator: " "))")
     }
     session = made
-    context.attach(session: made)
   }
 
   deinit {
-    // Deferred replies go out before the session they reply through is freed.
+    // Deferred replies and notices go out before the descriptors they go through are closed.
     context.invalidator.stop()
     let s = state.withLock { $0 }
-    if s.signalHandlers { fuse_remove_signal_handlers(session) }
+    s.loop?.closeDevices()
+    if s.notifyDevice >= 0 { close(s.notifyDevice) }
+    if s.signalHandlers { cfuse_remove_exit_signals() }
     if s.mounted { fuse_session_unmount(session) }
     fuse_session_destroy(session)
-    releaseUserdata(userdata)
   }
 
   /// Mounts at `mountpoint`, which must be an existing directory that is not a mount point yet.
@@ -89,14 +92,13 @@ public final class FUSESession: @unchecked Sendable {
     }
   }
 
-  /// Makes SIGINT, SIGTERM and SIGHUP end `loop` (SIGPIPE is ignored). They are reset to their
-  /// defaults first: a daemon started with `&` by a non-interactive shell inherits SIGINT ignored,
-  /// and libfuse installs no handler over an ignored signal.
+  /// Makes SIGINT, SIGTERM and SIGHUP end `loop` (SIGPIPE is ignored). Installed whatever their
+  /// current disposition: a daemon started with `&` by a non-interactive shell inherits SIGINT
+  /// ignored.
   public func installSignalHandlers() throws {
     try state.withLock { s in
       guard !s.signalHandlers else { return }
-      for sig in Self.exitSignals { signal(sig, SIG_DFL) }
-      guard fuse_set_signal_handlers(session) == 0 else {
+      guard cfuse_install_exit_signals(control.wake) == 0 else {
         throw VDiskError(.io, path: options.fsname, "cannot install signal handlers")
       }
       s.signalHandlers = true
@@ -112,48 +114,55 @@ public final class FUSESession: @unchecked Sendable {
     }
   }
 
-  private static let exitSignals = [SIGINT, SIGTERM, SIGHUP]
-
-  /// Serves requests on up to `options.threads` threads (one /dev/fuse clone per thread) until
-  /// unmounted or a handled signal arrives. Returns 0, the signal number, or a negative errno.
+  /// Serves requests on `options.threads` worker threads (one /dev/fuse clone each) until
+  /// unmounted, `exit` is called, or a handled signal arrives. Returns 0, the signal number, or a
+  /// negative errno (reading the device failed); throws when the kernel's FUSE protocol is older
+  /// than vdiskfs serves. Call once.
   ///
-  /// The loop wakes on a signal only when the signal interrupts the calling thread (libfuse's
-  /// workers block them), so with signal handlers installed the calling thread unblocks SIGINT,
-  /// SIGTERM and SIGHUP: a thread started from Dispatch inherits them blocked.
+  /// With signal handlers installed the calling thread unblocks SIGINT, SIGTERM and SIGHUP (a
+  /// thread started from Dispatch, or `AfterFork`'s, inherits them blocked); the workers block them.
   public func loop() throws -> Int32 {
     let (mounted, handlers) = state.withLock { ($0.mounted, $0.signalHandlers) }
     guard mounted else {
       throw VDiskError(.invalidArgument, path: options.fsname, "loop() before mount(at:)")
     }
-    if handlers {
-      var set = sigset_t()
-      sigemptyset(&set)
-      for sig in Self.exitSignals { sigaddset(&set, sig) }
-      pthread_sigmask(SIG_UNBLOCK, &set, nil)
-    }
-    #if VDISKFS_TSAN
-      // ThreadSanitizer cannot follow how libfuse's multithreaded loop ends (TSanSessionLoop).
-      let result = TSanSessionLoop.run(session, threads: options.threads)
-    #else
-      guard let config = fuse_loop_cfg_create() else {
-        throw VDiskError(.io, path: options.fsname, "cannot create the loop configuration")
+    let master = fuse_session_fd(session)
+    let loop = KernelLoop(
+      master: master, context: context, connection: connection, control: control, debug: options.debug,
+      logger: logger)
+    let notify = fcntl(master, F_DUPFD_CLOEXEC, 0)
+    try state.withLock { s in
+      guard s.loop == nil else {
+        if notify >= 0 { close(notify) }
+        throw VDiskError(.invalidArgument, path: options.fsname, "loop() called twice")
       }
-      defer { fuse_loop_cfg_destroy(config) }
-      fuse_loop_cfg_set_max_threads(config, UInt32(clamping: options.threads))
-      fuse_loop_cfg_set_clone_fd(config, 1)
-      let result = fuse_session_loop_mt(session, config)
-    #endif
-    logger.debug("session loop ended with \(result)")
+      s.loop = loop
+      s.notifyDevice = notify
+    }
+    if notify >= 0 { context.invalidator.attach(device: notify) }
+    let (reason, signal) = try loop.run(threads: options.threads, signals: handlers)
+    let result: Int32
+    switch reason {
+    case .refused(let refusal):
+      throw VDiskError(.unsupported, path: options.fsname, refusal.description)
+    case .failed(let code):
+      result = -code
+    case .exited, .unmounted, nil:
+      result = signal
+    }
+    if let negotiated = connection.negotiated {
+      logger.debug(
+        "session loop ended with \(result) (FUSE 7.\(negotiated.minor), flags 0x\(String(negotiated.flags, radix: 16)))"
+      )
+    }
     return result
   }
 
-  /// Asks the loop to end (`fuse_session_exit`). The loop notices at its next request or signal;
-  /// `unmount` makes it return at once.
+  /// Asks the loop to end; it returns once its workers have stopped.
   public func exit() {
-    fuse_session_exit(session)
+    control.stop(.exited)
   }
 
-  /// Unmounts (lazily when busy, as root). Idempotent; safe while `loop` runs on another thread.
   /// Checks that `path` exists, is a directory and is not already a mount point (what `mount(at:)`
   /// checks too), so that a caller can refuse a bad mount point before doing any work.
   public static func checkMountpoint(_ path: String) throws {
@@ -166,6 +175,7 @@ public final class FUSESession: @unchecked Sendable {
     try context.tree.syncAll()
   }
 
+  /// Unmounts (lazily when busy, as root). Idempotent; safe while `loop` runs on another thread.
   public func unmount() {
     state.withLock { s in
       guard s.mounted else { return }

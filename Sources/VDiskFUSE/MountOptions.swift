@@ -8,11 +8,13 @@ public struct MountOptions: Sendable {
   /// Let users other than the mounting one in (`-o allow_other`; the kernel then checks the
   /// modes, `default_permissions` is always on).
   public var allowOther: Bool = false
-  /// Maximum worker threads of the multi-threaded loop. Measured on 2 CPUs (fio 4 KiB random
+  /// Worker threads of the request loop (exactly this many, each on its own /dev/fuse clone).
+  /// Measured on 2 CPUs (fio 4 KiB random
   /// read, 4 jobs): 2–4 threads ≈ 200–220 k IOPS, 8 threads ≈ 180 k (more threads, more
   /// context switches, no more parallelism); sequential reads do not gain from more than 4.
   public var threads: Int = 4
-  /// libfuse's `-d`: every request is logged (through `installFUSELogRouting`, at debug level).
+  /// `-d`: every request is logged at debug level (by the request loop; libfuse's own messages
+  /// through `installFUSELogRouting`).
   public var debug: Bool = false
   /// The source column of /proc/mounts (the CLI passes the image path).
   public var fsname: String = "vdiskfs"
@@ -31,9 +33,10 @@ public struct MountOptions: Sendable {
   /// Tuning: answer reads of uncompressed data by splicing the image's pages into the reply
   /// (see `FUSEContext.spliceCapacity`).
   public var splice: Bool = true
-  /// Tuning: the largest read request the kernel sends (bytes; nil: its default, 1 MiB). 960 KiB
-  /// so that a whole request can be spliced through a 1 MiB pipe (the unprivileged
-  /// `pipe-max-size`) with libfuse's headroom of a page per piece.
+  /// Tuning: the largest read request the kernel sends (bytes; nil: its default, 1 MiB; a mount
+  /// option, enforced by the kernel). 960 KiB so that a whole request can be spliced through a
+  /// 1 MiB pipe (the unprivileged `pipe-max-size`) with the headroom `replySpliced` keeps: a page
+  /// for the reply header, one per piece and one spare.
   public var maxRead: Int? = 960 << 10
 
   public init() {}

@@ -66,11 +66,12 @@ func makeOperations() -> fuse_lowlevel_ops {
   ops.open = { req, _, fi in
     guard let fi else { return }
     if fi.pointee.flags & clinux_o_direct != 0 {
-      _ = cfuse_reply_open_flags(req, 0, CFUSE_FOPEN_DIRECT_IO | CFUSE_FOPEN_NOFLUSH)
+      fi.pointee.direct_io = 1
+      fi.pointee.noflush = 1
     } else {
       fi.pointee.keep_cache = 1
-      fuse_reply_open(req, fi)
     }
+    fuse_reply_open(req, fi)
   }
   ops.read = { req, _, size, offset, _ in
     let s = served(req)

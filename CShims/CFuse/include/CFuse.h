@@ -1,8 +1,11 @@
-// libfuse3's low-level API for Swift, plus the few helpers Swift cannot express itself.
+// libfuse3 for mounting only (option parsing, `fuse_session_mount`, daemonizing, unmounting), the
+// kernel's FUSE ABI for the request loop vdiskfs runs itself (Sources/VDiskFUSE/Kernel), and the
+// few helpers Swift cannot express itself (macros, `_GNU_SOURCE`-only calls, signal handlers).
 //
-// FUSE_USE_VERSION 312: below it `fuse_session_loop_mt` is a function-like macro Swift cannot
-// see and `struct fuse_loop_config` is the old public struct. The `fuse3/` include prefix
-// matters: a C target's -I flags do not reach the Swift importer of dependent targets.
+// FUSE_USE_VERSION 312: the libfuse API this is written against (Benchmarks/Sources/FUSECeiling,
+// a plain libfuse server, shares this target and needs 312's `fuse_session_loop_mt`). The
+// `fuse3/` include prefix matters: a C target's -I flags do not reach the Swift importer of
+// dependent targets.
 #ifndef CFUSE_H
 #define CFUSE_H
 
@@ -10,7 +13,19 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <semaphore.h>
+#include <sys/uio.h>
 #include <fuse3/fuse_lowlevel.h>
+// The kernel's FUSE ABI (uapi; linux-libc-dev). Every struct the loop reads or writes is taken
+// from here, never retyped in Swift; shim.c pins the sizes and offsets of the ones it uses with
+// `_Static_assert`s, so a header that disagrees with protocol 7.38 fails the build.
+#include <linux/fuse.h>
+
+#if FUSE_KERNEL_VERSION != 7 || FUSE_KERNEL_MINOR_VERSION < 38
+#error "vdiskfs needs <linux/fuse.h> of FUSE protocol 7.38 or later (Linux 6.2 uapi headers)"
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,30 +56,76 @@ struct cfuse_piece {
   size_t size;
 };
 
-/// The most pieces `cfuse_reply_pieces` takes.
+/// The most pieces `cfuse_reply_spliced` takes.
 #define CFUSE_MAX_PIECES 64
 
-/// Replies to a read with `pieces` through `fuse_reply_data`: with `FUSE_CAP_SPLICE_WRITE` the
-/// file ranges are spliced into /dev/fuse (one copy in the kernel instead of `pread` into a
-/// buffer and `writev` out of it). Zero pieces come from a static zero buffer, so their total
-/// must not exceed `cfuse_zero_bytes`. Returns libfuse's result (0 or a negative errno).
-int cfuse_reply_pieces(fuse_req_t req, const struct cfuse_piece *pieces, size_t count);
+/// 1 MiB of zeros to vmsplice zero pieces from: their total must not exceed it.
 extern const size_t cfuse_zero_bytes;
 
 /// The largest pipe this process can make, up to `limit` bytes (0 when it cannot make one):
-/// libfuse splices a reply only through a pipe that holds it plus a page per piece and two
+/// a reply is spliced only through a pipe that holds it plus a page per piece and two
 /// more, and `/proc/sys/fs/pipe-max-size` (1 MiB) binds processes without CAP_SYS_RESOURCE.
 size_t cfuse_pipe_capacity(size_t limit);
 
-/// Replies to an open with `fh` and the kernel's `FOPEN_*` bits in `open_flags` as given, which
-/// lets us set bits libfuse 3.14's `fuse_file_info` has no field for (FOPEN_PARALLEL_DIRECT_WRITES,
-/// kernel 6.2). The reply is `struct fuse_open_out` of the kernel ABI (layout checked with
-/// `_Static_assert`s in shim.c).
-int cfuse_reply_open_flags(fuse_req_t req, uint64_t fh, uint32_t open_flags);
-#define CFUSE_FOPEN_DIRECT_IO (1u << 0)
-#define CFUSE_FOPEN_KEEP_CACHE (1u << 1)
-#define CFUSE_FOPEN_NOFLUSH (1u << 5)
-#define CFUSE_FOPEN_PARALLEL_DIRECT_WRITES (1u << 6)
+/// The protocol version vdiskfs speaks (the newest it answers INIT with): 7.38, whatever newer
+/// uapi header it was built against.
+#define CFUSE_PROTOCOL_MAJOR 7u
+#define CFUSE_PROTOCOL_MINOR 38u
+/// The oldest kernel protocol vdiskfs serves (issue 19's floor; FUSE_MAX_PAGES is 7.28, the
+/// 64-byte INIT reply with map_alignment 7.31). A kernel before 7.35 ignores FOPEN_NOFLUSH, one
+/// before 7.36 sends the short (16-byte) INIT request.
+#define CFUSE_PROTOCOL_MINOR_OLDEST 31u
+/// What libfuse 3.14 reserves before the largest write payload in its request buffer
+/// (FUSE_BUFFER_HEADER_SIZE): the request buffer is `max_write` plus this.
+#define CFUSE_REQUEST_HEADER_ROOM 4096u
+
+/// A new descriptor on the FUSE connection of `device` (`open("/dev/fuse")` +
+/// `FUSE_DEV_IOC_CLONE`): requests read from it are answered through it, and each has its own
+/// processing queue in the kernel. Returns the descriptor, or -errno.
+int cfuse_clone_device(int device);
+
+/// Sends the reply to request `unique`: `error` (0 or a negative errno) and, on success, `size`
+/// bytes of `data`, header and data in one `writev` (the device takes a message whole or not at
+/// all). Returns 0, or -errno (ENOENT: the request was interrupted or aborted; ENODEV: the
+/// connection is gone).
+int cfuse_reply(int device, uint64_t unique, int32_t error, const void *data, size_t size);
+
+/// Tells the kernel to drop `inode`'s cached attributes and its pages of `length` bytes at
+/// `offset` (`FUSE_NOTIFY_INVAL_INODE`, unique 0; length 0: to the end). Returns 0 or -errno
+/// (ENOENT: the kernel holds nothing of the inode).
+int cfuse_notify_inval_inode(int device, uint64_t inode, int64_t offset, int64_t length);
+
+/// Lays out one `struct fuse_dirent` (the kernel's READDIR entry: inode, offset of the next
+/// entry, name length, type, the name, zero padding to 8 bytes) at `buffer` if it fits in `size`
+/// bytes. Returns the bytes the entry takes (written only when that is at most `size`).
+size_t cfuse_add_dirent(void *buffer, size_t size, uint64_t inode, uint64_t next, uint32_t mode,
+                        const char *name, size_t name_length);
+
+/// A pipe of up to `size` bytes for spliced replies (`fds[0]` the read end). Returns its
+/// capacity, or 0 when no pipe could be made (fds then -1).
+size_t cfuse_pipe_open(int fds[2], size_t size);
+void cfuse_pipe_close(int fds[2]);
+
+/// Answers the read request `unique` with `pieces` (their sizes add up to the reply's data) by
+/// splice: the reply header and zero pieces are `vmsplice`d into the pipe, file ranges
+/// `splice`d into it, then the whole pipe is spliced into the device in one message. Returns 0
+/// when sent; 1 when the pipe could not be filled (nothing was sent: the caller copies instead);
+/// -errno when the device refused the reply. On anything but 0 the pipe holds leftovers: close
+/// it and open a fresh one.
+int cfuse_reply_spliced(int device, const int pipe_fds[2], uint64_t unique, const struct cfuse_piece *pieces,
+                        size_t count);
+
+/// SIGINT, SIGTERM and SIGHUP end the session loop: their handler records the first one and
+/// posts `wake` (async-signal-safe); SIGPIPE is ignored (a reply to a vanished reader). Installed
+/// without SA_RESTART. `cfuse_exit_signal` returns the recorded signal (0: none);
+/// `cfuse_remove_exit_signals` restores the defaults. Process-wide, as signals are.
+int cfuse_install_exit_signals(sem_t *wake);
+void cfuse_remove_exit_signals(void);
+int cfuse_exit_signal(void);
+
+/// A no-op SIGUSR2 handler without SA_RESTART: `pthread_kill(worker, SIGUSR2)` makes a worker's
+/// blocking `read` of the device fail with EINTR so that it sees it should stop.
+int cfuse_install_wakeup_signal(void);
 
 #ifdef __cplusplus
 }
