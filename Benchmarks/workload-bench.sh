@@ -5,7 +5,8 @@
 #   Benchmarks/workload-bench.sh /path/to/vdiskfs      (root; `make bench` runs it after bench.sh)
 #
 # Environment: SIZE_MB (2048), FILES (30000), RAND_MB (512), RUNS (3), FIO_TIME (10 s), QUICK=1
-# (512 MiB, 6000 files, 128 MiB, 1 run, 4 s), MOUNT_OPTIONS (extra -o for vdiskfs), NOTE.
+# (512 MiB, 6000 files, 128 MiB, 1 run, 4 s), MOUNT_OPTIONS (extra -o for vdiskfs), WAYS (vdiskfs
+# qsd raw: which of the three to run), NOTE.
 #
 # The image: a SIZE_MB ext4 made here (mkfs.ext4 on a raw file), holding a tree of FILES files
 # (sizes from 1 KiB to 1 MiB, most small, as in a system's /usr; incompressible data) and one
@@ -145,8 +146,8 @@ median() {
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 make_image
-ways="vdiskfs qsd raw"
-for way in $ways; do eval "tar_$way=() fio_$way=()"; done
+ways=${WAYS:-vdiskfs qsd raw}
+tar_vdiskfs=() tar_qsd=() tar_raw=() fio_vdiskfs=() fio_qsd=() fio_raw=()
 for run in $(seq "$RUNS"); do
   for way in $ways; do # interleaved: vdiskfs qsd raw vdiskfs ...
     log "run $run: $way"
@@ -163,11 +164,12 @@ for run in $(seq "$RUNS"); do
     detach
   done
 done
+tar_med_vdiskfs=- tar_med_qsd=- tar_med_raw=- fio_med_vdiskfs=- fio_med_qsd=- fio_med_raw=-
 for way in $ways; do
   eval "tar_med_$way=\$(printf '%s\n' \"\${tar_$way[@]}\" | median)"
   eval "fio_med_$way=\$(printf '%s\n' \"\${fio_$way[@]}\" | median)"
 done
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 mkdir -p "$here/results"
 {
   echo "# vdiskfs real workload: $stamp"
