@@ -1,3 +1,5 @@
+import VDiskCore
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -28,18 +30,11 @@ public enum AfterFork {
     pthread_sigmask(SIG_BLOCK, &signals, nil)
     try withoutActuallyEscaping(body) { body in
       let work = Work(body)
-      let box = Unmanaged.passRetained(work).toOpaque()
-      var thread = pthread_t()
-      let made = pthread_create(
-        &thread, nil,
-        { argument in
-          guard let argument else { return nil }
-          let work = Unmanaged<Work>.fromOpaque(argument).takeRetainedValue()
+      guard
+        let thread = startThread({
           do { try work.body() } catch { work.error = error }
-          return nil
-        }, box)
-      guard made == 0 else {
-        Unmanaged<Work>.fromOpaque(box).release()
+        })
+      else {
         // No thread (out of resources): serve here, exposed as before, rather than not at all.
         return try body()
       }

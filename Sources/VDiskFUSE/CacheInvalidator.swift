@@ -1,5 +1,6 @@
 import CFuse
 import Synchronization
+import VDiskCore
 
 #if canImport(Glibc)
   import Glibc

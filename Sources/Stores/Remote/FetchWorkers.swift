@@ -1,3 +1,5 @@
+import VDiskCore
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -87,19 +89,7 @@ public final class FetchWorkers: @unchecked Sendable {
   public var backlog: Int { locked { jobs.count - head } }
 
   private func spawnThread() -> Bool {
-    let box = Unmanaged.passRetained(self).toOpaque()
-    var thread = pthread_t()
-    let made = pthread_create(
-      &thread, nil,
-      { argument in
-        guard let argument else { return nil }
-        Unmanaged<FetchWorkers>.fromOpaque(argument).takeRetainedValue().work()
-        return nil
-      }, box)
-    guard made == 0 else {
-      Unmanaged<FetchWorkers>.fromOpaque(box).release()
-      return false
-    }
+    guard let thread = startThread({ [self] in work() }) else { return false }
     pthread_detach(thread)
     return true
   }

@@ -2,10 +2,11 @@
   import Glibc
 #endif
 
-/// Starts a joinable pthread running `body` (the request loop's workers, the invalidation lanes:
-/// threads that must be signalled and joined, which Foundation's `Thread` does not offer). Nil
-/// when no thread could be made; `body` then never runs.
-func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
+/// Starts a joinable pthread running `body` (the request loop's workers, the invalidation lanes,
+/// the remote fetch workers, the daemon's serving thread: threads that must be signalled, joined
+/// or detached, which Foundation's `Thread` does not offer). Nil when no thread could be made;
+/// `body` then never runs. The caller joins or detaches the thread.
+public func startThread(_ body: @escaping @Sendable () -> Void) -> pthread_t? {
   let box = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
   var thread = pthread_t()
   let made = pthread_create(
