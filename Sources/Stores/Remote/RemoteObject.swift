@@ -1,5 +1,9 @@
 import VDiskCore
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// One object in a remote store (an S3 object, an HTTP resource, an RBD image or snapshot) as the
 /// block cache sees it: a size and a version fixed when it was opened, ranged fetches, and for an
 /// RBD image head, writes. A store implements this and nothing else; `CachedRemoteSource` turns it
@@ -78,7 +82,7 @@ public struct RemoteFailure: Error, CustomStringConvertible, Sendable {
 
   public var asVDiskError: VDiskError {
     switch kind {
-    case .transient, .changed: VDiskError(.io, path: location, detail, errno: 5)
+    case .transient, .changed: VDiskError(.io, path: location, detail, errno: EIO)
     case .final(let kind): VDiskError(kind, path: location, detail)
     }
   }
