@@ -10,16 +10,32 @@ public struct DiskView: Sendable {
   public let allowShrink: Bool
   /// `st_blocks` source, computed on first use and kept until a write changes the view.
   let allocation: AllocationCache
+  /// The host file the kernel may read and write directly for this view (FUSE passthrough):
+  /// the layer's `passthroughFile` of a single-layer chain, for a view asked to allow it.
+  public let passthrough: ImageFile?
 
   public init(content: any ByteView, writable: Bool, allowShrink: Bool = false) {
     self.content = content
     self.writable = writable
     self.allowShrink = allowShrink
     self.allocation = AllocationCache()
+    self.passthrough = nil
   }
 
-  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
-    self.init(content: chain, writable: writable, allowShrink: allowShrink)
+  /// A view of `chain`; `passthrough`: may be passed through when the chain is one layer whose
+  /// driver names its host file (`ImageLayer.passthroughFile`) and that file is the disk's size.
+  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false, passthrough: Bool = false) {
+    self.content = chain
+    self.writable = writable
+    self.allowShrink = allowShrink
+    self.allocation = AllocationCache()
+    if passthrough, chain.top.backing == nil, let file = chain.top.passthroughFile(writable: writable),
+      file.size == chain.virtualSize
+    {
+      self.passthrough = file
+    } else {
+      self.passthrough = nil
+    }
   }
 }
 

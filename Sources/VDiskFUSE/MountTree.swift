@@ -38,9 +38,13 @@ public final class MountTree: TreeSource {
   private let state = Mutex(State())
   private let logger: Logger
 
-  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false, logger: Logger) {
+  /// `passthrough`: the root disk.raw may be passed through (`DiskView.passthrough`); no other
+  /// view is (layers are backing files, snapshots and partitions are not their file's bytes).
+  public init(
+    chain: LayerChain, writable: Bool, allowShrink: Bool = false, passthrough: Bool = false, logger: Logger
+  ) {
     self.logger = logger
-    root = DiskView(chain: chain, writable: writable, allowShrink: allowShrink)
+    root = DiskView(chain: chain, writable: writable, allowShrink: allowShrink, passthrough: passthrough)
     snapshotSource = chain.top as? any SnapshotSource
     var layers: [ViewDirectory] = []
     for (depth, layer) in chain.layers.enumerated().dropFirst() {
