@@ -28,7 +28,7 @@ func fuseOpen(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, flags: Int3
       return
     }
     let direct =
-      flags & clinux_o_direct != 0
+      flags & clinux_o_direct != 0 || view.uncached
       || (view.writable && writes && !PageCacheRegistry.allowsPageCacheWrites(view))
     // A cached open of a view that can change is counted before it is answered.
     let tracked = !direct && view.writable

@@ -131,6 +131,38 @@ struct PassthroughMountTests {
     #expect(try mount.requests("WRITE") == 0)
   }
 
+  /// The kernel's passthrough writes never reach the daemon: a partition table written through
+  /// disk.raw still shows up in partitions/, and a partition file read before a write to its
+  /// bytes through disk.raw shows the new bytes after it (it takes no page cache then).
+  @Test func partitionsFollowWritesThroughPassthrough() throws {
+    let scratch = try Scratch("pt-parts")
+    defer { scratch.remove() }
+    let image = scratch.file("disk.img")
+    try run("truncate", ["-s", "8M", image])
+    let mount = try DebugMount(image, in: scratch, options: "rw,format=raw")
+    defer { mount.stop() }
+    #expect(try listing(mount.mountpoint + "/partitions").isEmpty)
+    try sh("printf 'start=2048, size=4096, type=83\\n' | sfdisk -q \(mount.diskRaw)")
+    #expect(try mount.requests("WRITE") == 0)
+    var parts: [String] = []
+    for _ in 0..<100 {
+      parts = try listing(mount.mountpoint + "/partitions")
+      if !parts.isEmpty { break }
+      usleep(50_000)
+    }
+    #expect(parts == ["p1.raw"])
+    let partition = mount.mountpoint + "/partitions/p1.raw"
+    let before = try run("cmp", ["-n", "4096", partition, "/dev/zero"], check: false)
+    #expect(before.status == 0)
+    try sh("printf 'new bytes' | dd of=\(mount.diskRaw) bs=1 seek=\(2048 * 512) conv=notrunc status=none")
+    let after = try run("head", ["-c", "9", partition]).stdout
+    #expect(after == "new bytes")
+  }
+
+  func listing(_ path: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: path).sorted()
+  }
+
   @Test func passthroughOffServesEveryReadAndWrite() throws {
     let scratch = try Scratch("pt-off")
     defer { scratch.remove() }
