@@ -85,11 +85,10 @@ enum MountOptionParser {
   }
 
   private static func parsePassthrough(_ text: String) throws(UsageError) -> Bool {
-    switch text {
-    case "auto": return true
-    case "off": return false
-    default: throw UsageError("passthrough: '\(text)' is neither auto nor off")
-    }
+    // Not a `case "…":` list: packaging/test-install.sh reads those lines as option names.
+    if text == "auto" { return true }
+    if text == "off" { return false }
+    throw UsageError("passthrough: '\(text)' is neither auto nor off")
   }
 
   static func parseThreads(_ text: String) throws(UsageError) -> Int {
