@@ -13,6 +13,8 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <linux/fuse.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 
 #include "CFuse.h"
 
@@ -145,6 +147,50 @@ _Static_assert(FATTR_MODE == FUSE_SET_ATTR_MODE && FATTR_UID == FUSE_SET_ATTR_UI
                    FATTR_ATIME_NOW == FUSE_SET_ATTR_ATIME_NOW && FATTR_MTIME_NOW == FUSE_SET_ATTR_MTIME_NOW &&
                    FATTR_CTIME == FUSE_SET_ATTR_CTIME,
                "FATTR_* == FUSE_SET_ATTR_*");
+
+// Protocol 7.40 (include/uapi/linux/fuse.h of Linux 6.9+): the passthrough additions CFuse.h
+// defines when the installed header is older.
+CFUSE_LAYOUT(cfuse_open_out, 16);
+_Static_assert(sizeof(struct cfuse_open_out) == sizeof(struct fuse_open_out), "cfuse_open_out size");
+CFUSE_FIELD(cfuse_open_out, fh, 0);
+CFUSE_FIELD(cfuse_open_out, open_flags, 8);
+CFUSE_FIELD(cfuse_open_out, backing_id, 12);
+#if FUSE_KERNEL_MINOR_VERSION < 40
+CFUSE_FIELD(fuse_open_out, padding, 12);
+CFUSE_FIELD(fuse_init_out, unused, 36);
+#else
+CFUSE_FIELD(fuse_open_out, backing_id, 12);
+CFUSE_FIELD(fuse_init_out, max_stack_depth, 36);
+#endif
+CFUSE_LAYOUT(fuse_backing_map, 16);
+CFUSE_FIELD(fuse_backing_map, fd, 0);
+CFUSE_FIELD(fuse_backing_map, flags, 4);
+CFUSE_FIELD(fuse_backing_map, padding, 8);
+_Static_assert(FUSE_PASSTHROUGH == (1ULL << 37), "FUSE_PASSTHROUGH");
+_Static_assert(FOPEN_PASSTHROUGH == (1 << 7), "FOPEN_PASSTHROUGH");
+_Static_assert(FUSE_DEV_IOC_BACKING_OPEN == 0x4010e501, "FUSE_DEV_IOC_BACKING_OPEN");
+_Static_assert(FUSE_DEV_IOC_BACKING_CLOSE == 0x4004e502, "FUSE_DEV_IOC_BACKING_CLOSE");
+
+int cfuse_backing_open(int device, int fd) {
+  struct fuse_backing_map map = {.fd = fd, .flags = 0, .padding = 0};
+  int id = ioctl(device, FUSE_DEV_IOC_BACKING_OPEN, &map);
+  if (id < 0) return -errno;
+  if (id == 0) return -EINVAL;
+  return id;
+}
+
+int cfuse_backing_close(int device, int id) {
+  uint32_t value = (uint32_t)id;
+  return ioctl(device, FUSE_DEV_IOC_BACKING_CLOSE, &value) == 0 ? 0 : -errno;
+}
+
+int cfuse_has_sys_admin(void) {
+  struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct data[2];
+  memset(data, 0, sizeof data);
+  if (syscall(SYS_capget, &header, data) != 0) return 0;
+  return (data[CAP_SYS_ADMIN / 32].effective >> (CAP_SYS_ADMIN % 32)) & 1;
+}
 
 int cfuse_clone_device(int device) {
   int fd = open("/dev/fuse", O_RDWR | O_CLOEXEC);

@@ -47,6 +47,14 @@ public final class RawLayer: ImageLayer {
   public var info: ImageInfo {
     ImageInfo(format: "raw", filename: file.path, virtualSize: virtualSize)
   }
+
+  /// The file itself: its size is the disk's (a write past the end grows both alike). Not for
+  /// writing when the format was probed: every write must pass `vet`, which the kernel's
+  /// passthrough writes would skip.
+  public func passthroughFile(writable: Bool) -> ImageFile? {
+    guard file.descriptor != nil, !writable || probedBy == nil else { return nil }
+    return file
+  }
 }
 
 /// A raw file written in place: guest offset = host offset. Discard writes zeros (punching holes

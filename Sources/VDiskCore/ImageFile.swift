@@ -217,6 +217,15 @@ public final class ImageFile: Sendable {
     }
   }
 
+  /// Raises the cached size to the file's size now, if that is larger: writes that reached the
+  /// file without this process (FUSE passthrough, where the kernel writes the file itself) can
+  /// only have grown it. Returns the cached size.
+  @discardableResult
+  public func noteExternalGrowth() -> UInt64 {
+    if let current = try? source.size() { grow(to: current) }
+    return size
+  }
+
   /// Raises the cached size to `end` (writes that extend the file).
   private func grow(to end: UInt64) {
     var current = cachedSize.load(ordering: .relaxed)

@@ -80,6 +80,14 @@ public protocol ImageLayer: AnyObject, Sendable {
 
   /// What `vdiskfs info` shows about this layer alone.
   var info: ImageInfo { get }
+
+  /// The host file whose bytes are this layer's guest bytes one for one — guest offset = file
+  /// offset, the file exactly `virtualSize` bytes long — so that the kernel may read (and, when
+  /// `writable`, write) it directly for a FUSE file (passthrough). nil (the default) unless the
+  /// driver can vouch for that for the life of the mount: the kernel then reads and writes the
+  /// whole file with no bound at `virtualSize` (a write past the end grows the file), and the
+  /// driver sees none of it. Only a layer without a backing layer is ever asked.
+  func passthroughFile(writable: Bool) -> ImageFile?
 }
 
 extension ImageLayer {
@@ -92,6 +100,8 @@ extension ImageLayer {
   public func allocationExtent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
     try extent(at: offset, maxLength: maxLength)
   }
+
+  public func passthroughFile(writable: Bool) -> ImageFile? { nil }
 
   /// The chain from this layer down, this layer first.
   public var chain: [any ImageLayer] {

@@ -2,6 +2,10 @@ import Logging
 import Synchronization
 import VDiskCore
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// What one file of the tree shows, and whether it may be written.
 public struct DiskView: Sendable {
   public let content: any ByteView
@@ -10,16 +14,48 @@ public struct DiskView: Sendable {
   public let allowShrink: Bool
   /// `st_blocks` source, computed on first use and kept until a write changes the view.
   let allocation: AllocationCache
+  /// The host file the kernel may read and write directly for this view (FUSE passthrough):
+  /// the layer's `passthroughFile` of a single-layer chain, for a view asked to allow it.
+  public let passthrough: ImageFile?
+  /// For a writable passed-through view: notices the kernel's writes, which never reach the
+  /// daemon, by the host file's mtime and size (partition tables, `st_blocks`).
+  let hostChanges: HostFileChanges?
+  /// Opened with direct I/O whatever the open asks: a partition of a writable passed-through
+  /// disk.raw, whose pages the kernel's writes to disk.raw would leave stale (the daemon never
+  /// sees them to drop them).
+  let uncached: Bool
 
   public init(content: any ByteView, writable: Bool, allowShrink: Bool = false) {
+    self.init(content: content, writable: writable, allowShrink: allowShrink, uncached: false)
+  }
+
+  init(content: any ByteView, writable: Bool, allowShrink: Bool = false, uncached: Bool) {
     self.content = content
     self.writable = writable
     self.allowShrink = allowShrink
     self.allocation = AllocationCache()
+    self.passthrough = nil
+    self.hostChanges = nil
+    self.uncached = uncached
   }
 
-  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false) {
-    self.init(content: chain, writable: writable, allowShrink: allowShrink)
+  /// A view of `chain`; `passthrough`: may be passed through when the chain is one layer whose
+  /// driver names its host file (`ImageLayer.passthroughFile`) and that file is the disk's size.
+  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false, passthrough: Bool = false) {
+    self.content = chain
+    self.writable = writable
+    self.allowShrink = allowShrink
+    self.allocation = AllocationCache()
+    if passthrough, chain.top.backing == nil, let file = chain.top.passthroughFile(writable: writable),
+      file.size == chain.virtualSize
+    {
+      self.passthrough = file
+      self.hostChanges = writable ? HostFileChanges(file) : nil
+    } else {
+      self.passthrough = nil
+      self.hostChanges = nil
+    }
+    self.uncached = false
   }
 }
 
@@ -40,6 +76,35 @@ final class AllocationCache: Sendable {
       }
       cached = (generation, computed)
       return computed
+    }
+  }
+}
+
+/// Counts the changes of a host file the kernel writes directly (FUSE passthrough): the
+/// generation goes up each time `generation()` finds the file's mtime or size different from the
+/// last look. Relies on the host file system's timestamps (fine-grained once observed on Linux
+/// 6.13+ ext4, xfs, btrfs and tmpfs).
+final class HostFileChanges: Sendable {
+  private struct Stamp: Equatable {
+    var seconds: Int
+    var nanoseconds: Int
+    var size: Int
+  }
+  private let file: ImageFile
+  private let state = Mutex<(stamp: Stamp?, generation: UInt64)>((nil, 0))
+
+  init(_ file: ImageFile) { self.file = file }
+
+  func generation() -> UInt64 {
+    var st = stat()
+    guard let fd = file.descriptor?.rawValue, fstat(fd, &st) == 0 else {
+      return state.withLock { $0.generation }
+    }
+    let now = Stamp(seconds: st.st_mtim.tv_sec, nanoseconds: st.st_mtim.tv_nsec, size: Int(st.st_size))
+    return state.withLock { s in
+      if let seen = s.stamp, seen != now { s.generation += 1 }
+      s.stamp = now
+      return s.generation
     }
   }
 }

@@ -31,6 +31,8 @@ final class FUSEContext: Sendable {
   let pageCache = PageCacheRegistry()
   /// Sends their invalidations before the changes that made them stale are answered.
   let invalidator = CacheInvalidator()
+  /// Backing ids of passed-through views (FUSE passthrough).
+  let backingFiles = BackingFiles()
 
   /// Bytes `range` of `view` changed through `inode` (a write, fallocate or truncate): drops the
   /// pages that now show stale bytes, then calls `reply` — at once when nothing is cached, else

@@ -22,8 +22,13 @@ func fuseOpen(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, flags: Int3
   handle(req, ctx) {
     let view = try ctx.tree.open(ino, flags: flags)
     let writes = flags & O_ACCMODE != O_RDONLY
+    if let backing = ctx.backingFiles.backingID(for: ino, view: view, device: req.device, logger: ctx.logger)
+    {
+      replyPassthroughOpen(req, ctx, view, backing: backing, writes: writes)
+      return
+    }
     let direct =
-      flags & clinux_o_direct != 0
+      flags & clinux_o_direct != 0 || view.uncached
       || (view.writable && writes && !PageCacheRegistry.allowsPageCacheWrites(view))
     // A cached open of a view that can change is counted before it is answered.
     let tracked = !direct && view.writable
@@ -46,6 +51,24 @@ func fuseOpen(_ req: FUSERequest, _ ctx: FUSEContext, _ ino: UInt64, flags: Int3
       // The kernel never saw the open (interrupted): no release will come for this handle.
       OpenFile.release(handle: handle, pageCache: ctx.pageCache)
     }
+  }
+}
+
+/// OPEN of a passed-through view: reads, writes, splice and mmap of this open file go from the
+/// kernel to the host file, never here (FOPEN_DIRECT_IO would override that, and the kernel
+/// refuses FOPEN_KEEP_CACHE with it; O_DIRECT reaches the host file, which the kernel reopens
+/// with this open's flags). No page-cache tracking: the FUSE inode caches nothing of its own,
+/// and the host file's page cache is the one the daemon's own writes go through.
+private func replyPassthroughOpen(
+  _ req: FUSERequest, _ ctx: FUSEContext, _ view: DiskView, backing: Int32, writes: Bool
+) {
+  let handle = OpenFile.handle(for: view, direct: false, cachedInode: nil)
+  var out = cfuse_open_out()
+  out.fh = handle
+  out.open_flags = UInt32(bitPattern: FOPEN_PASSTHROUGH | (view.writable && writes ? 0 : FOPEN_NOFLUSH))
+  out.backing_id = backing
+  if req.reply(out) != 0 {
+    OpenFile.release(handle: handle, pageCache: ctx.pageCache)
   }
 }
 

@@ -43,10 +43,16 @@ public final class FUSESession: @unchecked Sendable {
     self.options = options
     self.logger = logger
     let source = MountTree(
-      chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink, logger: logger)
+      chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink,
+      passthrough: options.passthrough, logger: logger)
     let tree = VirtualTree(source: source, metadata: Self.metadata(of: chain.top.file), logger: logger)
     context = FUSEContext(tree: tree, options: options, logger: logger)
-    connection = KernelConnection(settings: InitNegotiation.Settings(asyncDirectIO: context.asyncDirectIO))
+    let passthrough = options.passthrough && cfuse_has_sys_admin() != 0
+    if options.passthrough && !passthrough {
+      logger.debug("passthrough: off (no CAP_SYS_ADMIN)")
+    }
+    connection = KernelConnection(
+      settings: InitNegotiation.Settings(asyncDirectIO: context.asyncDirectIO, passthrough: passthrough))
 
     // No operations: libfuse never processes a request of this session (KernelLoop does).
     var ops = fuse_lowlevel_ops()
@@ -65,6 +71,7 @@ public final class FUSESession: @unchecked Sendable {
     // Deferred replies and notices go out before the descriptors they go through are closed.
     context.invalidator.stop()
     let s = state.withLock { $0 }
+    if s.notifyDevice >= 0 { context.backingFiles.closeAll(device: s.notifyDevice) }
     s.loop?.closeDevices()
     if s.notifyDevice >= 0 { close(s.notifyDevice) }
     if s.signalHandlers { cfuse_remove_exit_signals() }

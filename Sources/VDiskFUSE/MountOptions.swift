@@ -38,6 +38,10 @@ public struct MountOptions: Sendable {
   /// 1 MiB pipe (the unprivileged `pipe-max-size`) with the headroom `replySpliced` keeps: a page
   /// for the reply header, one per piece and one spare.
   public var maxRead: Int? = 960 << 10
+  /// `-o passthrough=auto` (true) or `off`: open the root disk.raw with a kernel backing file
+  /// when its image qualifies (`ImageLayer.passthroughFile`), the kernel offers FUSE passthrough
+  /// (7.40, Linux 6.9+) and the process holds CAP_SYS_ADMIN; silently the normal path otherwise.
+  public var passthrough: Bool = true
 
   public init() {}
 

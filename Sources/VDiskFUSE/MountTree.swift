@@ -27,6 +27,8 @@ public final class MountTree: TreeSource {
     var rootPartitions: [Partition]?
     var snapshotGeneration: UInt64?
     var snapshots: [ViewDirectory] = []
+    /// The root's `HostFileChanges` generation the partitions were read at.
+    var hostGeneration: UInt64 = 0
   }
 
   /// Bytes at each end of a disk whose change makes its partition table be read again.
@@ -38,9 +40,13 @@ public final class MountTree: TreeSource {
   private let state = Mutex(State())
   private let logger: Logger
 
-  public init(chain: LayerChain, writable: Bool, allowShrink: Bool = false, logger: Logger) {
+  /// `passthrough`: the root disk.raw may be passed through (`DiskView.passthrough`); no other
+  /// view is (layers are backing files, snapshots and partitions are not their file's bytes).
+  public init(
+    chain: LayerChain, writable: Bool, allowShrink: Bool = false, passthrough: Bool = false, logger: Logger
+  ) {
     self.logger = logger
-    root = DiskView(chain: chain, writable: writable, allowShrink: allowShrink)
+    root = DiskView(chain: chain, writable: writable, allowShrink: allowShrink, passthrough: passthrough)
     snapshotSource = chain.top as? any SnapshotSource
     var layers: [ViewDirectory] = []
     for (depth, layer) in chain.layers.enumerated().dropFirst() {
@@ -57,6 +63,17 @@ public final class MountTree: TreeSource {
   // MARK: TreeSource
 
   public func version() -> UInt64 {
+    // A writable passed-through disk.raw is written by the kernel, not through `didModify`: a
+    // changed host file may hold a new partition table.
+    if let changes = root.hostChanges {
+      let generation = changes.generation()
+      state.withLock { s in
+        if s.hostGeneration != generation {
+          s.hostGeneration = generation
+          s.rootPartitions = nil
+        }
+      }
+    }
     if state.withLock({ $0.rootPartitions == nil }) {
       let partitions = Self.readPartitions(root, logger: logger)
       state.withLock { s in
@@ -130,7 +147,8 @@ public final class MountTree: TreeSource {
     ]
     for p in partitions {
       let slice = DiskView(
-        content: SliceView(parent: view.content, offset: p.start, length: p.length), writable: view.writable)
+        content: SliceView(parent: view.content, offset: p.start, length: p.length), writable: view.writable,
+        uncached: view.hostChanges != nil)
       list.append(
         TreeEntry(
           path: path + ["partitions", "p\(p.number).raw"], key: "\(key)/p\(p.number)@\(p.start)+\(p.length)",

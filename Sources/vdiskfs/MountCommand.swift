@@ -22,7 +22,9 @@ struct MountCommand: ParsableCommand {
       force_share (with ro: read an image another program has open for writing), allow_shrink \
       (truncate may shrink the disk), allow_other, debug, format=FMT (\(FormatOption.names)), cache_size=SIZE, threads=N, \
       fsname=NAME, read_ahead_kb=N (default 3840; 0 keeps the kernel's), nosplice (copy read \
-      replies instead of splicing the image's pages), backing_dir=DIR (every backing file and \
+      replies instead of splicing the image's pages), passthrough=auto|off (auto, the default: \
+      the kernel reads and writes a raw image's or monolithicFlat VMDK's disk.raw straight from \
+      the host file when it can; needs Linux 6.9+ and CAP_SYS_ADMIN), backing_dir=DIR (every backing file and \
       extent file must resolve inside DIR), nobacking (open the top image alone: what it does not \
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
@@ -149,6 +151,7 @@ struct MountCommand: ParsableCommand {
       mountOptions.readAheadKilobytes = kilobytes == 0 ? nil : kilobytes
     }
     mountOptions.splice = !parsed.noSplice
+    mountOptions.passthrough = parsed.passthrough
     // A URL's query string stays out of /proc/mounts: a presigned URL's signature is a secret.
     let top = chain.top.file.path
     mountOptions.fsname =

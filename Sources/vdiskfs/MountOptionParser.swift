@@ -15,6 +15,9 @@ struct ParsedMountOptions: Equatable {
   var readAheadKilobytes: Int?
   /// `nosplice`: copy read replies through a buffer instead of splicing the image's pages.
   var noSplice = false
+  /// `passthrough=auto|off`: let the kernel read and write a qualifying disk.raw's host file
+  /// directly (FUSE passthrough). auto (true) by default.
+  var passthrough = true
   /// Format, caches, backing files, remote stores: what `info` and `map` take as well.
   var opening = OpeningOptions()
   /// Passed through to libfuse unchanged (mount flags it understands).
@@ -48,6 +51,7 @@ enum MountOptionParser {
       case "read_ahead_kb":
         result.readAheadKilobytes = try parseReadAhead(try OptionValues.require(value, key))
       case "nosplice": result.noSplice = true
+      case "passthrough": result.passthrough = try parsePassthrough(try OptionValues.require(value, key))
       case "subtype": result.passThrough.append(option)
       case _ where passThrough.contains(key): result.passThrough.append(option)
       case _ where ignored.contains(key) || key.hasPrefix("x-") || key == "comment": continue
@@ -78,6 +82,13 @@ enum MountOptionParser {
       throw UsageError("read_ahead_kb: '\(text)' is not a number of KiB from 0 to 65536")
     }
     return n
+  }
+
+  private static func parsePassthrough(_ text: String) throws(UsageError) -> Bool {
+    // Not a `case "…":` list: packaging/test-install.sh reads those lines as option names.
+    if text == "auto" { return true }
+    if text == "off" { return false }
+    throw UsageError("passthrough: '\(text)' is neither auto nor off")
   }
 
   static func parseThreads(_ text: String) throws(UsageError) -> Int {

@@ -27,7 +27,7 @@ struct KernelLoopTests {
 
   @Test func initAnswersTheFlagsLibfuseNegotiated() throws {
     let rw = try InitNegotiation.reply(to: offer(minor: 45), settings: .init(asyncDirectIO: false)).get()
-    #expect(rw.major == 7 && rw.minor == 38)
+    #expect(rw.major == 7 && rw.minor == 40)
     #expect(rw.flags == 0x4040_1029 && rw.flags2 == 0)
     #expect(rw.max_write == 1 << 20 && rw.max_pages == 256 && rw.time_gran == 1)
     #expect(rw.max_readahead == 128 << 10 && rw.max_background == 0 && rw.congestion_threshold == 0)
@@ -45,6 +45,37 @@ struct KernelLoopTests {
       to: offer(minor: 45, flags2: 0xffff_ffff), settings: .init(asyncDirectIO: false)
     ).get()
     #expect(extended.flags2 == 0)
+  }
+
+  /// FUSE_PASSTHROUGH (flags2 bit 5) only when asked for, offered with FUSE_INIT_EXT, and
+  /// answered at 7.40 or later; then with max_stack_depth 1 and never FUSE_WRITEBACK_CACHE.
+  @Test func initTakesPassthroughOnlyWhenAskedOfferedAndAt7_40() throws {
+    let ext = UInt32(0x73ff_fffb) | UInt32(FUSE_INIT_EXT)
+    let all = UInt32(truncatingIfNeeded: UInt64(FUSE_PASSTHROUGH) >> 32) | 0x10
+    let asked = try InitNegotiation.reply(
+      to: offer(minor: 45, flags: ext, flags2: all), settings: .init(asyncDirectIO: false, passthrough: true)
+    ).get()
+    #expect(asked.minor == 40)
+    #expect(UInt64(asked.flags2) << 32 == UInt64(FUSE_PASSTHROUGH))
+    #expect(asked.flags & UInt32(FUSE_WRITEBACK_CACHE) == 0)
+    var copy = asked
+    #expect(cfuse_init_out_max_stack_depth(&copy) == 1)
+    // Not asked (passthrough=off, or no CAP_SYS_ADMIN): nothing changes.
+    var notAsked = try InitNegotiation.reply(
+      to: offer(minor: 45, flags: ext, flags2: all), settings: .init(asyncDirectIO: false)
+    ).get()
+    #expect(notAsked.flags2 == 0 && cfuse_init_out_max_stack_depth(&notAsked) == 0)
+    #expect(notAsked.flags == asked.flags)
+    // A 7.39 kernel, or one that does not offer it, or no FUSE_INIT_EXT: not taken.
+    for (minor, flags, flags2) in [
+      (39 as UInt32, ext, all), (45, ext, 0), (45, ext & ~UInt32(FUSE_INIT_EXT), all),
+    ] {
+      var r = try InitNegotiation.reply(
+        to: offer(minor: minor, flags: flags, flags2: flags2),
+        settings: .init(asyncDirectIO: false, passthrough: true)
+      ).get()
+      #expect(r.flags2 == 0 && cfuse_init_out_max_stack_depth(&r) == 0, "7.\(minor) \(flags) \(flags2)")
+    }
   }
 
   @Test func initRefusesKernelsBefore7_31() {
@@ -125,7 +156,7 @@ struct KernelLoopTests {
     let initReply = try #require(h.reply())
     #expect(initReply.header.error == 0 && initReply.header.unique == 4)
     #expect(initReply.data.count == MemoryLayout<fuse_init_out>.size)
-    #expect(h.connection.negotiated?.minor == 38)
+    #expect(h.connection.negotiated?.minor == 40)
     // A second INIT is an error.
     #expect(
       h.send(request(UInt32(FUSE_INIT.rawValue), unique: 6, node: 0, body: bytes(of: offer(minor: 45))))

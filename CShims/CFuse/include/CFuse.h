@@ -31,6 +31,66 @@
 extern "C" {
 #endif
 
+// ---- FUSE protocol 7.40: passthrough -------------------------------------------------------
+// What <linux/fuse.h> of Linux 6.9+ (include/uapi/linux/fuse.h, protocol 7.40: "add
+// max_stack_depth to fuse_init_out, add FUSE_PASSTHROUGH init flag; add backing_id to
+// fuse_open_out, add FOPEN_PASSTHROUGH open flag") adds and Debian 12's 7.38 header lacks.
+// Values as in that file; shim.c pins the layouts with `_Static_assert`s.
+#if FUSE_KERNEL_MINOR_VERSION < 40
+/// INIT flag (flags2 bit 5, so it needs FUSE_INIT_EXT): the kernel may map opened files onto
+/// backing files; the reply's max_stack_depth must be 1 or 2, and FUSE_WRITEBACK_CACHE must not
+/// be set with it.
+#define FUSE_PASSTHROUGH (1ULL << 37)
+/// OPEN reply flag: reads, writes, splice and mmap of this open file go to the backing file
+/// named by `backing_id`. The kernel refuses it with any open flag but DIRECT_IO,
+/// PARALLEL_DIRECT_WRITES and NOFLUSH (FOPEN_PASSTHROUGH_MASK), and DIRECT_IO overrides it.
+#define FOPEN_PASSTHROUGH (1 << 7)
+/// The argument of FUSE_DEV_IOC_BACKING_OPEN: `fd` is the backing file, `flags` and `padding` 0.
+struct fuse_backing_map {
+  int32_t fd;
+  uint32_t flags;
+  uint64_t padding;
+};
+#define FUSE_DEV_IOC_BACKING_OPEN _IOW(FUSE_DEV_IOC_MAGIC, 1, struct fuse_backing_map)
+#define FUSE_DEV_IOC_BACKING_CLOSE _IOW(FUSE_DEV_IOC_MAGIC, 2, uint32_t)
+#endif
+
+/// `struct fuse_open_out` of 7.40: the former `padding` is `backing_id` (0: no passthrough).
+/// Same size and layout as the 7.38 struct (pinned in shim.c); the OPEN handler replies with it.
+struct cfuse_open_out {
+  uint64_t fh;
+  uint32_t open_flags;
+  int32_t backing_id;
+};
+
+/// `fuse_init_out.max_stack_depth` (7.40; `unused[0]` in the 7.38 header, offset 36).
+static inline void cfuse_init_out_set_max_stack_depth(struct fuse_init_out *out, uint32_t depth) {
+#if FUSE_KERNEL_MINOR_VERSION < 40
+  out->unused[0] = depth;
+#else
+  out->max_stack_depth = depth;
+#endif
+}
+static inline uint32_t cfuse_init_out_max_stack_depth(const struct fuse_init_out *out) {
+#if FUSE_KERNEL_MINOR_VERSION < 40
+  return out->unused[0];
+#else
+  return out->max_stack_depth;
+#endif
+}
+
+/// Registers `fd` as a backing file of the connection of `device` (FUSE_DEV_IOC_BACKING_OPEN;
+/// the kernel keeps its own reference to the file). Returns the backing id (> 0), or -errno
+/// (EPERM without CAP_SYS_ADMIN or when passthrough was not negotiated, EOPNOTSUPP on a kernel
+/// built without it, ENOTTY before 6.9).
+int cfuse_backing_open(int device, int fd);
+/// Drops backing id `id` (FUSE_DEV_IOC_BACKING_CLOSE): files already open keep their backing
+/// file. Returns 0 or -errno.
+int cfuse_backing_close(int device, int id);
+/// Whether this process holds CAP_SYS_ADMIN in its effective set (what BACKING_OPEN needs).
+int cfuse_has_sys_admin(void);
+
+
 /// `FUSE_ARGS_INIT(argc, argv)` is a macro; Swift needs a function. The returned args are not
 /// `allocated`: the caller owns `argv`.
 struct fuse_args cfuse_args_init(int argc, char **argv);
@@ -67,10 +127,10 @@ extern const size_t cfuse_zero_bytes;
 /// more, and `/proc/sys/fs/pipe-max-size` (1 MiB) binds processes without CAP_SYS_RESOURCE.
 size_t cfuse_pipe_capacity(size_t limit);
 
-/// The protocol version vdiskfs speaks (the newest it answers INIT with): 7.38, whatever newer
-/// uapi header it was built against.
+/// The protocol version vdiskfs speaks (the newest it answers INIT with): 7.40 (passthrough),
+/// whatever newer uapi header it was built against.
 #define CFUSE_PROTOCOL_MAJOR 7u
-#define CFUSE_PROTOCOL_MINOR 38u
+#define CFUSE_PROTOCOL_MINOR 40u
 /// The oldest kernel protocol vdiskfs serves (issue 19's floor; FUSE_MAX_PAGES is 7.28, the
 /// 64-byte INIT reply with map_alignment 7.31). A kernel before 7.35 ignores FOPEN_NOFLUSH, one
 /// before 7.36 sends the short (16-byte) INIT request.

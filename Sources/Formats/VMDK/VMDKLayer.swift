@@ -87,6 +87,18 @@ public final class VMDKLayer: ImageLayer {
     grains = compressedGrain.map { CompressedGrains(grainSize: Int($0)) }
   }
 
+  /// A monolithicFlat disk (one FLAT/VMFS extent at offset 0 of its file, covering the whole disk
+  /// and the whole file) read-only: its flat file is the disk byte for byte. Never for writing:
+  /// the disk's size is the descriptor's, and a passthrough write past its end would grow the
+  /// flat file without it.
+  public func passthroughFile(writable: Bool) -> ImageFile? {
+    guard !writable, backing == nil, extents.count == 1, let only = extents.first,
+      case .flat(let data, let start) = only.store, start == 0, only.start == 0,
+      only.length == virtualSize, data.size == virtualSize, data.descriptor != nil
+    else { return nil }
+    return data
+  }
+
   /// How many grains were actually inflated (decompressed-grain cache misses).
   public var decompressionCount: Int { grains?.decompressionCount ?? 0 }
 

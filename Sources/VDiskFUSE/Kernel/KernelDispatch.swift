@@ -131,6 +131,7 @@ enum KernelDispatch {
       // Marked first: the kernel sends the next request as soon as it has the reply, perhaps to
       // another worker.
       connection.markInitialized(out)
+      if UInt64(out.flags2) << 32 & UInt64(FUSE_PASSTHROUGH) != 0 { ctx.backingFiles.enable() }
       req.reply(out)
       let offered = String(InitNegotiation.offeredFlags(offer), radix: 16)
       let answered = String(UInt64(out.flags) | UInt64(out.flags2) << 32, radix: 16)

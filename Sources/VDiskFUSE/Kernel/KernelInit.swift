@@ -7,7 +7,11 @@ import CFuse
 /// reads, atomic O_TRUNC, big writes, automatic invalidation of cached data on a changed mtime,
 /// `max_pages`, and the extended INIT flags — plus asynchronous direct I/O on a read-only mount
 /// only (`FUSEContext.asyncDirectIO` says why). 0x40401029 read-write, 0x40409029 read-only.
-/// Nothing new (parallel dirops, readdirplus, …) without a test that needs it.
+/// Nothing new (parallel dirops, readdirplus, …) without a test that needs it — except
+/// `FUSE_PASSTHROUGH` (7.40), taken when the mount asks for it (`-o passthrough=auto` and
+/// CAP_SYS_ADMIN), the kernel offers it and the answer is 7.40 or later: then `max_stack_depth`
+/// is 1 (backing files are plain files of a non-stacked file system) and FUSE_WRITEBACK_CACHE,
+/// which the kernel refuses passthrough with, is never asked for.
 enum InitNegotiation {
   /// What the mount asks for.
   struct Settings: Equatable {
@@ -15,7 +19,12 @@ enum InitNegotiation {
     var asyncDirectIO: Bool
     /// The largest write the kernel may send (the request buffer is this plus a header page).
     var maxWrite: UInt32 = 1 << 20
+    /// Ask for FUSE passthrough (`-o passthrough=auto` in a process with CAP_SYS_ADMIN).
+    var passthrough: Bool = false
   }
+
+  /// The stack depth announced with FUSE_PASSTHROUGH: a backing file on a normal file system.
+  static let passthroughStackDepth: UInt32 = 1
 
   /// Why a kernel was refused.
   struct Refusal: Error, Equatable, CustomStringConvertible {
@@ -43,7 +52,7 @@ enum InitNegotiation {
     return wanted.reduce(UInt64(0)) { $0 | UInt64($1) }
   }
 
-  /// The INIT reply for `request`: min(kernel's minor, 7.38), the wanted features the kernel
+  /// The INIT reply for `request`: min(kernel's minor, 7.40), the wanted features the kernel
   /// offers, and the sizes; a `Refusal` for a kernel older than 7.31 or of another major version.
   static func reply(to request: fuse_init_in, settings: Settings, pageSize: UInt32 = 4096) -> Result<
     fuse_init_out, Refusal
@@ -57,9 +66,16 @@ enum InitNegotiation {
     // extended flags, answers with them too.
     flags |= UInt64(FUSE_BIG_WRITES)
     if offered & UInt64(FUSE_INIT_EXT) != 0 { flags |= UInt64(FUSE_INIT_EXT) }
+    let minor = min(request.minor, CFUSE_PROTOCOL_MINOR)
+    let passthrough =
+      settings.passthrough && minor >= 40 && offered & UInt64(FUSE_INIT_EXT) != 0
+      && offered & FUSE_PASSTHROUGH != 0
+    // The kernel turns passthrough off when writeback caching comes with it; it never does here.
+    flags &= ~UInt64(FUSE_WRITEBACK_CACHE)
+    if passthrough { flags |= FUSE_PASSTHROUGH }
     var out = fuse_init_out()
     out.major = CFUSE_PROTOCOL_MAJOR
-    out.minor = min(request.minor, CFUSE_PROTOCOL_MINOR)
+    out.minor = minor
     out.max_readahead = request.max_readahead
     out.flags = UInt32(truncatingIfNeeded: flags)
     out.flags2 = UInt32(truncatingIfNeeded: flags >> 32)
@@ -72,6 +88,7 @@ enum InitNegotiation {
       let pages = (settings.maxWrite - 1) / max(pageSize, 1) + 1
       out.max_pages = UInt16(clamping: pages)
     }
+    if passthrough { cfuse_init_out_set_max_stack_depth(&out, passthroughStackDepth) }
     return .success(out)
   }
 }
