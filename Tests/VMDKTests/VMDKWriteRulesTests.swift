@@ -268,7 +268,9 @@ import VMDK
     let child = try VMDKHostileTests.descriptor(
       scratch,
       "parentFileNameHint=\"p.vmdk\"\nRW 8192 FLAT \"p-flat.vmdk\" 0\n", name: "c.vmdk")
-    try replaceText(child, "parentCID=ffffffff", "parentCID=\(parentCID)")
+    // qemu writes the CID without leading zeros; the replacement keeps the descriptor's length.
+    let paddedCID = String(repeating: "0", count: max(0, 8 - parentCID.count)) + parentCID
+    try replaceText(child, "parentCID=ffffffff", "parentCID=\(paddedCID)")
     let sum = try fileChecksum(scratch.file("p-flat.vmdk"))
     expectVDiskError(.readOnly, ["backing chain"]) { _ = try openWritable(child) }
     #expect(try fileChecksum(scratch.file("p-flat.vmdk")) == sum)
