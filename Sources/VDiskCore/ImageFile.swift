@@ -217,14 +217,10 @@ public final class ImageFile: Sendable {
     }
   }
 
-  /// Raises the cached size to the file's size now, if that is larger: writes that reached the
-  /// file without this process (FUSE passthrough, where the kernel writes the file itself) can
-  /// only have grown it. Returns the cached size.
-  @discardableResult
-  public func noteExternalGrowth() -> UInt64 {
-    if let current = try? source.size() { grow(to: current) }
-    return size
-  }
+  /// Raises the cached size to `observed` (the file's size as its owner just saw it), if that is
+  /// larger: writes that reached the file without this process (FUSE passthrough, where the
+  /// kernel writes the file itself) can only have grown it.
+  public func noteExternalGrowth(to observed: UInt64) { grow(to: observed) }
 
   /// Raises the cached size to `end` (writes that extend the file).
   private func grow(to end: UInt64) {

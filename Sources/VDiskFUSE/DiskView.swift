@@ -82,7 +82,7 @@ final class AllocationCache: Sendable {
 
 /// Counts the changes of a host file the kernel writes directly (FUSE passthrough): the
 /// generation goes up each time `generation()` finds the file's mtime or size different from the
-/// last look. Relies on the host file system's timestamps (fine-grained once observed on Linux
+/// last look, and the file's cached size follows the size seen (one `fstat` for both). Relies on the host file system's timestamps (fine-grained once observed on Linux
 /// 6.13+ ext4, xfs, btrfs and tmpfs).
 final class HostFileChanges: Sendable {
   private struct Stamp: Equatable {
@@ -100,6 +100,7 @@ final class HostFileChanges: Sendable {
     guard let fd = file.descriptor?.rawValue, fstat(fd, &st) == 0 else {
       return state.withLock { $0.generation }
     }
+    file.noteExternalGrowth(to: UInt64(max(st.st_size, 0)))
     let now = Stamp(seconds: st.st_mtim.tv_sec, nanoseconds: st.st_mtim.tv_nsec, size: Int(st.st_size))
     return state.withLock { s in
       if let seen = s.stamp, seen != now { s.generation += 1 }

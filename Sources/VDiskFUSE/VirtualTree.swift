@@ -251,11 +251,11 @@ public final class VirtualTree: Sendable {
       a.isDirectory = false
       a.linkCount = 1
       a.permissions = view.writable ? 0o644 : 0o444
-      // The kernel writes a passed-through file itself: a write past its end grew it.
-      if view.writable, let file = view.passthrough { file.noteExternalGrowth() }
-      a.size = view.content.size
-      // Both counters only grow: their sum changes when either does.
+      // Both counters only grow: their sum changes when either does. `generation()` also takes
+      // in a passed-through file's growth (the kernel writes it itself), so it comes before
+      // the size.
       let generation = writeGeneration.load(ordering: .acquiring) &+ (view.hostChanges?.generation() ?? 0)
+      a.size = view.content.size
       a.blocks =
         (view.allocation.value(for: view.content, generation: generation, logger: logger) + 511) / 512
     }
