@@ -93,6 +93,13 @@ func replyRead(
   _ req: FUSERequest, _ ctx: FUSEContext, _ pipe: SplicePipe?, _ content: any ByteView, _ size: Int,
   _ offset: UInt64
 ) throws {
+  if let entry = req.entry, size <= entry.payloadCapacity {
+    // io_uring: straight into the entry's payload, which the kernel copies from.
+    let n = try content.read(
+      into: UnsafeMutableRawBufferPointer(start: entry.payload, count: size), at: offset)
+    entry.commit(error: 0, payloadLength: min(n, size))
+    return
+  }
   if let pipe, size >= spliceMinimum, try replySpliced(req, pipe, content, size, offset) {
     return
   }

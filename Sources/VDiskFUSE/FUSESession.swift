@@ -51,8 +51,16 @@ public final class FUSESession: @unchecked Sendable {
     if options.passthrough && !passthrough {
       logger.debug("passthrough: off (no CAP_SYS_ADMIN)")
     }
+    if options.ioURing == .on, IOURingMode.kernelOffers() != true {
+      throw VDiskError(
+        .unsupported, path: options.fsname,
+        IOURingMode.kernelOffers() == nil
+          ? "io_uring=on: this kernel has no FUSE-over-io_uring (Linux 6.14+ built with CONFIG_FUSE_IO_URING)"
+          : "io_uring=on: FUSE-over-io_uring is switched off (echo 1 > \(IOURingMode.parameterPath))")
+    }
     connection = KernelConnection(
-      settings: InitNegotiation.Settings(asyncDirectIO: context.asyncDirectIO, passthrough: passthrough))
+      settings: InitNegotiation.Settings(
+        asyncDirectIO: context.asyncDirectIO, passthrough: passthrough, ioURing: options.ioURing != .off))
 
     // No operations: libfuse never processes a request of this session (KernelLoop does).
     var ops = fuse_lowlevel_ops()
@@ -136,7 +144,7 @@ public final class FUSESession: @unchecked Sendable {
     let master = fuse_session_fd(session)
     let loop = KernelLoop(
       master: master, context: context, connection: connection, control: control, debug: options.debug,
-      logger: logger)
+      requireIOURing: options.ioURing == .on, logger: logger)
     let notify = fcntl(master, F_DUPFD_CLOEXEC, 0)
     try state.withLock { s in
       guard s.loop == nil else {
@@ -152,14 +160,17 @@ public final class FUSESession: @unchecked Sendable {
     switch reason {
     case .refused(let refusal):
       throw VDiskError(.unsupported, path: options.fsname, refusal.description)
+    case .transportMissing(let why):
+      throw VDiskError(.unsupported, path: options.fsname, why)
     case .failed(let code):
       result = -code
     case .exited, .unmounted, nil:
       result = signal
     }
     if let negotiated = connection.negotiated {
+      let rings = loop.ringRequests.map { ", \($0) requests through io_uring" } ?? ""
       logger.debug(
-        "session loop ended with \(result) (FUSE 7.\(negotiated.minor), flags 0x\(String(negotiated.flags, radix: 16)))"
+        "session loop ended with \(result) (FUSE 7.\(negotiated.minor), flags 0x\(String(negotiated.flags, radix: 16))\(rings))"
       )
     }
     return result

@@ -1,3 +1,24 @@
+/// Whether requests are served through FUSE-over-io_uring (Linux 6.14+, offered by the kernel
+/// only while /sys/module/fuse/parameters/enable_uring is Y).
+public enum IOURingMode: String, Sendable, Equatable {
+  /// Use it when the kernel offers it, else /dev/fuse.
+  case auto
+  /// Use it; the mount fails when the kernel does not offer it.
+  case on
+  /// Never: /dev/fuse only.
+  case off
+
+  /// Whether the kernel will offer it: the fuse module's `enable_uring` parameter is Y (nil:
+  /// the parameter does not exist, a kernel without FUSE-over-io_uring).
+  public static func kernelOffers() -> Bool? {
+    guard let text = MountPoint.readProcFile(parameterPath) else { return nil }
+    return text.hasPrefix("Y") || text.hasPrefix("1")
+  }
+
+  /// The switch an administrator flips (`echo 1 >` it, or `fuse.enable_uring=1` at boot).
+  public static let parameterPath = "/sys/module/fuse/parameters/enable_uring"
+}
+
 /// How `FUSESession` mounts a chain.
 public struct MountOptions: Sendable {
   /// Mount read-only (`-o ro`): every view refuses writes with EROFS (the CLI mounts read-write
@@ -42,6 +63,8 @@ public struct MountOptions: Sendable {
   /// when its image qualifies (`ImageLayer.passthroughFile`), the kernel offers FUSE passthrough
   /// (7.40, Linux 6.9+) and the process holds CAP_SYS_ADMIN; silently the normal path otherwise.
   public var passthrough: Bool = true
+  /// `-o io_uring=auto|on|off`: FUSE-over-io_uring (`RingQueues`) when the kernel offers it.
+  public var ioURing: IOURingMode = .auto
 
   public init() {}
 

@@ -24,7 +24,10 @@ struct MountCommand: ParsableCommand {
       fsname=NAME, read_ahead_kb=N (default 3840; 0 keeps the kernel's), nosplice (copy read \
       replies instead of splicing the image's pages), passthrough=auto|off (auto, the default: \
       the kernel reads and writes a raw image's or monolithicFlat VMDK's disk.raw straight from \
-      the host file when it can; needs Linux 6.9+ and CAP_SYS_ADMIN), backing_dir=DIR (every backing file and \
+      the host file when it can; needs Linux 6.9+ and CAP_SYS_ADMIN), io_uring=auto|on|off (auto, \
+      the default: serve requests through FUSE-over-io_uring when the kernel offers it, which \
+      needs Linux 6.14+ and /sys/module/fuse/parameters/enable_uring set to Y; on: fail without \
+      it), backing_dir=DIR (every backing file and \
       extent file must resolve inside DIR), nobacking (open the top image alone: what it does not \
       hold reads as zeros; mounts read-only), and the mount flags nodev, nosuid, noexec, noatime \
       and their opposites.
@@ -152,6 +155,7 @@ struct MountCommand: ParsableCommand {
     }
     mountOptions.splice = !parsed.noSplice
     mountOptions.passthrough = parsed.passthrough
+    mountOptions.ioURing = parsed.ioURing
     // A URL's query string stays out of /proc/mounts: a presigned URL's signature is a secret.
     let top = chain.top.file.path
     mountOptions.fsname =

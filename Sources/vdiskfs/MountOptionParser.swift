@@ -1,3 +1,5 @@
+import VDiskFUSE
+
 /// The `-o` options of `vdiskfs IMAGE MNT -o a,b,c` (the form mount.fuse3 and fstab use), split
 /// into what vdiskfs acts on and what goes to libfuse: the options about opening the image
 /// (`OpeningOptions`, which `info` and `map` take too) and those only a mount has. Unknown
@@ -18,6 +20,9 @@ struct ParsedMountOptions: Equatable {
   /// `passthrough=auto|off`: let the kernel read and write a qualifying disk.raw's host file
   /// directly (FUSE passthrough). auto (true) by default.
   var passthrough = true
+  /// `io_uring=auto|on|off`: serve requests through FUSE-over-io_uring when the kernel offers it
+  /// (auto, the default), insist on it (on), or never (off).
+  var ioURing: IOURingMode = .auto
   /// Format, caches, backing files, remote stores: what `info` and `map` take as well.
   var opening = OpeningOptions()
   /// Passed through to libfuse unchanged (mount flags it understands).
@@ -52,6 +57,7 @@ enum MountOptionParser {
         result.readAheadKilobytes = try parseReadAhead(try OptionValues.require(value, key))
       case "nosplice": result.noSplice = true
       case "passthrough": result.passthrough = try parsePassthrough(try OptionValues.require(value, key))
+      case "io_uring": result.ioURing = try parseIOURing(try OptionValues.require(value, key))
       case "subtype": result.passThrough.append(option)
       case _ where passThrough.contains(key): result.passThrough.append(option)
       case _ where ignored.contains(key) || key.hasPrefix("x-") || key == "comment": continue
@@ -89,6 +95,14 @@ enum MountOptionParser {
     if text == "auto" { return true }
     if text == "off" { return false }
     throw UsageError("passthrough: '\(text)' is neither auto nor off")
+  }
+
+  private static func parseIOURing(_ text: String) throws(UsageError) -> IOURingMode {
+    // Not a `case "…":` list: packaging/test-install.sh reads those lines as option names.
+    guard let mode = IOURingMode(rawValue: text) else {
+      throw UsageError("io_uring: '\(text)' is none of auto, on, off")
+    }
+    return mode
   }
 
   static func parseThreads(_ text: String) throws(UsageError) -> Int {

@@ -27,7 +27,7 @@ struct KernelLoopTests {
 
   @Test func initAnswersTheFlagsLibfuseNegotiated() throws {
     let rw = try InitNegotiation.reply(to: offer(minor: 45), settings: .init(asyncDirectIO: false)).get()
-    #expect(rw.major == 7 && rw.minor == 40)
+    #expect(rw.major == 7 && rw.minor == 42)
     #expect(rw.flags == 0x4040_1029 && rw.flags2 == 0)
     #expect(rw.max_write == 1 << 20 && rw.max_pages == 256 && rw.time_gran == 1)
     #expect(rw.max_readahead == 128 << 10 && rw.max_background == 0 && rw.congestion_threshold == 0)
@@ -47,6 +47,57 @@ struct KernelLoopTests {
     #expect(extended.flags2 == 0)
   }
 
+  /// FUSE_OVER_IO_URING (flags2 bit 9) only when asked for (io_uring=auto|on), offered with
+  /// FUSE_INIT_EXT (a kernel offers it only while enable_uring is Y), and answered at 7.42.
+  @Test func initTakesIOURingOnlyWhenAskedOfferedAndAt7_42() throws {
+    let ext = UInt32(0x73ff_fffb) | UInt32(FUSE_INIT_EXT)
+    let uring = UInt32(truncatingIfNeeded: FUSE_OVER_IO_URING >> 32)
+    #expect(uring == 1 << 9)
+    let asked = try InitNegotiation.reply(
+      to: offer(minor: 45, flags: ext, flags2: uring), settings: .init(asyncDirectIO: false, ioURing: true)
+    ).get()
+    #expect(asked.minor == 42 && asked.flags2 == uring)
+    let notAsked = try InitNegotiation.reply(
+      to: offer(minor: 45, flags: ext, flags2: uring), settings: .init(asyncDirectIO: false)
+    ).get()
+    #expect(notAsked.flags2 == 0 && notAsked.flags == asked.flags)
+    for (minor, flags, flags2) in [
+      (41 as UInt32, ext, uring), (45, ext, 0), (45, ext & ~UInt32(FUSE_INIT_EXT), uring),
+    ] {
+      let r = try InitNegotiation.reply(
+        to: offer(minor: minor, flags: flags, flags2: flags2),
+        settings: .init(asyncDirectIO: false, ioURing: true)
+      ).get()
+      #expect(r.flags2 == 0, "minor \(minor) flags \(flags) flags2 \(flags2)")
+    }
+  }
+
+  /// A request from an io_uring entry: the argument struct comes from the entry's argument area,
+  /// names and write data from its payload.
+  @Test func ringRequestsTakeArgumentsAndPayloadApart() throws {
+    var area = [UInt8](repeating: 0, count: Int(FUSE_URING_OP_IN_OUT_SZ))
+    var write = fuse_write_in()
+    write.offset = 8192
+    write.size = 5
+    withUnsafeBytes(of: write) { area.replaceSubrange(0..<$0.count, with: $0) }
+    let payload: [UInt8] = Array("hello".utf8)
+    var header = fuse_in_header()
+    header.opcode = UInt32(FUSE_WRITE.rawValue)
+    try area.withUnsafeBytes { a in
+      try payload.withUnsafeBytes { p in
+        let request = KernelRequest(header: header, arguments: a, payload: p)
+        let arguments = try request.argument(fuse_write_in.self)
+        #expect(arguments.offset == 8192 && arguments.size == 5)
+        let data = try request.trailing(after: MemoryLayout<fuse_write_in>.size)
+        #expect(Array(data) == payload)
+        // A name must end with a NUL within the payload.
+        #expect(throws: FileSystemError.self) { try request.name(after: 0) }
+        // An argument struct larger than the area is refused.
+        #expect(throws: FileSystemError.self) { try request.trailing(after: 129) }
+      }
+    }
+  }
+
   /// FUSE_PASSTHROUGH (flags2 bit 5) only when asked for, offered with FUSE_INIT_EXT, and
   /// answered at 7.40 or later; then with max_stack_depth 1 and never FUSE_WRITEBACK_CACHE.
   @Test func initTakesPassthroughOnlyWhenAskedOfferedAndAt7_40() throws {
@@ -55,7 +106,7 @@ struct KernelLoopTests {
     let asked = try InitNegotiation.reply(
       to: offer(minor: 45, flags: ext, flags2: all), settings: .init(asyncDirectIO: false, passthrough: true)
     ).get()
-    #expect(asked.minor == 40)
+    #expect(asked.minor == 42)
     #expect(UInt64(asked.flags2) << 32 == UInt64(FUSE_PASSTHROUGH))
     #expect(asked.flags & UInt32(FUSE_WRITEBACK_CACHE) == 0)
     var copy = asked
@@ -129,7 +180,8 @@ struct KernelLoopTests {
       bytes.withUnsafeBytes { raw in
         guard let request = KernelRequest(raw) else { return nil }
         return KernelDispatch.dispatch(
-          request, device: fds[1], connection: connection, context: context, pipe: nil)
+          request, reply: FUSERequest(device: fds[1], unique: request.unique), connection: connection,
+          context: context, pipe: nil)
       }
     }
 
@@ -156,7 +208,7 @@ struct KernelLoopTests {
     let initReply = try #require(h.reply())
     #expect(initReply.header.error == 0 && initReply.header.unique == 4)
     #expect(initReply.data.count == MemoryLayout<fuse_init_out>.size)
-    #expect(h.connection.negotiated?.minor == 40)
+    #expect(h.connection.negotiated?.minor == 42)
     // A second INIT is an error.
     #expect(
       h.send(request(UInt32(FUSE_INIT.rawValue), unique: 6, node: 0, body: bytes(of: offer(minor: 45))))

@@ -54,6 +54,14 @@ struct PassthroughMountTests {
 
     var logText: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
 
+    /// Sends `signal` to the daemon and waits (up to 20 s) for it to exit; its exit status.
+    func terminate(with signal: Int32 = SIGTERM) -> Int32? {
+      guard process.isRunning else { return process.terminationStatus }
+      kill(process.processIdentifier, signal)
+      for _ in 0..<1000 where process.isRunning { usleep(20_000) }
+      return process.isRunning ? nil : process.terminationStatus
+    }
+
     /// Unmounts and waits for the daemon to exit (it writes back and releases its locks).
     func stop() {
       guard !stopped else { return }

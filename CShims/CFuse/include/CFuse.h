@@ -91,6 +91,78 @@ int cfuse_backing_close(int device, int id);
 int cfuse_has_sys_admin(void);
 
 
+// ---- FUSE protocol 7.42: FUSE-over-io_uring ------------------------------------------------
+// What <linux/fuse.h> of Linux 6.14+ (protocol 7.42: "add FUSE_OVER_IO_URING and all other
+// io-uring related flags and data structures") adds. Values and layouts as in that file; shim.c
+// pins them with `_Static_assert`s. The ring itself is set up with raw io_uring syscalls
+// (<linux/io_uring.h> of Debian 12 knows IORING_OP_URING_CMD and SQE128) in uring.c.
+#if FUSE_KERNEL_MINOR_VERSION < 42
+/// INIT flag (flags2 bit 9): the daemon will serve requests through io_uring queues. The kernel
+/// offers it only while /sys/module/fuse/parameters/enable_uring is Y.
+#define FUSE_OVER_IO_URING (1ULL << 41)
+#define FUSE_URING_IN_OUT_HEADER_SZ 128
+#define FUSE_URING_OP_IN_OUT_SZ 128
+/// The entry's trailer: the request's `unique` to commit with, and the payload's length (the
+/// kernel's on fetch, the reply's on commit).
+struct fuse_uring_ent_in_out {
+  uint64_t flags;
+  uint64_t commit_id;
+  uint32_t payload_sz;
+  uint32_t padding;
+  uint64_t reserved;
+};
+/// An entry's header buffer (iov[0] of REGISTER): the fuse_in_header on fetch / fuse_out_header
+/// on commit, the opcode's argument struct (the request's first argument), the trailer.
+struct fuse_uring_req_header {
+  char in_out[FUSE_URING_IN_OUT_HEADER_SZ];
+  char op_in[FUSE_URING_OP_IN_OUT_SZ];
+  struct fuse_uring_ent_in_out ring_ent_in_out;
+};
+enum fuse_uring_cmd {
+  FUSE_IO_URING_CMD_INVALID = 0,
+  FUSE_IO_URING_CMD_REGISTER = 1,
+  FUSE_IO_URING_CMD_COMMIT_AND_FETCH = 2,
+};
+/// The command in the SQE's 80-byte command area.
+struct fuse_uring_cmd_req {
+  uint64_t flags;
+  uint64_t commit_id;
+  uint16_t qid;
+  uint8_t padding[6];
+};
+#endif
+
+/// One io_uring instance with 128-byte SQEs, for FUSE_IO_URING commands on a /dev/fuse
+/// descriptor. Submission (`cfuse_ring_queue_*`, `cfuse_ring_wait`) is meant for one thread;
+/// completions are reaped by that thread in `cfuse_ring_wait`.
+struct cfuse_ring;
+
+/// One completion: the SQE's `user_data` and its result (0 or -errno; for a FUSE command 0 means
+/// a request is in the entry's buffers).
+struct cfuse_completion {
+  uint64_t user_data;
+  int32_t result;
+};
+
+/// A ring of `entries` SQEs (a power of two; the CQ is twice that). NULL and `*error` = errno
+/// when io_uring is not available (ENOSYS, EPERM under a seccomp or sysctl policy, ENOMEM).
+struct cfuse_ring *cfuse_ring_create(unsigned entries, int *error);
+void cfuse_ring_destroy(struct cfuse_ring *ring);
+/// Queues a FUSE_IO_URING command on `device` for queue `qid`: REGISTER (`commit_id` 0) or
+/// COMMIT_AND_FETCH; `iov` (two iovecs: the `fuse_uring_req_header` and the payload buffer)
+/// must stay valid until the command completes. Returns 0, or -EBUSY when the SQ is full.
+int cfuse_ring_queue_fuse(struct cfuse_ring *ring, int device, uint32_t command, uint16_t qid,
+                          uint64_t commit_id, const struct iovec *iov, uint64_t user_data);
+/// Queues an 8-byte read of `fd` (an eventfd) into `buffer`. Returns 0 or -EBUSY.
+int cfuse_ring_queue_read(struct cfuse_ring *ring, int fd, void *buffer, uint64_t user_data);
+/// Submits what was queued and waits for at least `wait` completions (0: none), then copies up
+/// to `max` completions into `out`. Returns their count, or -errno (EINTR: a signal).
+int cfuse_ring_wait(struct cfuse_ring *ring, unsigned wait, struct cfuse_completion *out, int max);
+/// A new eventfd (counter 0, close-on-exec), or -1 and errno.
+int cfuse_eventfd(void);
+/// Pins the calling thread to CPU `cpu` (sched_setaffinity). Returns 0 or -errno.
+int cfuse_pin_to_cpu(int cpu);
+
 /// `FUSE_ARGS_INIT(argc, argv)` is a macro; Swift needs a function. The returned args are not
 /// `allocated`: the caller owns `argv`.
 struct fuse_args cfuse_args_init(int argc, char **argv);
@@ -127,10 +199,10 @@ extern const size_t cfuse_zero_bytes;
 /// more, and `/proc/sys/fs/pipe-max-size` (1 MiB) binds processes without CAP_SYS_RESOURCE.
 size_t cfuse_pipe_capacity(size_t limit);
 
-/// The protocol version vdiskfs speaks (the newest it answers INIT with): 7.40 (passthrough),
-/// whatever newer uapi header it was built against.
+/// The protocol version vdiskfs speaks (the newest it answers INIT with): 7.42 (passthrough,
+/// FUSE-over-io_uring), whatever newer uapi header it was built against.
 #define CFUSE_PROTOCOL_MAJOR 7u
-#define CFUSE_PROTOCOL_MINOR 40u
+#define CFUSE_PROTOCOL_MINOR 42u
 /// The oldest kernel protocol vdiskfs serves (issue 19's floor; FUSE_MAX_PAGES is 7.28, the
 /// 64-byte INIT reply with map_alignment 7.31). A kernel before 7.35 ignores FOPEN_NOFLUSH, one
 /// before 7.36 sends the short (16-byte) INIT request.

@@ -7,10 +7,17 @@ import CFuse
 /// One request as read from the device: the kernel's `fuse_in_header` and the bytes after it
 /// (the opcode's argument struct, then names or write data). Every length the kernel states is
 /// checked against the bytes read before anything is taken from them.
+///
+/// A request that came through an io_uring entry (`RingEntry`) has its argument struct in the
+/// entry's 128-byte argument area and the rest (names, write data) in the payload: `arguments`
+/// is that area and `body` the payload.
 struct KernelRequest {
   let header: fuse_in_header
-  /// The bytes after the header, exactly `header.len - 40` of them.
+  /// The bytes after the header (`header.len - 40` of them); for an io_uring request, the
+  /// payload after the argument struct.
   let body: UnsafeRawBufferPointer
+  /// io_uring only: the area holding the opcode's argument struct.
+  let arguments: UnsafeRawBufferPointer?
 
   /// Decodes the `count` bytes read into `bytes`; nil when they do not hold a header whose
   /// length matches what was read.
@@ -21,6 +28,14 @@ struct KernelRequest {
     guard Int(header.len) == bytes.count else { return nil }
     self.header = header
     self.body = UnsafeRawBufferPointer(rebasing: bytes[headerSize...])
+    self.arguments = nil
+  }
+
+  /// A request from an io_uring entry.
+  init(header: fuse_in_header, arguments: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
+    self.header = header
+    self.body = payload
+    self.arguments = arguments
   }
 
   var opcode: UInt32 { header.opcode }
@@ -29,7 +44,8 @@ struct KernelRequest {
 
   /// The opcode's argument struct at the start of the body; EINVAL when the body is shorter.
   func argument<T>(_ type: T.Type) throws -> T {
-    guard body.count >= MemoryLayout<T>.size, let base = body.baseAddress else {
+    let source = arguments ?? body
+    guard source.count >= MemoryLayout<T>.size, let base = source.baseAddress else {
       throw FileSystemError(EINVAL)
     }
     return base.loadUnaligned(as: T.self)
@@ -38,11 +54,12 @@ struct KernelRequest {
   /// The argument struct, zero-filled past the body's end when the kernel sent an older, shorter
   /// version of it (INIT before 7.36). EINVAL when the body is shorter than `minimum`.
   func argument<T>(_ type: T.Type, atLeast minimum: Int, zero: T) throws -> T {
-    guard body.count >= minimum else { throw FileSystemError(EINVAL) }
+    let bytes = arguments ?? body
+    guard bytes.count >= minimum else { throw FileSystemError(EINVAL) }
     var value = zero
     withUnsafeMutableBytes(of: &value) { out in
-      let n = min(out.count, body.count)
-      if n > 0, let source = body.baseAddress, let target = out.baseAddress {
+      let n = min(out.count, bytes.count)
+      if n > 0, let source = bytes.baseAddress, let target = out.baseAddress {
         target.copyMemory(from: source, byteCount: n)
       }
     }
@@ -51,6 +68,10 @@ struct KernelRequest {
 
   /// The bytes after the argument struct of `argumentSize` bytes.
   func trailing(after argumentSize: Int) throws -> UnsafeRawBufferPointer {
+    if let arguments {
+      guard arguments.count >= argumentSize else { throw FileSystemError(EINVAL) }
+      return body
+    }
     guard body.count >= argumentSize else { throw FileSystemError(EINVAL) }
     return UnsafeRawBufferPointer(rebasing: body[argumentSize...])
   }
@@ -65,29 +86,34 @@ struct KernelRequest {
 }
 
 /// Where one request's one reply goes: the device descriptor it was read from (with cloned
-/// descriptors each has its own queue of requests awaiting replies) and the request's `unique`.
-/// A plain value: a reply may be sent later from another thread (`FUSEContext.changed`), as long
-/// as the descriptor stays open, which the session guarantees until it is destroyed.
+/// descriptors each has its own queue of requests awaiting replies) and the request's `unique`,
+/// or the io_uring entry it came in. A plain value: a reply may be sent later from another
+/// thread (`FUSEContext.changed`), as long as the descriptor stays open, which the session
+/// guarantees until it is destroyed.
 struct FUSERequest: Sendable {
   let device: Int32
   let unique: UInt64
+  /// The io_uring entry to answer through (nil: the device).
+  var entry: RingEntry? = nil
 
   /// Answers with an error (`code` > 0 an errno; 0 success without data).
   @discardableResult
   func replyError(_ code: Int32) -> Int32 {
-    cfuse_reply(device, unique, -code, nil, 0)
+    if let entry { return entry.commit(error: -code, payloadLength: 0) }
+    return cfuse_reply(device, unique, -code, nil, 0)
   }
 
   /// Answers with `bytes` as the reply's data.
   @discardableResult
   func reply(bytes: UnsafeRawBufferPointer) -> Int32 {
-    cfuse_reply(device, unique, 0, bytes.baseAddress, bytes.count)
+    if let entry { return entry.commit(bytes: bytes) }
+    return cfuse_reply(device, unique, 0, bytes.baseAddress, bytes.count)
   }
 
   /// Answers with the bytes of `value` (one of the kernel's `fuse_*_out` structs).
   @discardableResult
   func reply<T>(_ value: T) -> Int32 {
-    withUnsafeBytes(of: value) { cfuse_reply(device, unique, 0, $0.baseAddress, $0.count) }
+    withUnsafeBytes(of: value) { reply(bytes: $0) }
   }
 }
 

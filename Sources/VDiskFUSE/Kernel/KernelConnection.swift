@@ -25,6 +25,9 @@ final class KernelConnection: Sendable {
     initializedFlag.store(true, ordering: .releasing)
   }
 
+  /// Whether INIT took FUSE-over-io_uring.
+  var usesIOURing: Bool { (negotiated?.flags ?? 0) & FUSE_OVER_IO_URING != 0 }
+
   /// (minor, flags) as answered to INIT; nil before.
   var negotiated: (minor: UInt32, flags: UInt64)? {
     guard initialized else { return nil }
@@ -47,6 +50,8 @@ final class LoopControl: @unchecked Sendable {
     case failed(Int32)
     /// The kernel's protocol is too old.
     case refused(InitNegotiation.Refusal)
+    /// A transport the mount requires (`-o io_uring=on`) is not there; why.
+    case transportMissing(String)
   }
 
   let wake: UnsafeMutablePointer<sem_t>

@@ -16,12 +16,12 @@ enum KernelDispatch {
     case refused(InitNegotiation.Refusal)
   }
 
-  /// Dispatches `request`, read from `device`; the reply (if the opcode has one) goes back there.
+  /// Dispatches `request`; the reply (if the opcode has one) goes through `req` (the device it
+  /// was read from, or its io_uring entry).
   static func dispatch(
-    _ request: KernelRequest, device: Int32, connection: KernelConnection, context ctx: FUSEContext,
+    _ request: KernelRequest, reply req: FUSERequest, connection: KernelConnection, context ctx: FUSEContext,
     pipe: SplicePipe?
   ) -> Outcome {
-    let req = FUSERequest(device: device, unique: request.unique)
     let ino = request.nodeID
     let opcode = fuse_opcode(request.opcode)
     // Before INIT is answered the kernel sends nothing else; libfuse answered EIO if it did.

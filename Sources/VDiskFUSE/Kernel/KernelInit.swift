@@ -11,7 +11,9 @@ import CFuse
 /// `FUSE_PASSTHROUGH` (7.40), taken when the mount asks for it (`-o passthrough=auto` and
 /// CAP_SYS_ADMIN), the kernel offers it and the answer is 7.40 or later: then `max_stack_depth`
 /// is 1 (backing files are plain files of a non-stacked file system) and FUSE_WRITEBACK_CACHE,
-/// which the kernel refuses passthrough with, is never asked for.
+/// which the kernel refuses passthrough with, is never asked for. And `FUSE_OVER_IO_URING` (7.42),
+/// taken when the mount allows it (`-o io_uring=auto|on`) and the kernel offers it (only while
+/// /sys/module/fuse/parameters/enable_uring is Y): `RingQueues` then registers its queues.
 enum InitNegotiation {
   /// What the mount asks for.
   struct Settings: Equatable {
@@ -21,6 +23,8 @@ enum InitNegotiation {
     var maxWrite: UInt32 = 1 << 20
     /// Ask for FUSE passthrough (`-o passthrough=auto` in a process with CAP_SYS_ADMIN).
     var passthrough: Bool = false
+    /// Take FUSE-over-io_uring when offered (`-o io_uring=auto|on`).
+    var ioURing: Bool = false
   }
 
   /// The stack depth announced with FUSE_PASSTHROUGH: a backing file on a normal file system.
@@ -52,7 +56,7 @@ enum InitNegotiation {
     return wanted.reduce(UInt64(0)) { $0 | UInt64($1) }
   }
 
-  /// The INIT reply for `request`: min(kernel's minor, 7.40), the wanted features the kernel
+  /// The INIT reply for `request`: min(kernel's minor, 7.42), the wanted features the kernel
   /// offers, and the sizes; a `Refusal` for a kernel older than 7.31 or of another major version.
   static func reply(to request: fuse_init_in, settings: Settings, pageSize: UInt32 = 4096) -> Result<
     fuse_init_out, Refusal
@@ -73,6 +77,11 @@ enum InitNegotiation {
     // The kernel turns passthrough off when writeback caching comes with it; it never does here.
     flags &= ~UInt64(FUSE_WRITEBACK_CACHE)
     if passthrough { flags |= FUSE_PASSTHROUGH }
+    if settings.ioURing && minor >= 42 && offered & UInt64(FUSE_INIT_EXT) != 0
+      && offered & FUSE_OVER_IO_URING != 0
+    {
+      flags |= FUSE_OVER_IO_URING
+    }
     var out = fuse_init_out()
     out.major = CFUSE_PROTOCOL_MAJOR
     out.minor = minor

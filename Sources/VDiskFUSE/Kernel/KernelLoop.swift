@@ -31,12 +31,18 @@ final class KernelLoop: @unchecked Sendable {
   private let bufferSize: Int
   private var devices: [Int32] = []
   private let finished = Atomic<Int>(0)
+  /// `-o io_uring=on`: a connection without io_uring ends the loop.
+  private let requireIOURing: Bool
+  /// The io_uring queues, once INIT took FUSE_OVER_IO_URING.
+  private let rings = Mutex<RingQueues?>(nil)
+  private let ringsStarted = Atomic<Bool>(false)
 
   init(
     master: Int32, context: FUSEContext, connection: KernelConnection, control: LoopControl, debug: Bool,
-    logger: Logger
+    requireIOURing: Bool = false, logger: Logger
   ) {
     self.master = master
+    self.requireIOURing = requireIOURing
     self.context = context
     self.connection = connection
     self.control = control
@@ -110,7 +116,85 @@ final class KernelLoop: @unchecked Sendable {
       usleep(2000)
     }
     for thread in started { pthread_join(thread, nil) }
+    rings.withLock { $0 }?.stop()
     return (signal != 0 ? nil : control.stopReason, signal)
+  }
+
+  /// Requests answered through io_uring so far (nil: the rings are not in use).
+  var ringRequests: Int? { rings.withLock { $0 }?.served }
+
+  /// After INIT: starts the io_uring queues when it took FUSE_OVER_IO_URING; with
+  /// `requireIOURing`, ends the loop when it did not. Once, from the worker that answered INIT.
+  private func startRings() {
+    guard !ringsStarted.exchange(true, ordering: .acquiringAndReleasing) else { return }
+    guard connection.usesIOURing else {
+      if requireIOURing {
+        control.stop(
+          .transportMissing(
+            "the kernel did not offer FUSE-over-io_uring (io_uring=on needs Linux 6.14+ with "
+              + "/sys/module/fuse/parameters/enable_uring set to Y)"))
+      } else {
+        logger.debug("io_uring: not offered by the kernel; serving /dev/fuse")
+      }
+      return
+    }
+    let payload = Self.ringPayloadCapacity(maxWrite: connection.settings.maxWrite)
+    let queues: RingQueues
+    do {
+      queues = try RingQueues(device: master, payloadCapacity: payload)
+    } catch {
+      ringFailed("\(error)")
+      return
+    }
+    rings.withLock { $0 = queues }
+    let started = queues.start(
+      handle: { [self] request, entry in
+        if debug { logRequest(request, size: Int(request.header.len)) }
+        let req = FUSERequest(device: master, unique: request.unique, entry: entry)
+        return KernelDispatch.dispatch(
+          request, reply: req, connection: connection, context: context, pipe: nil)
+      },
+      ended: { [self] queue, ending in
+        switch ending {
+        case .stopped:
+          break
+        case .destroyed:
+          control.stop(.unmounted)
+        case .failed(let code, let what):
+          ringFailed("queue \(queue.id): \(what): \(String(cString: strerror(code)))")
+        }
+      })
+    if started {
+      logger.debug("io_uring: \(queues.queueCount) queues, \(queues.threadCount) threads of one entry each")
+    } else {
+      ringFailed("cannot start the io_uring queue threads")
+    }
+  }
+
+  /// The io_uring queues could not be set up: fatal with `requireIOURing`, else the connection
+  /// stays on /dev/fuse (the kernel switches only once every queue has registered).
+  private func ringFailed(_ why: String) {
+    if requireIOURing {
+      control.stop(.transportMissing("FUSE-over-io_uring failed: \(why)"))
+    } else {
+      logger.notice("io_uring: \(why); serving /dev/fuse")
+    }
+  }
+
+  /// The payload buffer each entry needs: the kernel refuses one smaller than
+  /// max(8 KiB, max_write, max_pages pages) (its `max_payload_sz`).
+  static func ringPayloadCapacity(maxWrite: UInt32) -> Int {
+    let page = max(4096, sysconf(Int32(_SC_PAGESIZE)))
+    let pages = (Int(maxWrite) - 1) / page + 1
+    return max(8192, Int(maxWrite), pages * page)
+  }
+
+  /// One request in libfuse's `-d` format, which the tests read.
+  private func logRequest(_ request: KernelRequest, size: Int) {
+    let name = KernelDispatch.name(of: request.opcode)
+    logger.debug(
+      "unique: \(request.unique), opcode: \(name) (\(request.opcode)), nodeid: \(request.nodeID), insize: \(size), pid: \(request.header.pid)"
+    )
   }
 
   /// A worker: reads and answers requests on `device` until the loop stops or the connection
@@ -164,15 +248,11 @@ final class KernelLoop: @unchecked Sendable {
         }
         continue
       }
-      if debug {
-        // libfuse's format, which the tests read.
-        let name = KernelDispatch.name(of: request.opcode)
-        logger.debug(
-          "unique: \(request.unique), opcode: \(name) (\(request.opcode)), nodeid: \(request.nodeID), insize: \(n), pid: \(request.header.pid)"
-        )
-      }
+      if debug { logRequest(request, size: n) }
       let outcome = KernelDispatch.dispatch(
-        request, device: device, connection: connection, context: context, pipe: pipe)
+        request, reply: FUSERequest(device: device, unique: request.unique), connection: connection,
+        context: context, pipe: pipe)
+      if request.opcode == FUSE_INIT.rawValue && connection.initialized { startRings() }
       switch outcome {
       case .next:
         continue
