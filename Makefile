@@ -35,7 +35,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-uring test-install crashtest lint format demo install uninstall deb bench bench-remote bench-workload fuzz fuzz-short sanitize sanitize-short clean
+.PHONY: all deps build release static man test test-uring test-install crashtest lint format demo install uninstall deb bench bench-remote bench-transport bench-workload fuzz fuzz-short sanitize sanitize-short clean
 
 all: build
 
@@ -214,8 +214,16 @@ bench: release
 	fi
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" SIZE_MB="$(SIZE_MB)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  FORMATS="$(FORMATS)" Benchmarks/bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+	@if [ "$(TRANSPORT)" != 0 ]; then $(MAKE) --no-print-directory bench-transport; fi
 	@if [ "$(WORKLOAD)" != 0 ]; then $(MAKE) --no-print-directory bench-workload; fi
 	@if [ "$(REMOTE)" != 0 ]; then $(MAKE) --no-print-directory bench-remote; fi
+
+# The FUSE transports (issue 19): classic /dev/fuse loop vs FUSE-over-io_uring vs passthrough vs
+# the raw file in the page cache, on qcow2 and vhdx. `make bench TRANSPORT=0` skips it.
+bench-transport: release
+	@command -v fio >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fio; }
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
+	  Benchmarks/transport-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 # A real workload (issue 19): ext4 with ~30 k files inside a qcow2, through a loop device on
 # disk.raw: tar of the tree and 4 KiB random reads in a file, against qemu-storage-daemon and the

@@ -44,14 +44,19 @@ final class RingQueues: @unchecked Sendable {
   }
 
   /// Unpinned threads per queue beside its pinned one. The kernel hands a request to the entry
-  /// committed last, so a reader at queue depth 1 keeps meeting the same thread, which the pinned
-  /// one becomes (it shares the reader's CPU: no cross-CPU wakeup); a burst (read-ahead sends
-  /// four 960 KiB requests at once) spreads over the helpers, which the scheduler runs on the
-  /// other CPUs. Measured on 2 CPUs (medians of 5, 2 GiB qcow2, dd bs=1M / fio 4 KiB QD1): one
-  /// pinned thread with 8 entries 1.4–1.5 GB/s / 44–52 k IOPS; one pinned + one helper of 4
-  /// entries 1.4–2.1 GB/s; one pinned + three helpers of one entry 1.8 GB/s / 50 k; unpinned
-  /// threads only 8–53 k IOPS at QD1 (the reader and the thread migrate). Fewer helpers on
-  /// many-CPU machines: the threads and payloads grow with the queues.
+  /// committed last, so a reader at queue depth 1 keeps meeting the same thread; the pinned one
+  /// shares the reader's CPU (no cross-CPU wakeup to reach it); a burst (read-ahead sends four
+  /// 960 KiB requests at once) spreads over the helpers, which the scheduler runs on the other
+  /// CPUs. Measured on 2 CPUs (2 GiB qcow2, fresh mounts, medians of 4–5 interleaved rounds):
+  /// dd bs=1M 1.4–1.5 GB/s with one pinned thread of 8 entries, 1.8–2.1 with three helpers of one
+  /// entry (classic loop 2.2); fio 4 KiB QD1 25–52 k IOPS pinned alone, 39–50 k with the helpers,
+  /// 39 k all unpinned (classic 17–46 k in the same rounds). What remains at QD1 is the reader's
+  /// own migration: woken while our thread still runs on its CPU, it is put on the idle one (a
+  /// halted vCPU here, woken by IPI) and its next request goes to that CPU's queue; a reader
+  /// confined to one CPU reaches 50–54 k (2× the classic loop). Making the pinned thread
+  /// SCHED_IDLE keeps the reader in place (48 k, 1.65×) but lets any busy task starve the
+  /// request that thread holds: not done. Fewer helpers on many-CPU machines: threads and
+  /// payloads grow with the queues.
   static func helpers(queues: Int) -> Int {
     max(1, min(3, 8 / max(queues, 1)))
   }
