@@ -56,6 +56,8 @@ img -f vhdx -o block_size=1M "$s/a.vhdx" 8M && io vhdx "$s/a.vhdx"
 img -f vpc "$s/a.vhd" 8M && io vpc "$s/a.vhd"
 img -f vpc -o subformat=fixed "$s/f.vhd" 2M
 img -f vdi "$s/a.vdi" 8M && io vdi "$s/a.vdi"
+img -f qed -o cluster_size=4096 "$s/a.qed" 8M && io qed "$s/a.qed"
+img -f qed -o table_size=2,cluster_size=65536 -b a.vdi -F vdi "$s/b.qed" && io qed "$s/b.qed"
 truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
 truncate -s 4M "$s/gpt.raw" && sgdisk -o -n 1:2048:4095 -n 2:4096:6143 "$s/gpt.raw" >/dev/null
 # FuzzChain's inputs (Fuzz/Sources/FuzzHarness/ChainInput.swift): flags, the top's length
@@ -127,6 +129,7 @@ seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk
 seed FuzzVHDX "$s"/*.vhdx
 seed FuzzVHD "$s"/*.vhd
 seed FuzzVDI "$s"/*.vdi
+seed FuzzQED "$s"/*.qed
 seed FuzzPartitions "$s"/*.raw
 
 # The longest input per target: the largest seed (VHDX images start at 8 MiB, qemu's layout), and

@@ -1,6 +1,7 @@
 import Foundation
 import ImageFormats
 import QCOW2
+import QED
 import TestSupport
 import Testing
 import VDI
@@ -13,9 +14,9 @@ import VMDK
 @Suite struct RegistryTests {
   @Test func probeOrderIsAsDocumented() {
     let registry = FormatRegistry.standard
-    #expect(registry.names == ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "raw"])
+    #expect(registry.names == ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "qed", "raw"])
     #expect(registry.drivers.last == RawDriver.self)
-    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi or raw")
+    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi, qed or raw")
     // Only the last resort matches a file without any magic.
     let blank = ProbeBytes(head: [UInt8](repeating: 0, count: 4096), tail: [UInt8](repeating: 0, count: 512))
     #expect(registry.drivers.filter { $0.matches(blank) }.map { $0.name } == ["raw"])
@@ -35,7 +36,7 @@ import VMDK
     #expect(registry.driver(named: "vmdk") == VMDKDriver.self)
     #expect(registry.driver(named: "vdi") == VDIDriver.self)
     #expect(registry.driver(named: "vhd") == nil)
-    #expect(registry.driver(named: "qed") == nil)
+    #expect(registry.driver(named: "QED") == QEDDriver.self)
   }
 
   /// A format added by a registry line alone: probed before raw, opened, read through the chain,
