@@ -56,6 +56,9 @@ img -f vhdx -o block_size=1M "$s/a.vhdx" 8M && io vhdx "$s/a.vhdx"
 img -f vpc "$s/a.vhd" 8M && io vpc "$s/a.vhd"
 img -f vpc -o subformat=fixed "$s/f.vhd" 2M
 img -f vdi "$s/a.vdi" 8M && io vdi "$s/a.vdi"
+img -f qcow "$s/a.qcow" 8M && io qcow "$s/a.qcow"
+# QEMU 7.2 exits 1 after writing a correct compressed qcow v1 (its end-of-stream write is refused).
+qemu-img convert -c -O qcow "$s/a.qcow" "$s/c.qcow" || [ -s "$s/c.qcow" ]
 img -f qed -o cluster_size=4096 "$s/a.qed" 8M && io qed "$s/a.qed"
 img -f qed -o table_size=2,cluster_size=65536 -b a.vdi -F vdi "$s/b.qed" && io qed "$s/b.qed"
 truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
@@ -130,6 +133,7 @@ seed FuzzVHDX "$s"/*.vhdx
 seed FuzzVHD "$s"/*.vhd
 seed FuzzVDI "$s"/*.vdi
 seed FuzzQED "$s"/*.qed
+seed FuzzQCOW1 "$s"/*.qcow
 seed FuzzPartitions "$s"/*.raw
 
 # The longest input per target: the largest seed (VHDX images start at 8 MiB, qemu's layout), and

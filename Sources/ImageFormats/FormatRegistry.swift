@@ -1,3 +1,4 @@
+import QCOW1
 import QCOW2
 import QED
 import VDI
@@ -42,11 +43,11 @@ public struct FormatRegistry: Sendable {
       VHDDriver.self,
       VDIDriver.self,
       QEDDriver.self,
+      QCOW1Driver.self,
       RawDriver.self,
     ],
     unsupported: [
-      Unsupported(name: "qcow version 1", magic: [0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1]),
-      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8)),
+      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8))
     ])
 
   /// The formats' names, in probe order.

@@ -80,7 +80,7 @@ import VDiskCore
     let empty = scratch.file("e")
     try sh(": > \(empty)")
     #expect(try ImageOpener.probe(ImageFile.open(empty)).name == "raw")
-    for format in ["vmdk", "vhdx", "vpc", "vdi", "qed"] {
+    for format in ["vmdk", "vhdx", "vpc", "vdi", "qed", "qcow"] {
       let image = scratch.file("image.\(format)")
       try Qemu.create(image, format: format, size: "1M")
       #expect(try ImageOpener.probe(ImageFile.open(image)).name == format)
