@@ -52,14 +52,18 @@ struct QCOW1Builder {
     var tables: [Int: Int] = [:]
     for (cluster, data) in clusters.sorted(by: { $0.key < $1.key }) {
       let l1Index = Int(cluster / UInt64(l2Entries))
-      if tables[l1Index] == nil {
+      let table: Int
+      if let known = tables[l1Index] {
+        table = known
+      } else {
         align()
-        tables[l1Index] = file.count
-        put(48 + l1Index * 8, bigEndian(UInt64(file.count), width: 8))
+        table = file.count
+        tables[l1Index] = table
+        put(48 + l1Index * 8, bigEndian(UInt64(table), width: 8))
         file += [UInt8](repeating: 0, count: l2Entries * 8)
       }
       align()
-      let slot = tables[l1Index]! + Int(cluster % UInt64(l2Entries)) * 8
+      let slot = table + Int(cluster % UInt64(l2Entries)) * 8
       put(slot, bigEndian(UInt64(file.count), width: 8))
       file += data
     }
