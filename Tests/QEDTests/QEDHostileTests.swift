@@ -37,6 +37,14 @@ import VDiskCore
       try patchLE(image, at: offset, value, width: width)
       expectVDiskError(kind, [image] + fragments) { _ = try openChain(image, .init(format: QEDDriver.self)) }
     }
+    // 64 MiB clusters and 16-cluster tables map 2^80 bytes; the size is still held to 2^63.
+    try original.write(to: URL(fileURLWithPath: image))
+    try patchLE(image, at: 4, 1 << 26, width: 4)
+    try patchLE(image, at: 8, 16, width: 4)
+    try patchLE(image, at: 48, 1 << 63, width: 8)
+    expectVDiskError(.corrupt, [image, "image size 9223372036854775808", "2^63"]) {
+      _ = try openChain(image, .init(format: QEDDriver.self))
+    }
   }
 
   /// The backing file name must lie inside the header clusters, after the fixed fields.

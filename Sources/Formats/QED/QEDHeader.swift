@@ -13,6 +13,8 @@ public struct QEDHeader: Sendable {
   /// The most bytes before the first regular cluster we read (header_size clusters); QEMU's
   /// images use one cluster.
   static let maxHeaderBytes: UInt64 = 64 << 20
+  /// The largest disk we open: QEMU's block layer limit (INT64_MAX), in whole sectors.
+  static let maxImageSize = UInt64(Int64.max) / 512 * 512
   /// Backing file names longer than this are refused (QEMU's limit for a file name, 1023 bytes).
   static let maxNameLength: UInt32 = 1023
 
@@ -54,7 +56,7 @@ public struct QEDHeader: Sendable {
   /// Guest bytes one L2 table maps.
   var l2Coverage: UInt64 { tableEntries * UInt64(clusterSize) }
   /// L1 entries the disk uses (the rest of the L1 table is never read).
-  var l1EntriesNeeded: UInt64 { (imageSize + l2Coverage - 1) / l2Coverage }
+  var l1EntriesNeeded: UInt64 { imageSize / l2Coverage + (imageSize % l2Coverage == 0 ? 0 : 1) }
   /// Where regular clusters start.
   var headerBytes: UInt64 { UInt64(headerClusters) * UInt64(clusterSize) }
   /// The backing file's format as the header says it: raw with QED_F_BACKING_FORMAT_NO_PROBE,
@@ -116,10 +118,10 @@ public struct QEDHeader: Sendable {
     // qed_spec.txt: image_size is a multiple of 512 and at most TABLE_NOFFSETS² clusters.
     let (square, o1) = tableEntries.multipliedReportingOverflow(by: tableEntries)
     let (maxSize, o2) = square.multipliedReportingOverflow(by: UInt64(clusterSize))
-    guard imageSize % 512 == 0, o1 || o2 || imageSize <= maxSize else {
+    guard imageSize % 512 == 0, imageSize <= Self.maxImageSize, o1 || o2 || imageSize <= maxSize else {
       throw corrupt(
         48,
-        "QED image size \(imageSize) is not a multiple of 512 or exceeds what the tables map (\(o1 || o2 ? "2^64" : String(maxSize)) bytes)"
+        "QED image size \(imageSize) is not a multiple of 512 or exceeds what the tables map (\(o1 || o2 ? "2^64" : String(maxSize)) bytes) or 2^63 bytes"
       )
     }
     // qed_spec.txt: the L1 table is cluster-aligned; it lies after the header and in the file.

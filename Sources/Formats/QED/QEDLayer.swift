@@ -31,8 +31,7 @@ public final class QEDLayer: ImageLayer {
   public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
     let clusterSize = tables.clusterSize
     let (l1Index, firstL2) = tables.indices(offset)
-    let tableEnd = (UInt64(l1Index) + 1) * header.l2Coverage
-    let end = offset + min(maxLength, tableEnd - offset)
+    let end = offset + min(maxLength, header.l2Coverage - offset % header.l2Coverage)
     guard let table = try tables.l2Offset(l1Index) else {
       return Extent(offset: offset, length: end - offset, mapping: .unallocated, file: file)
     }
@@ -40,7 +39,7 @@ public final class QEDLayer: ImageLayer {
     var index = firstL2
     var run = RunAccumulator<Mapping>()
     while position < end {
-      let clusterEnd = min(end, (position / clusterSize + 1) * clusterSize)
+      let clusterEnd = position + min(end - position, clusterSize - position % clusterSize)
       let mapping: Mapping
       switch try tables.decode(try tables.entry(table: table, index: index), table: table, index: index) {
       case .unallocated: mapping = .unallocated
