@@ -4,14 +4,16 @@ import VDiskCore
 /// leaked clusters, which `qemu-img check` reports as leaks, never as corruption):
 ///
 /// 1. `fdatasync`: new data clusters, the zeros of new L2 tables (the file was extended over
-///    them) and the need-check flag are durable before any entry names them;
+///    them when they were allocated) and the need-check flag are durable before any entry names
+///    them;
 /// 2. dirty L2 pages (entries naming new data clusters);
-/// 3. `fdatasync`, when L1 entries changed: a new table holds its entries before L1 names it;
-/// 4. dirty L1 entries, one write per run of neighbouring entries;
-/// 5. `fdatasync`.
+/// 3. dirty L1 entries (naming new L2 tables), one write per run of neighbouring entries;
+/// 4. `fdatasync`.
 ///
-/// QEMU writes in the same order (data, then the L2 table, then the L1 entry) and relies on the
-/// need-check flag for the rest; here the order alone keeps the tables consistent.
+/// Steps 2 and 3 need no sync between them: a new table is all zeros on disk after step 1, so an
+/// L1 entry that lands before its table's entries names a table of unallocated entries (its
+/// clusters leak), never garbage. QEMU writes data, then the L2 table, then the L1 entry, and
+/// relies on the need-check flag for the rest; here the order alone keeps the tables consistent.
 extension QEDWriter {
   struct Snapshot {
     var pages: [(offset: UInt64, table: UInt64, page: UInt64, generation: UInt64, words: [UInt64])]
@@ -55,10 +57,7 @@ extension QEDWriter {
       try cache.writingBack {
         for page in snapshot.pages { try write(page.words, at: page.offset) }
       }
-      if !snapshot.l1.isEmpty {
-        try file.dataSync()
-        try writeL1(snapshot.l1)
-      }
+      try writeL1(snapshot.l1)
       try file.dataSync()
       state.withLock { s in
         for page in snapshot.pages where s.dirtyPages[page.offset]?.generation == page.generation {
@@ -72,7 +71,7 @@ extension QEDWriter {
     }
   }
 
-  /// Step 4: runs of neighbouring L1 entries, one write each.
+  /// Step 3: runs of neighbouring L1 entries, one write each.
   private func writeL1(_ entries: [(index: Int, generation: UInt64, value: UInt64)]) throws {
     var i = 0
     while i < entries.count {
