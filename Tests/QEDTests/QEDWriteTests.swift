@@ -135,4 +135,41 @@ struct QEDWriteScenario: Sendable, CustomTestStringConvertible {
       #expect(cluster.allSatisfy { $0 == 0 } || cluster.allSatisfy { $0 == 0x32 })
     }
   }
+
+  /// `truncate` grows the disk as `qemu-img resize` grows a QED (a new image_size; L1 entries the
+  /// disk now uses and a hostile image left non-zero are cleared first); shrinking and sizes
+  /// that are not whole sectors or exceed what the tables map are refused.
+  @Test func growsAsQemuDoes() throws {
+    let scratch = try Scratch("qed-grow")
+    defer { scratch.remove() }
+    let image = scratch.file("g.qed")
+    // 4 KiB clusters, two-cluster tables: an L2 table maps 4 MiB, 1024 of them 4 GiB.
+    try Qemu.create(image, format: "qed", size: "6M", options: ["cluster_size=4096", "table_size=2"])
+    try Qemu.io(image, format: "qed", ["write -P 0x21 0 6M"])
+    // L1 entry 3 (12–16 MiB) is past the disk: make it name garbage.
+    try patchLE(image, at: 4096 + 3 * 8, 0x7777_7000, width: 8)
+    let chain = try openWritable(image, format: QEDDriver.self)
+    expectVDiskError(.unsupported, [image, "shrinking QED images is not supported"]) {
+      try chain.resize(to: 4 << 20, allowShrink: true)
+    }
+    expectVDiskError(.invalidArgument, [image, "image size 16777217"]) {
+      try chain.resize(to: (16 << 20) + 1, allowShrink: false)
+    }
+    expectVDiskError(.invalidArgument, [image, "image size 8589934592", "exceeds what the tables map"]) {
+      try chain.resize(to: 8 << 30, allowShrink: false)
+    }
+    try chain.resize(to: 16 << 20, allowShrink: false)
+    #expect(chain.virtualSize == 16 << 20)
+    #expect(try chain.read(at: 13 << 20, count: 4096).allSatisfy { $0 == 0 })
+    let bytes = [UInt8](repeating: 0x5e, count: 70_000)
+    _ = try bytes.withUnsafeBytes { try chain.write($0, at: (16 << 20) - 70_000) }
+    try chain.flush()
+    #expect(try qemuVirtualSize(image, format: "qed") == 16 << 20)
+    #expect(try u64LE(image, at: 4096 + 3 * 8) != 0x7777_7000)
+    #expect(try Qemu.check(image, format: "qed").isClean)
+    var expected = [UInt8](repeating: 0x21, count: 6 << 20) + [UInt8](repeating: 0, count: 10 << 20)
+    expected.replaceSubrange(((16 << 20) - 70_000)..<(16 << 20), with: bytes)
+    #expect(try Qemu.rawContent(of: image, format: "qed", scratch: scratch) == expected)
+    #expect(try readAll(chain) == expected)
+  }
 }

@@ -56,7 +56,7 @@ public struct QEDHeader: Sendable {
   /// Guest bytes one L2 table maps.
   var l2Coverage: UInt64 { tableEntries * UInt64(clusterSize) }
   /// L1 entries the disk uses (the rest of the L1 table is never read).
-  var l1EntriesNeeded: UInt64 { imageSize / l2Coverage + (imageSize % l2Coverage == 0 ? 0 : 1) }
+  var l1EntriesNeeded: UInt64 { l1Entries(for: imageSize) }
   /// Where regular clusters start.
   var headerBytes: UInt64 { UInt64(headerClusters) * UInt64(clusterSize) }
   /// The backing file's format as the header says it: raw with QED_F_BACKING_FORMAT_NO_PROBE,
@@ -115,14 +115,8 @@ public struct QEDHeader: Sendable {
     guard headerClusters >= 1, UInt64(headerClusters) * UInt64(clusterSize) <= Self.maxHeaderBytes else {
       throw corrupt(12, "QED header size of \(headerClusters) clusters is not between 1 cluster and 64 MiB")
     }
-    // qed_spec.txt: image_size is a multiple of 512 and at most TABLE_NOFFSETS² clusters.
-    let (square, o1) = tableEntries.multipliedReportingOverflow(by: tableEntries)
-    let (maxSize, o2) = square.multipliedReportingOverflow(by: UInt64(clusterSize))
-    guard imageSize % 512 == 0, imageSize <= Self.maxImageSize, o1 || o2 || imageSize <= maxSize else {
-      throw corrupt(
-        48,
-        "QED image size \(imageSize) is not a multiple of 512 or exceeds what the tables map (\(o1 || o2 ? "2^64" : String(maxSize)) bytes) or 2^63 bytes"
-      )
+    guard isValidSize(imageSize) else {
+      throw corrupt(48, "QED image size \(imageSize) \(sizeRule)")
     }
     // qed_spec.txt: the L1 table is cluster-aligned; it lies after the header and in the file.
     let (l1End, o3) = l1Offset.addingReportingOverflow(tableBytes)
@@ -133,6 +127,25 @@ public struct QEDHeader: Sendable {
       )
     }
   }
+
+  /// qed_spec.txt: image_size is a multiple of 512 and at most TABLE_NOFFSETS² clusters (and,
+  /// here, at most 2^63 bytes).
+  func isValidSize(_ size: UInt64) -> Bool {
+    let (square, o1) = tableEntries.multipliedReportingOverflow(by: tableEntries)
+    let (maxSize, o2) = square.multipliedReportingOverflow(by: UInt64(clusterSize))
+    return size % 512 == 0 && size <= Self.maxImageSize && (o1 || o2 || size <= maxSize)
+  }
+
+  /// What `isValidSize` demands, for messages.
+  var sizeRule: String {
+    let (square, o1) = tableEntries.multipliedReportingOverflow(by: tableEntries)
+    let (maxSize, o2) = square.multipliedReportingOverflow(by: UInt64(clusterSize))
+    return
+      "is not a multiple of 512 or exceeds what the tables map (\(o1 || o2 ? "2^64" : String(maxSize)) bytes) or 2^63 bytes"
+  }
+
+  /// L1 entries a disk of `size` bytes uses.
+  func l1Entries(for size: UInt64) -> UInt64 { size / l2Coverage + (size % l2Coverage == 0 ? 0 : 1) }
 
   /// The backing file name (qed_spec.txt: stored within the first header_size clusters, not
   /// NUL-terminated).

@@ -11,7 +11,7 @@ public final class QEDLayer: ImageLayer {
   let writer: QEDWriter?
 
   public var formatName: String { "qed" }
-  public var virtualSize: UInt64 { header.imageSize }
+  public var virtualSize: UInt64 { tables.virtualSize }
 
   init(
     file: ImageFile, header: QEDHeader, backing: (any ImageLayer)?, cache: MetadataCache,

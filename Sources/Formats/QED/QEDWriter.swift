@@ -56,10 +56,10 @@ final class QEDWriter: Sendable {
   /// clusters at the end of the file, written whole.
   func prepareWrite(at offset: UInt64, length: UInt64) throws -> PreparedWrite {
     let (end, overflow) = offset.addingReportingOverflow(length)
-    guard length > 0, !overflow, end <= header.imageSize else {
+    guard length > 0, !overflow, end <= tables.virtualSize else {
       throw VDiskError(
         .invalidArgument, path: file.path, offset: offset,
-        "write of \(length) bytes at \(hex(offset)) lies outside the disk (size \(hex(header.imageSize)))")
+        "write of \(length) bytes at \(hex(offset)) lies outside the disk (size \(hex(tables.virtualSize)))")
     }
     let first = offset / clusterSize
     let last = (end - 1) / clusterSize
@@ -179,7 +179,7 @@ final class QEDWriter: Sendable {
   /// Marking an allocated cluster zero would leak it (QED never frees clusters), which `qemu-img
   /// check` reports.
   func discard(at offset: UInt64, length: UInt64, mode: DiscardMode) throws -> [Range<UInt64>] {
-    let end = min(offset + length, header.imageSize)
+    let end = min(offset + length, tables.virtualSize)
     var leftovers: [Range<UInt64>] = []
     var position = offset
     while position < end {
@@ -201,9 +201,36 @@ final class QEDWriter: Sendable {
     try clearNeedCheck()
   }
 
+  /// Grows the disk as QEMU's QED truncate does: a new image_size in the header, nothing else
+  /// (L2 tables and clusters come with writes). L1 entries the disk did not use before and now
+  /// does are zeroed first, on disk, where a hostile or old image left something there (they
+  /// mapped nothing the guest could see, and the open check did not vouch for them). Shrinking
+  /// is refused, as QEMU refuses it. Called with every unit held.
   func resize(to newSize: UInt64, allowShrink: Bool) throws {
-    guard newSize != header.imageSize else { return }
-    throw VDiskError.unsupported(file.path, "resizing QED images is not supported")
+    let current = tables.virtualSize
+    guard newSize != current else { return }
+    guard newSize > current else {
+      throw VDiskError.unsupported(
+        file.path, "shrinking QED images is not supported (QEMU cannot shrink them either)")
+    }
+    guard header.isValidSize(newSize) else {
+      throw VDiskError(.invalidArgument, path: file.path, "QED image size \(newSize) \(header.sizeRule)")
+    }
+    let old = tables.l1.withLock { $0.count }
+    let new = Int(header.l1Entries(for: newSize))
+    if new > old {
+      let at = header.l1Offset + UInt64(old) * 8
+      let found = try file.readTable(
+        of: UInt64.self, at: at, count: new - old, order: .littleEndian, what: "QED L1 table")
+      if found.contains(where: { $0 != 0 }) {
+        try write([UInt64](repeating: 0, count: new - old), at: at)
+      }
+      tables.l1.withLock { $0 += [UInt64](repeating: 0, count: new - old) }
+    }
+    try file.dataSync()
+    try write([newSize], at: QEDHeader.imageSizeOffset)
+    try file.dataSync()
+    tables.size.store(newSize, ordering: .releasing)
   }
 }
 

@@ -27,6 +27,8 @@ final class QEDTables: Sendable {
   let cache: MetadataCache
   /// The L1 entries the disk uses, as the writer has linked them (readers take a copy of one).
   let l1: Mutex<[UInt64]>
+  /// The disk's size: the header's, until a resize grows it (after growing `l1`).
+  let size: Atomic<UInt64>
 
   var clusterSize: UInt64 { UInt64(header.clusterSize) }
   var pageEntries: UInt64 { min(header.tableEntries, Self.maxPageEntries) }
@@ -39,7 +41,10 @@ final class QEDTables: Sendable {
       of: UInt64.self, at: header.l1Offset, count: Int(header.l1EntriesNeeded), order: .littleEndian,
       what: "QED L1 table")
     l1 = Mutex(entries)
+    size = Atomic(header.imageSize)
   }
+
+  var virtualSize: UInt64 { size.load(ordering: .acquiring) }
 
   /// The L1 index and L2 index of guest byte `offset` (qed_spec.txt, "Logical offset
   /// translation").
