@@ -118,14 +118,14 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
 done
 seed FuzzVMDKDescriptor "$s"/*.desc
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
-# differencing), as the tests build it (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips
-# the test build this needs.
+# differencing, qcow v1 with other cluster and table sizes), as the tests build it
+# (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips the test build this needs.
 if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
   (cd "$here" && swift build --build-tests >&2 &&
     VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
-      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests' \
+      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests|QCOW1ReadTests' \
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
-  for t in FuzzVMDK FuzzVHD FuzzVHDX; do seed "$t" "$s/built/$t"/*; done
+  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1; do seed "$t" "$s/built/$t"/*; done
 fi
 seed FuzzQCOW2 "$s"/*.qcow2 "$c"/*.qcow2
 seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk

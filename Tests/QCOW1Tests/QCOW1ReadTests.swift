@@ -99,6 +99,7 @@ import VDiskCore
       size: 3 * coverage - 700, clusterBits: clusterBits, l2Bits: l2Bits, clusters: clusters)
     let image = scratch.file("g.qcow")
     try Data(builder.bytes()).write(to: URL(fileURLWithPath: image))
+    if clusterBits == 9 { FuzzSeeds.keep(image, target: "FuzzQCOW1") }
     let chain = try openChain(image)
     #expect(chain.virtualSize == (3 * coverage - 700) / 512 * 512)
     #expect(try readAll(chain) == builder.content)
