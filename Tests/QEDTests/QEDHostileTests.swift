@@ -151,24 +151,11 @@ import VDiskCore
     try Qemu.io(image, format: "qed", ["write -P 0x42 0 3M"])
     let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: image)))
     let l1 = Int(try u64LE(image, at: 40))
-    var rng = SplitMix64(seed: 7)
-    var refused = 0
-    for round in 0..<300 {
-      var bytes = original
-      for _ in 0..<(1 + rng.next() % 3) {
-        // The header, the L1 table and the first L2 table.
-        let at = round % 2 == 0 ? Int(rng.next() % 80) : l1 + Int(rng.next() % 8192)
-        bytes[at] = UInt8(truncatingIfNeeded: rng.next())
-      }
-      try Data(bytes).write(to: URL(fileURLWithPath: image))
-      do {
-        let chain = try openChain(image, .init(format: QEDDriver.self))
-        _ = try chain.seekData(from: 0)
-        if chain.virtualSize <= 64 << 20 { _ = try readAll(chain) }
-      } catch let error as VDiskError {
-        #expect(error.path.hasPrefix(scratch.file("")))
-        refused += 1
-      }
+    // The header, the L1 table and the first L2 table.
+    let refused = try openDamagedCopies(
+      of: original, at: image, format: QEDDriver.self, folder: scratch.file(""), seed: 7
+    ) { round, rng in
+      round % 2 == 0 ? Int(rng.next() % 80) : l1 + Int(rng.next() % 8192)
     }
     #expect(refused > 0)
   }
