@@ -166,7 +166,7 @@ final class QEDWriter: Sendable {
         s.dirtyPages[pageOffset] = (page.table, page.page, s.generation)
       }
       for table in pending.tables {
-        tables.l1.withLock { $0[table.l1Index] = table.offset }
+        tables.l1.set(table.l1Index, to: table.offset)
         s.dirtyL1[table.l1Index] = s.generation
       }
     }
@@ -216,7 +216,7 @@ final class QEDWriter: Sendable {
     guard header.isValidSize(newSize) else {
       throw VDiskError(.invalidArgument, path: file.path, "QED image size \(newSize) \(header.sizeRule)")
     }
-    let old = tables.l1.withLock { $0.count }
+    let old = tables.l1.count
     let new = Int(header.l1Entries(for: newSize))
     if new > old {
       let at = header.l1Offset + UInt64(old) * 8
@@ -225,7 +225,7 @@ final class QEDWriter: Sendable {
       if found.contains(where: { $0 != 0 }) {
         try write([UInt64](repeating: 0, count: new - old), at: at)
       }
-      tables.l1.withLock { $0 += [UInt64](repeating: 0, count: new - old) }
+      tables.l1.append(zeros: new - old)
     }
     try file.dataSync()
     try write([newSize], at: QEDHeader.imageSizeOffset)

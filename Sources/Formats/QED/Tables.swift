@@ -25,8 +25,8 @@ final class QEDTables: Sendable {
   let file: ImageFile
   let header: QEDHeader
   let cache: MetadataCache
-  /// The L1 entries the disk uses, as the writer has linked them (readers take a copy of one).
-  let l1: Mutex<[UInt64]>
+  /// The L1 entries the disk uses, as the writer has linked them.
+  let l1: QEDActiveL1
   /// The disk's size: the header's, until a resize grows it (after growing `l1`).
   let size: Atomic<UInt64>
 
@@ -40,7 +40,7 @@ final class QEDTables: Sendable {
     let entries = try file.readTable(
       of: UInt64.self, at: header.l1Offset, count: Int(header.l1EntriesNeeded), order: .littleEndian,
       what: "QED L1 table")
-    l1 = Mutex(entries)
+    l1 = QEDActiveL1(entries)
     size = Atomic(header.imageSize)
   }
 
@@ -57,7 +57,7 @@ final class QEDTables: Sendable {
   /// after checking it (qed_spec.txt: cluster-aligned; the whole table after the header and
   /// inside the file).
   func l2Offset(_ index: Int) throws -> UInt64? {
-    let entry = l1.withLock { $0[index] }
+    let entry = l1[index]
     guard entry != 0 else { return nil }
     let (end, overflow) = entry.addingReportingOverflow(header.tableBytes)
     guard entry % clusterSize == 0, entry >= header.headerBytes, !overflow, end <= file.size else {

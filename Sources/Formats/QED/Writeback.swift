@@ -42,11 +42,9 @@ extension QEDWriter {
           }
           pages.append((offset, page.table, page.page, page.generation, words))
         }
-        let l1 = tables.l1.withLock { entries in
-          s.dirtyL1.sorted { $0.key < $1.key }.map {
-            (index: $0.key, generation: $0.value, value: entries[$0.key])
-          }
-        }
+        let dirty = s.dirtyL1.sorted { $0.key < $1.key }
+        let values = tables.l1.values(dirty.map(\.key))
+        let l1 = zip(dirty, values).map { (index: $0.key, generation: $0.value, value: $1) }
         return Snapshot(pages: pages, l1: l1)
       }
       guard let snapshot else {
