@@ -90,6 +90,8 @@ small qcow2 p.qcow2 cluster_size=4096
 small vmdk p.vmdk
 small vdi p.vdi
 small vpc p.vhd
+small qed p.qed cluster_size=4096,table_size=2
+small qcow p.qcow
 over() { # format name parent parent-format [create options]
   img -f "$1" ${5:+-o "$5"} -b "$3" -F "$4" "$c/$2" &&
     qemu-io -f "$1" -c "write -P 0x33 4k 4k" -c "write -z 1M 4k" "$c/$2" >/dev/null
@@ -99,12 +101,18 @@ over qcow2 on-vmdk.qcow2 p.vmdk vmdk cluster_size=4096
 over qcow2 on-vdi.qcow2 p.vdi vdi cluster_size=4096
 over qcow2 on-vhd.qcow2 p.vhd vpc cluster_size=4096
 over vmdk on-vmdk.vmdk p.vmdk vmdk
+over qcow2 on-qed.qcow2 p.qed qed cluster_size=4096
+over qed qed-on-vdi.qed p.vdi vdi cluster_size=4096,table_size=2
+over qcow2 on-qcow.qcow2 p.qcow qcow cluster_size=4096
 chain_seed qcow2-qcow2 "$c/on-qcow2.qcow2" "$c/p.qcow2"
 chain_seed qcow2-vmdk "$c/on-vmdk.qcow2" "$c/p.vmdk"
 chain_seed qcow2-vdi "$c/on-vdi.qcow2" "$c/p.vdi"
 chain_seed qcow2-vhd "$c/on-vhd.qcow2" "$c/p.vhd"
 chain_seed vmdk-vmdk "$c/on-vmdk.vmdk" "$c/p.vmdk"
-for f in p.vdi p.vhd; do chain_seed "single-$f" "$c/$f" /dev/null; done
+chain_seed qcow2-qed "$c/on-qed.qcow2" "$c/p.qed"
+chain_seed qed-vdi "$c/qed-on-vdi.qed" "$c/p.vdi"
+chain_seed qcow2-qcow "$c/on-qcow.qcow2" "$c/p.qcow"
+for f in p.vdi p.vhd p.qed; do chain_seed "single-$f" "$c/$f" /dev/null; done
 seed FuzzChain "$s"/*.chain
 # FuzzVMDKDescriptor's inputs (Tests/FuzzHarness/DescriptorHarness.swift): the descriptor's
 # length (2 bytes, little-endian), the descriptor, then the bytes of every extent it names.
