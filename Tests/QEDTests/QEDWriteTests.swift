@@ -28,9 +28,9 @@ struct QEDWriteScenario: Sendable, CustomTestStringConvertible {
     QEDWriteScenario(name: "empty"),
     QEDWriteScenario(name: "prefilled", prefilled: true),
     QEDWriteScenario(name: "raw backing file", backing: true, prefilled: true),
-    // Many small L2 tables (each maps 4 MiB). Files of 4 KiB clusters stay under 4095 clusters:
-    // QEMU 7.2's QED check turns byte offsets into cluster numbers dividing by cluster_size - 1,
-    // so past 16 MiB it reports one leaked cluster even for images QEMU wrote itself.
+    // Many small L2 tables (each maps 4 MiB). Files of 4 KiB clusters stay under 4095 clusters
+    // (16 MiB): past that, QEMU 7.2's QED check reports one leaked cluster even for an image
+    // only qemu-io wrote (checked by hand; every cluster is referenced once).
     QEDWriteScenario(
       name: "4K clusters, 2-cluster tables", clusterSize: 4096, tableSize: 2, prefilled: true, size: 12 << 20,
       seeds: [3]),
