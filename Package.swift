@@ -15,6 +15,8 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("VHDX", []),
   ("VHD", []),
   ("VDI", []),
+  ("QED", []),
+  ("QCOW1", ["CZlib"]),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {
@@ -71,7 +73,8 @@ let package = Package(
     // libcurl for the HTTP(S) and S3 stores; wrappers for its variadic setopt/getinfo.
     .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
     // librbd and librados for the RBD store.
-    .target(name: "CRBD", path: "CShims/CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
+    .target(
+      name: "CRBD", path: "CShims/CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
     // Linux constants (SEEK_DATA, F_OFD_*, FALLOC_FL_*, O_DIRECT) for VDiskCore's syscalls.
     .target(name: "CLinux", path: "CShims/CLinux", cSettings: [.define("_GNU_SOURCE")]),
     // The git commit the binary was built from (a string Swift cannot take from the command line).
@@ -85,11 +88,13 @@ let package = Package(
     // One target per format: `formatLibraries`, added below.
     // What remote stores share: the object protocol, options, and the block cache that makes a
     // remote object a ByteSource. One target per store: `storeLibraries`, added below.
-    .target(name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging], path: "Sources/Stores/Remote"),
+    .target(
+      name: "RemoteStore", dependencies: ["VDiskCore", systemPackage, logging], path: "Sources/Stores/Remote"),
     // The format and store registries, probing by magic and opening whole backing chains.
     .target(name: "ImageFormats", dependencies: ["VDiskCore", "RemoteStore", logging] + formatTargets),
     // The list of stores the CLI serves (`StoreRegistry.standard`): one line per store.
-    .target(name: "RemoteStores", dependencies: ["RemoteStore"] + storeTargets, path: "Sources/Stores/Registry"),
+    .target(
+      name: "RemoteStores", dependencies: ["RemoteStore"] + storeTargets, path: "Sources/Stores/Registry"),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
     // The FUSE adapter: knows no format.
@@ -103,18 +108,24 @@ let package = Package(
       ]),
 
     // Test support: fixtures made at test time with qemu-img / qemu-io.
-    .target(name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging], path: "Tests/Fixtures"),
+    .target(
+      name: "TestSupport", dependencies: ["VDiskCore", "ImageFormats", systemPackage, logging],
+      path: "Tests/Fixtures"),
     // The fuzz targets' harness (Fuzz/ links it too), and the replay of saved fuzz inputs.
     .target(
       name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging],
       path: "Tests/FuzzHarness"),
     .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
-    .testTarget(name: "RemoteStoreTests", dependencies: ["RemoteStore", "RemoteStores", "VDiskCore", "ImageFormats", "TestSupport"] + storeTargets),
+    .testTarget(
+      name: "RemoteStoreTests",
+      dependencies: ["RemoteStore", "RemoteStores", "VDiskCore", "ImageFormats", "TestSupport"] + storeTargets
+    ),
     // One test target per format: `formatTests`, added below.
     .testTarget(
       name: "ImageFormatsTests",
-      dependencies: ["ImageFormats", "RemoteStore", "RemoteStores", "VDiskCore", "TestSupport"] + formatTargets),
+      dependencies: ["ImageFormats", "RemoteStore", "RemoteStores", "VDiskCore", "TestSupport"]
+        + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(

@@ -56,6 +56,11 @@ img -f vhdx -o block_size=1M "$s/a.vhdx" 8M && io vhdx "$s/a.vhdx"
 img -f vpc "$s/a.vhd" 8M && io vpc "$s/a.vhd"
 img -f vpc -o subformat=fixed "$s/f.vhd" 2M
 img -f vdi "$s/a.vdi" 8M && io vdi "$s/a.vdi"
+img -f qcow "$s/a.qcow" 8M && io qcow "$s/a.qcow"
+# QEMU 7.2 exits 1 after writing a correct compressed qcow v1 (its end-of-stream write is refused).
+qemu-img convert -c -O qcow "$s/a.qcow" "$s/c.qcow" || [ -s "$s/c.qcow" ]
+img -f qed -o cluster_size=4096 "$s/a.qed" 8M && io qed "$s/a.qed"
+img -f qed -o table_size=2,cluster_size=65536 -b a.vdi -F vdi "$s/b.qed" && io qed "$s/b.qed"
 truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
 truncate -s 4M "$s/gpt.raw" && sgdisk -o -n 1:2048:4095 -n 2:4096:6143 "$s/gpt.raw" >/dev/null
 # FuzzChain's inputs (Fuzz/Sources/FuzzHarness/ChainInput.swift): flags, the top's length
@@ -85,6 +90,8 @@ small qcow2 p.qcow2 cluster_size=4096
 small vmdk p.vmdk
 small vdi p.vdi
 small vpc p.vhd
+small qed p.qed cluster_size=4096,table_size=2
+small qcow p.qcow
 over() { # format name parent parent-format [create options]
   img -f "$1" ${5:+-o "$5"} -b "$3" -F "$4" "$c/$2" &&
     qemu-io -f "$1" -c "write -P 0x33 4k 4k" -c "write -z 1M 4k" "$c/$2" >/dev/null
@@ -94,12 +101,18 @@ over qcow2 on-vmdk.qcow2 p.vmdk vmdk cluster_size=4096
 over qcow2 on-vdi.qcow2 p.vdi vdi cluster_size=4096
 over qcow2 on-vhd.qcow2 p.vhd vpc cluster_size=4096
 over vmdk on-vmdk.vmdk p.vmdk vmdk
+over qcow2 on-qed.qcow2 p.qed qed cluster_size=4096
+over qed qed-on-vdi.qed p.vdi vdi cluster_size=4096,table_size=2
+over qcow2 on-qcow.qcow2 p.qcow qcow cluster_size=4096
 chain_seed qcow2-qcow2 "$c/on-qcow2.qcow2" "$c/p.qcow2"
 chain_seed qcow2-vmdk "$c/on-vmdk.qcow2" "$c/p.vmdk"
 chain_seed qcow2-vdi "$c/on-vdi.qcow2" "$c/p.vdi"
 chain_seed qcow2-vhd "$c/on-vhd.qcow2" "$c/p.vhd"
 chain_seed vmdk-vmdk "$c/on-vmdk.vmdk" "$c/p.vmdk"
-for f in p.vdi p.vhd; do chain_seed "single-$f" "$c/$f" /dev/null; done
+chain_seed qcow2-qed "$c/on-qed.qcow2" "$c/p.qed"
+chain_seed qed-vdi "$c/qed-on-vdi.qed" "$c/p.vdi"
+chain_seed qcow2-qcow "$c/on-qcow.qcow2" "$c/p.qcow"
+for f in p.vdi p.vhd p.qed; do chain_seed "single-$f" "$c/$f" /dev/null; done
 seed FuzzChain "$s"/*.chain
 # FuzzVMDKDescriptor's inputs (Tests/FuzzHarness/DescriptorHarness.swift): the descriptor's
 # length (2 bytes, little-endian), the descriptor, then the bytes of every extent it names.
@@ -113,20 +126,22 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
 done
 seed FuzzVMDKDescriptor "$s"/*.desc
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
-# differencing), as the tests build it (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips
-# the test build this needs.
+# differencing, qcow v1 with other cluster and table sizes), as the tests build it
+# (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips the test build this needs.
 if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
   (cd "$here" && swift build --build-tests >&2 &&
     VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
-      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests' \
+      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests|QCOW1ReadTests' \
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
-  for t in FuzzVMDK FuzzVHD FuzzVHDX; do seed "$t" "$s/built/$t"/*; done
+  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1; do seed "$t" "$s/built/$t"/*; done
 fi
 seed FuzzQCOW2 "$s"/*.qcow2 "$c"/*.qcow2
 seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk
 seed FuzzVHDX "$s"/*.vhdx
 seed FuzzVHD "$s"/*.vhd
 seed FuzzVDI "$s"/*.vdi
+seed FuzzQED "$s"/*.qed
+seed FuzzQCOW1 "$s"/*.qcow
 seed FuzzPartitions "$s"/*.raw
 
 # The longest input per target: the largest seed (VHDX images start at 8 MiB, qemu's layout), and

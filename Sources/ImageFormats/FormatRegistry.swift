@@ -1,4 +1,6 @@
+import QCOW1
 import QCOW2
+import QED
 import VDI
 import VDiskCore
 import VHD
@@ -40,12 +42,12 @@ public struct FormatRegistry: Sendable {
       VHDXDriver.self,
       VHDDriver.self,
       VDIDriver.self,
+      QEDDriver.self,
+      QCOW1Driver.self,
       RawDriver.self,
     ],
     unsupported: [
-      Unsupported(name: "qed", magic: Array("QED\0".utf8)),
-      Unsupported(name: "qcow version 1", magic: [0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1]),
-      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8)),
+      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8))
     ])
 
   /// The formats' names, in probe order.

@@ -80,7 +80,7 @@ import VDiskCore
     let empty = scratch.file("e")
     try sh(": > \(empty)")
     #expect(try ImageOpener.probe(ImageFile.open(empty)).name == "raw")
-    for format in ["vmdk", "vhdx", "vpc", "vdi"] {
+    for format in ["vmdk", "vhdx", "vpc", "vdi", "qed", "qcow"] {
       let image = scratch.file("image.\(format)")
       try Qemu.create(image, format: format, size: "1M")
       #expect(try ImageOpener.probe(ImageFile.open(image)).name == format)
@@ -89,10 +89,11 @@ import VDiskCore
     let fixed = scratch.file("fixed.vpc")
     try Qemu.create(fixed, format: "vpc", size: "1M", options: ["subformat=fixed"])
     #expect(try ImageOpener.probe(ImageFile.open(fixed)).name == "vpc")
-    let qed = scratch.file("q.qed")
-    try Qemu.create(qed, format: "qed", size: "1M")
-    expectVDiskError(.unsupported, [qed, "qed images are not supported"]) {
-      _ = try ImageOpener.probe(ImageFile.open(qed))
+    let cloop = scratch.file("c.cloop")
+    try Data(Array("#!/bin/sh\n#V2.0 Format\n".utf8) + [UInt8](repeating: 0, count: 1000))
+      .write(to: URL(fileURLWithPath: cloop))
+    expectVDiskError(.unsupported, [cloop, "cloop images are not supported"]) {
+      _ = try ImageOpener.probe(ImageFile.open(cloop))
     }
   }
 

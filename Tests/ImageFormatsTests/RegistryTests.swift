@@ -1,6 +1,8 @@
 import Foundation
 import ImageFormats
+import QCOW1
 import QCOW2
+import QED
 import TestSupport
 import Testing
 import VDI
@@ -13,9 +15,9 @@ import VMDK
 @Suite struct RegistryTests {
   @Test func probeOrderIsAsDocumented() {
     let registry = FormatRegistry.standard
-    #expect(registry.names == ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "raw"])
+    #expect(registry.names == ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "qed", "qcow", "raw"])
     #expect(registry.drivers.last == RawDriver.self)
-    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi or raw")
+    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi, qed, qcow or raw")
     // Only the last resort matches a file without any magic.
     let blank = ProbeBytes(head: [UInt8](repeating: 0, count: 4096), tail: [UInt8](repeating: 0, count: 512))
     #expect(registry.drivers.filter { $0.matches(blank) }.map { $0.name } == ["raw"])
@@ -35,7 +37,8 @@ import VMDK
     #expect(registry.driver(named: "vmdk") == VMDKDriver.self)
     #expect(registry.driver(named: "vdi") == VDIDriver.self)
     #expect(registry.driver(named: "vhd") == nil)
-    #expect(registry.driver(named: "qed") == nil)
+    #expect(registry.driver(named: "QED") == QEDDriver.self)
+    #expect(registry.driver(named: "qcow") == QCOW1Driver.self)
   }
 
   /// A format added by a registry line alone: probed before raw, opened, read through the chain,
@@ -71,11 +74,19 @@ import VMDK
   @Test func knownButUnsupportedMagicIsRefused() throws {
     let scratch = try Scratch("registry")
     defer { scratch.remove() }
-    let image = scratch.file("old.qcow")
-    try Data([0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1] + [UInt8](repeating: 0, count: 504))
+    let image = scratch.file("old.cloop")
+    try Data(Array("#!/bin/sh\n#V2.0 Format\n".utf8) + [UInt8](repeating: 0, count: 504))
       .write(to: URL(fileURLWithPath: image))
-    expectVDiskError(.unsupported, [image, "qcow version 1"]) {
+    expectVDiskError(.unsupported, [image, "cloop images are not supported"]) {
       _ = try FormatRegistry.standard.probe(ImageFile.open(image))
+    }
+    // The qcow magic with version 1 is qcow (v1), with 2 or 3 qcow2, with another version a
+    // qcow2 header that refuses it.
+    for (version, name) in [(1, "qcow"), (2, "qcow2"), (3, "qcow2"), (4, "qcow2")] {
+      let probe = ProbeBytes(
+        head: [0x51, 0x46, 0x49, 0xFB, 0, 0, 0, UInt8(version)] + [UInt8](repeating: 0, count: 4088),
+        tail: [UInt8](repeating: 0, count: 512))
+      #expect(FormatRegistry.standard.recognize(probe)?.name == name)
     }
   }
 }

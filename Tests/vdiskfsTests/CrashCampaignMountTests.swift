@@ -92,7 +92,7 @@ struct CrashCampaignMountTests {
 
 /// A writable format of the campaign, its image and its judge.
 enum CrashFormat: String, CaseIterable, Sendable, CustomStringConvertible {
-  case qcow2, vmdk, vhdx, vpc, vdi, raw
+  case qcow2, vmdk, vhdx, vpc, vdi, qed, raw
 
   var description: String { rawValue }
 
@@ -100,7 +100,7 @@ enum CrashFormat: String, CaseIterable, Sendable, CustomStringConvertible {
   var mountArguments: [String] { self == .raw ? ["--format", "raw"] : [] }
 
   /// A new image of `size` bytes with qemu's patterns scattered over it; variants alternate
-  /// with the seed (qcow2 4 KiB / 64 KiB clusters, vdi dynamic / static).
+  /// with the seed (qcow2 and qed 4 KiB / 64 KiB clusters, vdi dynamic / static).
   func makeImage(in scratch: Scratch, size: Int, seed: UInt64) throws -> String {
     let image = scratch.file("disk.\(rawValue)")
     let options: [String] =
@@ -110,6 +110,7 @@ enum CrashFormat: String, CaseIterable, Sendable, CustomStringConvertible {
       case .vhdx: ["block_size=1M"]
       case .vpc: ["subformat=dynamic", "force_size=on"]
       case .vdi: ["static=\(seed % 2 == 0 ? "off" : "on")"]
+      case .qed: ["cluster_size=\(seed % 2 == 0 ? 4096 : 65536)", "table_size=2"]
       case .raw: []
       }
     try Qemu.create(image, format: rawValue, size: "\(size)", options: options)
@@ -121,7 +122,7 @@ enum CrashFormat: String, CaseIterable, Sendable, CustomStringConvertible {
   /// What is wrong with the image right after a kill (nothing: sound, leaks allowed).
   func crashProblems(_ image: String, scratch: Scratch) throws -> [String] {
     switch self {
-    case .qcow2, .vmdk, .vdi:
+    case .qcow2, .vmdk, .vdi, .qed:
       return try WriteMountRuns.corruptionProblems(image)
     case .vhdx:
       // QEMU refuses a dirty log read-only: the judge replays it (VHDXWriteMountTests).

@@ -76,6 +76,42 @@ struct HostileImageTests {
       try patch(img, at: 32, bytes: bigEndian(UInt32(2)))
       return img
     },
+    Case(
+      name: "qed cluster size not a power of two", exitCodes: [4],
+      messageContains: ["bad.qed", "cluster size"]
+    ) {
+      s in
+      let img = s.file("bad.qed")
+      try Qemu.create(img, format: "qed", size: "8M")
+      try patch(img, at: 4, bytes: [0x00, 0x30, 0x00, 0x00])  // 12288, little-endian
+      return img
+    },
+    Case(name: "qed L1 table beyond end of file", exitCodes: [4], messageContains: ["bad.qed", "L1 table"]) {
+      s in
+      let img = s.file("bad.qed")
+      try Qemu.create(img, format: "qed", size: "8M")
+      try patch(img, at: 40, bytes: [0, 0, 0, 0x7F, 0, 0, 0, 0])
+      return img
+    },
+    Case(
+      name: "qcow v1 encrypted (AES)", exitCodes: [5], messageContains: ["encrypted images are not supported"]
+    ) {
+      s in
+      let img = s.file("bad.qcow")
+      try Qemu.create(img, format: "qcow", size: "8M")
+      try patch(img, at: 36, bytes: bigEndian(UInt32(1)))
+      return img
+    },
+    Case(
+      name: "qcow v1 cluster bits out of range", exitCodes: [4],
+      messageContains: ["bad.qcow", "cluster bits"]
+    ) {
+      s in
+      let img = s.file("bad.qcow")
+      try Qemu.create(img, format: "qcow", size: "8M")
+      try patch(img, at: 32, bytes: [30])
+      return img
+    },
   ]
 
   @Test(arguments: cases)

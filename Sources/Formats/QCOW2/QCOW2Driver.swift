@@ -5,7 +5,11 @@ public enum QCOW2Driver: FormatDriver {
   public static let name = "qcow2"
   public static let summary = "QEMU copy-on-write v2 and v3 (backing files, snapshots, compression)"
 
-  public static func matches(_ probe: ProbeBytes) -> Bool { QCOW2Header.hasMagic(probe.head.prefix(4)) }
+  /// The qcow magic with any version but 1 (qcow version 1 is `QCOW1Driver`'s; other versions are
+  /// refused by the header, not shown as raw).
+  public static func matches(_ probe: ProbeBytes) -> Bool {
+    QCOW2Header.hasMagic(probe.head.prefix(4)) && !probe.head(has: [0, 0, 0, 1], at: 4)
+  }
 
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let header = try QCOW2Header(file: file)
