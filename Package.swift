@@ -15,6 +15,7 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("VHDX", []),
   ("VHD", []),
   ("VDI", []),
+  ("Parallels", []),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {

@@ -1,3 +1,4 @@
+import Parallels
 import QCOW2
 import VDI
 import VDiskCore
@@ -40,6 +41,7 @@ public struct FormatRegistry: Sendable {
       VHDXDriver.self,
       VHDDriver.self,
       VDIDriver.self,
+      ParallelsDriver.self,
       RawDriver.self,
     ],
     unsupported: [
