@@ -16,6 +16,7 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("VHD", []),
   ("VDI", []),
   ("Parallels", []),
+  ("Cloop", ["CZlib"]),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {

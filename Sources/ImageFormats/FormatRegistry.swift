@@ -1,3 +1,4 @@
+import Cloop
 import Parallels
 import QCOW2
 import VDI
@@ -42,12 +43,12 @@ public struct FormatRegistry: Sendable {
       VHDDriver.self,
       VDIDriver.self,
       ParallelsDriver.self,
+      CloopDriver.self,
       RawDriver.self,
     ],
     unsupported: [
       Unsupported(name: "qed", magic: Array("QED\0".utf8)),
       Unsupported(name: "qcow version 1", magic: [0x51, 0x46, 0x49, 0xFB, 0, 0, 0, 1]),
-      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8)),
     ])
 
   /// The formats' names, in probe order.
