@@ -17,6 +17,7 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("VDI", []),
   ("Parallels", []),
   ("Cloop", ["CZlib"]),
+  ("Bochs", []),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {

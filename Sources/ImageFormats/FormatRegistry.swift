@@ -1,3 +1,4 @@
+import Bochs
 import Cloop
 import Parallels
 import QCOW2
@@ -44,6 +45,7 @@ public struct FormatRegistry: Sendable {
       VDIDriver.self,
       ParallelsDriver.self,
       CloopDriver.self,
+      BochsDriver.self,
       RawDriver.self,
     ],
     unsupported: [
