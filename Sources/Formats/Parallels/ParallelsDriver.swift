@@ -1,17 +1,31 @@
 import VDiskCore
 
-/// How the opener meets Parallels images: a single `.hds` image by its signature, and a plan for
-/// its layer.
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// How the opener meets Parallels images: a single `.hds` image by its signature, or a bundle by
+/// its `DiskDescriptor.xml` (`ParallelsBundle`); and a plan for the layers.
 public enum ParallelsDriver: FormatDriver {
   public static let name = "parallels"
-  public static let summary = "Parallels expandable disk image (.hds: WithoutFreeSpace, WithouFreSpacExt)"
+  public static let summary =
+    "Parallels disk image (.hds: WithoutFreeSpace, WithouFreSpacExt; .hdd bundles, read-only)"
 
   public static func matches(_ probe: ProbeBytes) -> Bool {
-    ParallelsHeader.matches(probe.head)
+    ParallelsHeader.matches(probe.head) || DiskDescriptor.matches(probe.head)
+  }
+
+  /// A bundle folder opens by its descriptor.
+  public static func imageFile(inDirectory path: String) -> String? {
+    let descriptor = path + (path.hasSuffix("/") ? "" : "/") + ParallelsBundle.descriptorName
+    return access(descriptor, F_OK) == 0 ? descriptor : nil
   }
 
   /// Reads and bounds the header; the BAT is read page by page into the chain's cache.
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
+    guard ParallelsHeader.matches(try ProbeBytes(file).head) else {
+      return try ParallelsBundle.plan(file, context: context)
+    }
     let header = try ParallelsHeader(file: file)
     return LayerPlan(file: file, parent: nil, metadataCoverage: UInt64(header.batEntries) * 8) {
       backing, cache in
