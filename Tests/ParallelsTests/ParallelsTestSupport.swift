@@ -11,6 +11,16 @@ func patchLE(_ path: String, at offset: UInt64, _ value: UInt64, width: Int) thr
   try patch(path, at: offset, bytes: littleEndian(value, width: width))
 }
 
+/// A little-endian field of `path`.
+func fieldLE(_ path: String, at offset: UInt64, width: Int) throws -> UInt64 {
+  try field(path, at: offset, width: width).byteSwapped >> UInt64(64 - 8 * width)
+}
+
+/// The size of the file at `path`.
+func fileSize(_ path: String) throws -> UInt64 {
+  (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.uint64Value ?? 0
+}
+
 /// Writes a Parallels expandable image from scratch (QEMU docs/interop/parallels.txt): the
 /// header, the BAT (in sectors for "WithoutFreeSpace", in clusters for "WithouFreSpacExt") and
 /// the clusters in the order of `slots`.

@@ -9,7 +9,7 @@ import VDiskCore
 public enum ParallelsDriver: FormatDriver {
   public static let name = "parallels"
   public static let summary =
-    "Parallels disk image (.hds: WithoutFreeSpace, WithouFreSpacExt; .hdd bundles, read-only)"
+    "Parallels disk image (.hds, both signatures, read-write; .hdd bundles read-only)"
 
   public static func matches(_ probe: ProbeBytes) -> Bool {
     ParallelsHeader.matches(probe.head) || DiskDescriptor.matches(probe.head)
@@ -21,15 +21,20 @@ public enum ParallelsDriver: FormatDriver {
     return access(descriptor, F_OK) == 0 ? descriptor : nil
   }
 
-  /// Reads and bounds the header; the BAT is read page by page into the chain's cache.
+  /// Reads and bounds the header; the BAT is read page by page into the chain's cache. Opened for
+  /// writing, the whole BAT is checked first (`ParallelsWriteCheck`).
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     guard ParallelsHeader.matches(try ProbeBytes(file).head) else {
       return try ParallelsBundle.plan(file, context: context)
     }
     let header = try ParallelsHeader(file: file)
-    return LayerPlan(file: file, parent: nil, metadataCoverage: UInt64(header.batEntries) * 8) {
-      backing, cache in
-      try ParallelsLayer(file: file, header: header, backing: backing, cache: cache)
+    let dataEnd = context.writable ? try ParallelsWriteCheck.check(header, file: file) : nil
+    // Opened for writing, the cache gets room for the whole BAT twice over, so that dirty pages
+    // are written back only when asked (fsync, unmount) unless `--cache-size` says less.
+    let pages = UInt64(header.batEntries) * 8
+    let coverage = dataEnd == nil ? pages : max(2 * pages, 4 * UInt64(ParallelsBAT.pageEntries) * 8)
+    return LayerPlan(file: file, parent: nil, metadataCoverage: coverage) { backing, cache in
+      try ParallelsLayer(file: file, header: header, backing: backing, cache: cache, dataEnd: dataEnd)
     }
   }
 }

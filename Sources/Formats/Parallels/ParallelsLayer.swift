@@ -1,23 +1,29 @@
 import VDiskCore
 
 /// One Parallels expandable image (`.hds`) as a layer of a chain: says where guest bytes live,
-/// and `LayerChain` reads them.
+/// and `LayerChain` reads them. Opened read-write (`dataEnd` given: where the data area ends),
+/// it also takes writes (`ParallelsLayer+Write.swift`, through its `ParallelsWriter`).
 public final class ParallelsLayer: ImageLayer {
   public let file: ImageFile
   public let header: ParallelsHeader
   public let backing: (any ImageLayer)?
   let bat: ParallelsBAT
+  /// The write side, when the layer was opened read-write.
+  let writer: ParallelsWriter?
 
   public var formatName: String { ParallelsDriver.name }
   public var virtualSize: UInt64 { header.virtualSize }
 
   init(
-    file: ImageFile, header: ParallelsHeader, backing: (any ImageLayer)?, cache: MetadataCache
+    file: ImageFile, header: ParallelsHeader, backing: (any ImageLayer)?, cache: MetadataCache,
+    dataEnd: UInt64? = nil
   ) throws {
     self.file = file
     self.header = header
     self.backing = backing
-    bat = ParallelsBAT(file: file, cache: cache, header: header)
+    let bat = ParallelsBAT(file: file, cache: cache, header: header)
+    self.bat = bat
+    writer = try dataEnd.map { try ParallelsWriter(file: file, bat: bat, dataEnd: $0) }
   }
 
   /// Contract as `ImageLayer.extent(at:maxLength:)`. A cluster with a BAT entry is data,
