@@ -42,7 +42,10 @@ struct BochsBuilder {
     return file
   }
 
-  func write(to path: String) throws { try Data(bytes()).write(to: URL(fileURLWithPath: path)) }
+  func write(to path: String) throws {
+    try Data(bytes()).write(to: URL(fileURLWithPath: path))
+    FuzzSeeds.keep(path, target: "FuzzBochs")
+  }
 
   /// The guest bytes: stored sectors of allocated extents, zeros elsewhere.
   var content: [UInt8] {

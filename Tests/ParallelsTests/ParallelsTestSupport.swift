@@ -59,7 +59,10 @@ struct ParallelsBuilder {
     return file
   }
 
-  func write(to path: String) throws { try Data(bytes()).write(to: URL(fileURLWithPath: path)) }
+  func write(to path: String) throws {
+    try Data(bytes()).write(to: URL(fileURLWithPath: path))
+    FuzzSeeds.keep(path, target: "FuzzParallels")
+  }
 
   /// The guest bytes the image holds.
   var content: [UInt8] {

@@ -46,6 +46,7 @@ struct MountMatrixTests {
     formatFixture("vpc", ["subformat=fixed", "force_size=on"]),
     formatFixture("vdi", ["static=off"]),
     formatFixture("vdi", ["static=on"]),
+    formatFixture("parallels", ["cluster_size=64k"]),
     formatFixture("qcow2", ["compression_type=zstd"]),
     Fixture(name: "qcow2 zstd-compressed clusters", format: "qcow2") { s in
       let src = s.file("src.qcow2")
