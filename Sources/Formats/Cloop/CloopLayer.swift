@@ -18,7 +18,7 @@ public final class CloopLayer: ImageLayer {
   }
 
   /// How many blocks have been inflated (decompressed-block cache misses).
-  public var decompressionCount: Int { blocks.decompressionCount }
+  public var decompressionCount: Int { blocks.units.decompressionCount }
 
   /// Contract as `ImageLayer.extent(at:maxLength:)`: one compressed block (or the part of it from
   /// `offset`) per answer.
