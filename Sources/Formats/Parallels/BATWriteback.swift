@@ -17,10 +17,10 @@ extension ParallelsWriter {
       let pages = try state.withLock { s -> [(page: Int, generation: UInt64, words: [UInt64])]? in
         guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
         return try s.dirtyPages.sorted { $0.key < $1.key }.map { page, generation in
-          guard let words = cache.get(bat.key(page: page)) else {
+          guard let words = cache.get(bat.table.key(page: page)) else {
             throw VDiskError(
-              .io, path: file.path, offset: bat.pageOffset(page),
-              "dirty Parallels BAT page at \(hex(bat.pageOffset(page))) left the cache unwritten")
+              .io, path: file.path, offset: bat.table.pageOffset(page),
+              "dirty Parallels BAT page at \(hex(bat.table.pageOffset(page))) left the cache unwritten")
           }
           return (page, generation, words)
         }
@@ -32,18 +32,16 @@ extension ParallelsWriter {
       try file.dataSync()
       try cache.writingBack {
         for page in pages {
-          var bytes = [UInt8](repeating: 0, count: page.words.count * 4)
-          for (i, word) in page.words.enumerated() {
-            for b in 0..<4 { bytes[i * 4 + b] = UInt8(truncatingIfNeeded: word >> UInt64(8 * b)) }
+          try bat.table.encode(page.words).withUnsafeBytes {
+            try file.write($0, at: bat.table.pageOffset(page.page))
           }
-          try bytes.withUnsafeBytes { try file.write($0, at: bat.pageOffset(page.page)) }
         }
       }
       try file.dataSync()
       state.withLock { s in
         for page in pages where s.dirtyPages[page.page] == page.generation {
           s.dirtyPages[page.page] = nil
-          cache.markClean(bat.key(page: page.page))
+          cache.markClean(bat.table.key(page: page.page))
         }
       }
     }

@@ -32,7 +32,7 @@ public enum ParallelsDriver: FormatDriver {
     // Opened for writing, the cache gets room for the whole BAT twice over, so that dirty pages
     // are written back only when asked (fsync, unmount) unless `--cache-size` says less.
     let pages = UInt64(header.batEntries) * 8
-    let coverage = dataEnd == nil ? pages : max(2 * pages, 4 * UInt64(ParallelsBAT.pageEntries) * 8)
+    let coverage = dataEnd == nil ? pages : max(2 * pages, 4 << 13)  // at least four pages of 1024 entries
     return LayerPlan(file: file, parent: nil, metadataCoverage: coverage) { backing, cache in
       try ParallelsLayer(file: file, header: header, backing: backing, cache: cache, dataEnd: dataEnd)
     }

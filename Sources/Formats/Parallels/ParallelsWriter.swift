@@ -179,17 +179,17 @@ final class ParallelsWriter: Sendable {
   private func link(_ clusters: [NewCluster], in s: inout ParallelsWriteState) throws {
     var pages: [Int: [UInt64]] = [:]
     for cluster in clusters {
-      let page = Int(cluster.index) / ParallelsBAT.pageEntries
-      if pages[page] == nil { pages[page] = try bat.words(page: page) }
+      let page = Int(cluster.index) / bat.table.pageEntries
+      if pages[page] == nil { pages[page] = try bat.table.words(page: page) }
     }
     for cluster in clusters {
-      let page = Int(cluster.index) / ParallelsBAT.pageEntries
-      pages[page]?[Int(cluster.index) - page * ParallelsBAT.pageEntries] = UInt64(cluster.entry)
+      let page = Int(cluster.index) / bat.table.pageEntries
+      pages[page]?[Int(cluster.index) - page * bat.table.pageEntries] = UInt64(cluster.entry)
       s.dataEnd = max(s.dataEnd, cluster.end)
     }
     s.generation += 1
     for (page, words) in pages {
-      cache.insert(bat.key(page: page), words, cost: words.count * 8, dirty: true)
+      cache.insert(bat.table.key(page: page), words, cost: words.count * 8, dirty: true)
       s.dirtyPages[page] = s.generation
     }
   }
