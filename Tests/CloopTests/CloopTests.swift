@@ -92,12 +92,18 @@ import VDiskCore
       (132, 1_000_000, 4, ["offsets table of 1000001 entries runs past end of file"]),
       (table + 16, 0x100, 8, ["not increasing at block 1"]),
       (table + 40, size + 1, 8, ["block 4", "beyond end of file"]),
-      (table + 40, 1 << 40, 8, ["block 4", "larger than 128 MiB"]),
+      (table + 40, 1 << 40, 8, ["block 4", "larger than twice the block size"]),
     ]
     for (offset, value, width, fragments) in cases {
       try original.write(to: URL(fileURLWithPath: image))
       try patch(image, at: offset, value, width: width)
       expectVDiskError(.corrupt, [image] + fragments) { _ = try openChain(image) }
+    }
+    // A block a little over twice the block size (QEMU would allow up to 128 MiB).
+    try original.write(to: URL(fileURLWithPath: image))
+    try patch(image, at: table + 40, try field(image, at: table + 32, width: 8) + 2 * 65536 + 5000, width: 8)
+    expectVDiskError(.corrupt, [image, "block 4 of 136072 compressed bytes", "twice the block size"]) {
+      _ = try openChain(image)
     }
     // Damaged compressed data fails the read of that block alone.
     try original.write(to: URL(fileURLWithPath: image))

@@ -134,6 +134,16 @@ import VDiskCore
     try deep.write(in: folder)
     #expect(try openChain(folder).top.chain.count == 64)
 
+    // 64 layers of 17 storages: too many files.
+    deep.sectors = 17 * 2048
+    deep.storages = (0..<17).map {
+      .init(start: UInt64($0) * 2048, end: UInt64($0 + 1) * 2048, images: images)
+    }
+    try deep.write(in: folder)
+    expectVDiskError(.unsupported, [descriptor, "would open more than 1024 files"]) {
+      _ = try openChain(folder)
+    }
+
     var orphan = xml
     orphan.storages = [.init(start: 0, end: 2048, images: Array(images[0..<2]))]
     orphan.shots = [(guid(2), guid(9))]

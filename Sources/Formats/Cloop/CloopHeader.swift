@@ -15,8 +15,10 @@ public struct CloopHeader: Sendable {
   /// The largest offsets table we hold in memory (QEMU allows 512 MiB; a CD image of 64 KiB blocks
   /// needs 90 KiB).
   static let maxTableBytes: UInt64 = 64 << 20
-  /// QEMU's bound on one compressed block ("be generous": twice the largest block size).
-  static let maxCompressedBlock: UInt64 = 2 * UInt64(maxBlockSize)
+  /// The most compressed bytes one block may take: twice the block size (zlib never grows data
+  /// by more than a few bytes per 16 KiB; QEMU allows twice the largest block size, 128 MiB, for
+  /// any block size). Decoding reads that much input at most.
+  func maxCompressedBlock() -> UInt64 { 2 * UInt64(blockSize) + 4096 }
 
   public var blockSize: UInt32
   public var blockCount: UInt32
@@ -72,9 +74,11 @@ public struct CloopHeader: Sendable {
           path, at: entry,
           "cloop offsets are not increasing at block \(i) (\(hex(start)) then \(hex(end)))")
       }
-      guard end - start <= Self.maxCompressedBlock else {
+      guard end - start <= maxCompressedBlock() else {
         throw VDiskError.corrupt(
-          path, at: entry, "cloop block \(i) of \(end - start) compressed bytes is larger than 128 MiB")
+          path, at: entry,
+          "cloop block \(i) of \(end - start) compressed bytes is larger than twice the block size (\(blockSize))"
+        )
       }
       guard end <= file.size else {
         throw VDiskError.corrupt(

@@ -14,6 +14,8 @@ struct DiskDescriptor: Sendable {
   /// The most storages (split pieces) and snapshot layers a bundle may have.
   static let maxStorages = 4096
   static let maxLayers = 64
+  /// The most image files (snapshot layers × storages) a bundle may open.
+  static let maxImages = 1024
 
   enum ImageType: String, Sendable {
     /// prl-xml.rst: "Plain for raw files".
@@ -161,6 +163,12 @@ struct DiskDescriptor: Sendable {
       current = parent
     }
     guard !layers.isEmpty else { throw fail("the top snapshot is the null GUID") }
+    guard layers.count * storages.count <= Self.maxImages else {
+      throw VDiskError.unsupported(
+        path,
+        "DiskDescriptor.xml: \(layers.count) snapshot layers of \(storages.count) storages would open more than \(Self.maxImages) files"
+      )
+    }
     for guid in layers {
       for storage in storages where storage.images.filter({ $0.guid == guid }).count != 1 {
         throw fail("storage at sector \(storage.start) has no single image for snapshot \(guid)")
