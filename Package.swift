@@ -17,6 +17,9 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("VDI", []),
   ("QED", []),
   ("QCOW1", ["CZlib"]),
+  ("Parallels", []),
+  ("Cloop", ["CZlib"]),
+  ("Bochs", []),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {

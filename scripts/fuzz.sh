@@ -61,6 +61,10 @@ img -f qcow "$s/a.qcow" 8M && io qcow "$s/a.qcow"
 qemu-img convert -c -O qcow "$s/a.qcow" "$s/c.qcow" || [ -s "$s/c.qcow" ]
 img -f qed -o cluster_size=4096 "$s/a.qed" 8M && io qed "$s/a.qed"
 img -f qed -o table_size=2,cluster_size=65536 -b a.vdi -F vdi "$s/b.qed" && io qed "$s/b.qed"
+img -f parallels "$s/a.hds" 8M && io parallels "$s/a.hds"
+img -f parallels -o cluster_size=4k "$s/b.hds" 4M && io parallels "$s/b.hds"
+head -c 200k /dev/urandom >"$s/cloop.in" && truncate -s 1M "$s/cloop.in"
+create_compressed_fs -q -B 16384 "$s/cloop.in" "$s/a.cloop" >/dev/null 2>&1
 truncate -s 4M "$s/mbr.raw" && printf 'label: dos\n1M,1M,83\n2M,,5\n' | sfdisk -q "$s/mbr.raw" >/dev/null
 truncate -s 4M "$s/gpt.raw" && sgdisk -o -n 1:2048:4095 -n 2:4096:6143 "$s/gpt.raw" >/dev/null
 # FuzzChain's inputs (Fuzz/Sources/FuzzHarness/ChainInput.swift): flags, the top's length
@@ -131,9 +135,10 @@ seed FuzzVMDKDescriptor "$s"/*.desc
 if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
   (cd "$here" && swift build --build-tests >&2 &&
     VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
-      --filter 'VMDKChainAndBuiltTests|SESparseGrainPoolTests|VHDDifferencingTests|VHDXTests.DifferencingTests|QCOW1ReadTests' \
+      --filter VMDKChainAndBuiltTests --filter SESparseGrainPoolTests --filter VHDDifferencingTests \
+      --filter VHDXTests.DifferencingTests --filter QCOW1ReadTests --filter BochsTests --filter ParallelsReadTests \
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
-  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1; do seed "$t" "$s/built/$t"/*; done
+  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1 FuzzBochs FuzzParallels; do seed "$t" "$s/built/$t"/*; done
 fi
 seed FuzzQCOW2 "$s"/*.qcow2 "$c"/*.qcow2
 seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk
@@ -142,6 +147,8 @@ seed FuzzVHD "$s"/*.vhd
 seed FuzzVDI "$s"/*.vdi
 seed FuzzQED "$s"/*.qed
 seed FuzzQCOW1 "$s"/*.qcow
+seed FuzzParallels "$s"/*.hds
+seed FuzzCloop "$s"/*.cloop
 seed FuzzPartitions "$s"/*.raw
 
 # The longest input per target: the largest seed (VHDX images start at 8 MiB, qemu's layout), and

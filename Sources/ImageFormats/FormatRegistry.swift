@@ -1,3 +1,6 @@
+import Bochs
+import Cloop
+import Parallels
 import QCOW1
 import QCOW2
 import QED
@@ -44,11 +47,12 @@ public struct FormatRegistry: Sendable {
       VDIDriver.self,
       QEDDriver.self,
       QCOW1Driver.self,
+      ParallelsDriver.self,
+      CloopDriver.self,
+      BochsDriver.self,
       RawDriver.self,
     ],
-    unsupported: [
-      Unsupported(name: "cloop", magic: Array("#!/bin/sh\n#V2.0 Format".utf8))
-    ])
+    unsupported: [])
 
   /// The formats' names, in probe order.
   public var names: [String] { drivers.map { $0.name } }

@@ -28,8 +28,14 @@ public enum ImageOpener {
   public static func open(_ path: String, options: OpenOptions, logger: Logger) throws -> LayerChain {
     let remote = RemoteFiles(registry: options.stores, options: options.remote)
     // The daemon chdirs to /, so a relative path must be made absolute first.
-    guard let top = remote.isRemote(path) ? path : LinkedFiles.realPath(path) else {
+    guard var top = remote.isRemote(path) ? path : LinkedFiles.realPath(path) else {
       throw VDiskError(.notFound, path: path, "image does not exist", errno: ENOENT)
+    }
+    // A bundle folder (a Parallels .hdd) opens by the file its format names in it.
+    if !remote.isRemote(top), (try? FileDescriptorSource.fileType(atPath: top)) == .directory,
+      let file = options.registry.drivers.lazy.compactMap({ $0.imageFile(inDirectory: top) }).first
+    {
+      top = file
     }
 
     let linked = LinkedFiles(directory: options.backingDirectory)

@@ -16,4 +16,12 @@ public protocol FormatDriver: Sendable {
   /// Reads and bounds `file`'s metadata and says how to build its layer once the backing layer
   /// (if the plan names a parent) is open. Throws a `VDiskError` naming the file on bad metadata.
   static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan
+  /// The file to open when the user names a folder (`path`, resolved) that holds an image of this
+  /// format as a bundle (a Parallels `.hdd` folder: its DiskDescriptor.xml); nil (the default)
+  /// when this format has no bundles or `path` is not one.
+  static func imageFile(inDirectory path: String) -> String?
+}
+
+extension FormatDriver {
+  public static func imageFile(inDirectory path: String) -> String? { nil }
 }

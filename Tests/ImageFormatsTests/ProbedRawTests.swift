@@ -28,9 +28,9 @@ import VDiskCore
     try openChain(image, OpenOptions(format: stated ? RawDriver.self : nil, writable: true))
   }
 
-  /// The first sector of a qcow2, vmdk, vhdx, vpc and vdi image, written over sector 0 of a
-  /// probed raw image, is refused (EPERM) naming the format, and the file does not change.
-  @Test(arguments: ["qcow2", "vmdk", "vhdx", "vpc", "vdi"])
+  /// The first sector of a qcow2, vmdk, vhdx, vpc, vdi and parallels image, written over sector 0
+  /// of a probed raw image, is refused (EPERM) naming the format, and the file does not change.
+  @Test(arguments: ["qcow2", "vmdk", "vhdx", "vpc", "vdi", "parallels"])
   func aFormatHeaderOverSectorZeroIsRefused(_ format: String) throws {
     let scratch = try Scratch("probedraw")
     defer { scratch.remove() }
@@ -49,6 +49,24 @@ import VDiskCore
     }
     try chain.flush()
     #expect(try fileBytes(image, at: 0, count: Int(Self.size)) == before)
+    #expect(try FormatRegistry.standard.probe(try ImageFile.open(image)) == RawDriver.self)
+  }
+
+  /// The magic of formats qemu-img cannot create (cloop's preamble, Bochs' header, a Parallels
+  /// bundle's descriptor) is refused the same way.
+  @Test(arguments: [
+    ("cloop", "#!/bin/sh\n#V2.0 Format\nmodprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n"),
+    ("bochs", "Bochs Virtual HD Image\0\0\0\0\0\0\0\0\0\0Redolog\0"),
+    ("parallels", "<?xml version='1.0' encoding='UTF-8'?>\n<Parallels_disk_image Version=\"1.0\">"),
+  ])
+  func aTextMagicOverSectorZeroIsRefused(_ format: String, _ magic: String) throws {
+    let scratch = try Scratch("probedraw")
+    defer { scratch.remove() }
+    let image = try Self.makeRaw(scratch)
+    let chain = try Self.writable(image)
+    expectVDiskError(.notPermitted, [image, "probe as \(format)"]) {
+      _ = try Array(magic.utf8).withUnsafeBytes { try chain.write($0, at: 0) }
+    }
     #expect(try FormatRegistry.standard.probe(try ImageFile.open(image)) == RawDriver.self)
   }
 

@@ -71,6 +71,7 @@ struct MountMatrixTests {
       try Qemu.img("compare", "-f", "qcow2", "-F", "qcow", src, img)
       return img
     },
+    formatFixture("parallels", ["cluster_size=64k"]),
     formatFixture("qcow2", ["compression_type=zstd"]),
     Fixture(name: "qcow2 zstd-compressed clusters", format: "qcow2") { s in
       let src = s.file("src.qcow2")

@@ -1,0 +1,49 @@
+import VDiskCore
+
+/// Writing dirty BAT pages back: `fdatasync` (the data of every linked cluster, and the size of
+/// the file grown for them, is durable before any entry names it), each dirty page in place,
+/// `fdatasync`. One write-back at a time; no sync under the writer's mutex.
+extension ParallelsWriter {
+  /// Whether dirty pages cost more than three quarters of the cache's budget.
+  func isOverBudget(_ s: ParallelsWriteState) -> Bool {
+    !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
+  }
+
+  /// Writes dirty pages back (see above). With nothing dirty, one `fdatasync`. `ifOverBudget`:
+  /// only when dirty pages passed three quarters of the cache's budget, else nothing.
+  func writeBack(ifOverBudget: Bool = false) throws {
+    if ifOverBudget, !state.withLock({ isOverBudget($0) }) { return }
+    try writeBacks.withLock { _ in
+      let pages = try state.withLock { s -> [(page: Int, generation: UInt64, words: [UInt64])]? in
+        guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
+        return try s.dirtyPages.sorted { $0.key < $1.key }.map { page, generation in
+          guard let words = cache.get(bat.table.key(page: page)) else {
+            throw VDiskError(
+              .io, path: file.path, offset: bat.table.pageOffset(page),
+              "dirty Parallels BAT page at \(hex(bat.table.pageOffset(page))) left the cache unwritten")
+          }
+          return (page, generation, words)
+        }
+      }
+      guard let pages else {
+        if !ifOverBudget { try file.dataSync() }
+        return
+      }
+      try file.dataSync()
+      try cache.writingBack {
+        for page in pages {
+          try bat.table.encode(page.words).withUnsafeBytes {
+            try file.write($0, at: bat.table.pageOffset(page.page))
+          }
+        }
+      }
+      try file.dataSync()
+      state.withLock { s in
+        for page in pages where s.dirtyPages[page.page] == page.generation {
+          s.dirtyPages[page.page] = nil
+          cache.markClean(bat.table.key(page: page.page))
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,93 @@
+import VDiskCore
+
+/// One snapshot layer of a Parallels bundle: the disk's sectors split between storages, each
+/// served by that snapshot's image in the storage (an expanding `.hds`, or a plain raw file).
+/// Clusters an expanding image does not hold are the parent snapshot's (`backing`).
+public final class BundleLayer: ImageLayer {
+  /// One storage's image, over guest bytes [start, end).
+  enum Piece: Sendable {
+    case expanding(ParallelsLayer)
+    case plain(ImageFile)
+  }
+
+  struct StoragePiece: Sendable {
+    var start: UInt64
+    var end: UInt64
+    var piece: Piece
+  }
+
+  /// The descriptor: the layer's main file.
+  public let file: ImageFile
+  public let backing: (any ImageLayer)?
+  public let virtualSize: UInt64
+  /// This layer's snapshot GUID.
+  public let snapshot: String
+  let pieces: [StoragePiece]
+
+  public var formatName: String { ParallelsDriver.name }
+
+  init(
+    file: ImageFile, snapshot: String, virtualSize: UInt64, pieces: [StoragePiece], backing: (any ImageLayer)?
+  ) {
+    self.file = file
+    self.snapshot = snapshot
+    self.virtualSize = virtualSize
+    self.pieces = pieces
+    self.backing = backing
+  }
+
+  /// The index of the piece holding guest byte `offset` (< virtualSize; the pieces cover the
+  /// disk in order).
+  func pieceIndex(_ offset: UInt64) -> Int {
+    var low = 0
+    var high = pieces.count - 1
+    while low < high {
+      let middle = (low + high + 1) / 2
+      if pieces[middle].start <= offset { low = middle } else { high = middle - 1 }
+    }
+    return low
+  }
+
+  /// Contract as `ImageLayer.extent(at:maxLength:)`: the answer of the storage holding `offset`,
+  /// cut at the storage's end. An expanding image smaller than its storage leaves the rest to the
+  /// parent.
+  public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
+    let piece = pieces[pieceIndex(offset)]
+    let inside = offset - piece.start
+    let length = min(maxLength, piece.end - offset)
+    switch piece.piece {
+    case .plain(let raw):
+      return Extent(offset: offset, length: length, mapping: .data(hostOffset: inside), file: raw)
+    case .expanding(let image):
+      guard inside < image.virtualSize else {
+        return Extent(offset: offset, length: length, mapping: .unallocated, file: file)
+      }
+      let answer = try image.extent(at: inside, maxLength: min(length, image.virtualSize - inside))
+      return Extent(offset: offset, length: answer.length, mapping: answer.mapping, file: answer.file)
+    }
+  }
+
+  public var info: ImageInfo {
+    ImageInfo(
+      format: formatName, filename: file.path, virtualSize: virtualSize,
+      formatSpecific: [
+        InfoField("snapshot", .string(snapshot)),
+        InfoField(
+          "storages",
+          .array(
+            pieces.map { piece in
+              let image: String
+              let type: String
+              switch piece.piece {
+              case .plain(let raw): (image, type) = (raw.path, "plain")
+              case .expanding(let layer): (image, type) = (layer.file.path, "expanding")
+              }
+              return .object([
+                InfoField("start", .integer(Int64(piece.start))),
+                InfoField("end", .integer(Int64(piece.end))),
+                InfoField("type", .string(type)), InfoField("file", .string(image)),
+              ])
+            })),
+      ])
+  }
+}
