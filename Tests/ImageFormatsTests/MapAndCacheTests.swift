@@ -92,9 +92,9 @@ import VDiskCore
     let cloop = scratch.file("c.cloop")
     try Data(Array("#!/bin/sh\n#V2.0 Format\n".utf8) + [UInt8](repeating: 0, count: 1000))
       .write(to: URL(fileURLWithPath: cloop))
-    expectVDiskError(.unsupported, [cloop, "cloop images are not supported"]) {
-      _ = try ImageOpener.probe(ImageFile.open(cloop))
-    }
+    // cloop is read since issue 20: its magic probes as cloop (the header alone then fails to
+    // plan, which the cloop suite covers).
+    #expect(try ImageOpener.probe(ImageFile.open(cloop)).name == "cloop")
   }
 
   @Test func metadataCacheBudget() throws {

@@ -11,7 +11,10 @@ import CFuse
 /// A request that came through an io_uring entry (`RingEntry`) has its argument struct in the
 /// entry's 128-byte argument area and the rest (names, write data) in the payload: `arguments`
 /// is that area and `body` the payload.
-struct KernelRequest {
+struct KernelRequest: @unchecked Sendable {
+  // @unchecked: the bytes are the request buffer of one worker or one io_uring entry, which no
+  // one else touches until the request's reply is sent (an io_uring request may be answered by a
+  // `RingWorkers` thread: it is handed over whole, and its entry is not reused before the reply).
   let header: fuse_in_header
   /// The bytes after the header (`header.len - 40` of them); for an io_uring request, the
   /// payload after the argument struct.

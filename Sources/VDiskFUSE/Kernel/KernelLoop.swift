@@ -154,6 +154,7 @@ final class KernelLoop: @unchecked Sendable {
         return KernelDispatch.dispatch(
           request, reply: req, connection: connection, context: context, pipe: nil)
       },
+      destroyed: { [self] in control.stop(.unmounted) },
       ended: { [self] queue, ending in
         switch ending {
         case .stopped:
@@ -165,7 +166,9 @@ final class KernelLoop: @unchecked Sendable {
         }
       })
     if started {
-      logger.debug("io_uring: \(queues.queueCount) queues, \(queues.threadCount) threads of one entry each")
+      logger.debug(
+        "io_uring: \(queues.queueCount) queues of \(RingQueues.depth(queues: queues.queueCount)) entries, \(queues.workerCount) workers"
+      )
     } else {
       ringFailed("cannot start the io_uring queue threads")
     }

@@ -14,7 +14,8 @@ import VDiskCore
 /// commits with the next fetch in one SQE, submitted with the next wait (one `io_uring_enter`
 /// per batch, no `read` or `writev` per request).
 ///
-/// Replies made on other threads (deferred write replies) reach the thread through `mailbox` and
+/// When several requests arrive at once, all but one go to `RingWorkers`. Replies made on other
+/// threads (those workers, deferred write replies) reach the queue's thread through `mailbox` and
 /// an eventfd it keeps a read armed on, so that every command is submitted by the queue's own
 /// thread: the kernel completes an entry's next request in the task that submitted its command.
 final class RingQueue: @unchecked Sendable {
@@ -87,6 +88,18 @@ final class RingQueue: @unchecked Sendable {
       UInt64(entry.index))
   }
 
+  /// A READ or WRITE of 64 KiB or more.
+  static func isLarge(_ request: KernelRequest) -> Bool {
+    switch request.opcode {
+    case UInt32(FUSE_READ.rawValue):
+      return ((try? request.argument(fuse_read_in.self).size) ?? 0) >= 64 << 10
+    case UInt32(FUSE_WRITE.rawValue):
+      return request.body.count >= 64 << 10
+    default:
+      return false
+    }
+  }
+
   /// What `serve` ended with.
   enum Ending: Equatable {
     /// Told to stop, or the kernel ended every entry (unmount).
@@ -99,7 +112,10 @@ final class RingQueue: @unchecked Sendable {
 
   /// The queue's thread: makes the ring, registers the entries, serves until stopped or the
   /// kernel ends every entry. `handle` answers one request.
-  func serve(handle: (KernelRequest, RingEntry) -> KernelDispatch.Outcome) -> Ending {
+  func serve(
+    handle: @escaping @Sendable (KernelRequest, RingEntry) -> KernelDispatch.Outcome, workers: RingWorkers?,
+    destroyedElsewhere: @escaping @Sendable () -> Void
+  ) -> Ending {
     owner.store(UInt(pthread_self()), ordering: .releasing)
     if let cpu { _ = cfuse_pin_to_cpu(cpu) }
     var error: Int32 = 0
@@ -128,6 +144,7 @@ final class RingQueue: @unchecked Sendable {
     _ = cfuse_ring_queue_read(made, wakeFD, &wakeBuffer, Self.wakeTag)
 
     var completions = [cfuse_completion](repeating: cfuse_completion(), count: 64)
+    var ready: [(KernelRequest, RingEntry)] = []
     var live = depth
     var servedAny = false
     while live > 0 {
@@ -138,6 +155,7 @@ final class RingQueue: @unchecked Sendable {
         if count == -EINTR || count == -EAGAIN { continue }
         return servedAny ? .stopped : .failed(-count, "io_uring_enter failed")
       }
+      ready.removeAll(keepingCapacity: true)
       for c in completions[0..<Int(count)] {
         if c.user_data == Self.wakeTag {
           if stopping.load(ordering: .acquiring) { return .stopped }
@@ -167,7 +185,29 @@ final class RingQueue: @unchecked Sendable {
           continue
         }
         served.add(1, ordering: .relaxed)
-        if handle(request, entry) == .destroyed { return .destroyed }
+        ready.append((request, entry))
+      }
+      // To the workers, which answer in parallel on the other CPUs: every large read or write
+      // (its copy is long enough to pay for the hand-over, and the reader's CPU is busy copying
+      // what came before) and all but the last of a burst. A lone small request stays here, on
+      // its reader's CPU.
+      if let workers, workers.isRunning {
+        var kept: (KernelRequest, RingEntry)?
+        for (position, (request, entry)) in ready.enumerated() {
+          let last = position == ready.count - 1
+          if last && !Self.isLarge(request) {
+            kept = (request, entry)
+          } else {
+            workers.submit { [self] in
+              if handle(request, entry) == .destroyed { destroyedElsewhere() }
+            }
+          }
+        }
+        ready.removeAll(keepingCapacity: true)
+        if let kept { ready.append(kept) }
+      }
+      for (request, entry) in ready where handle(request, entry) == .destroyed {
+        return .destroyed
       }
     }
     return .stopped

@@ -21,48 +21,41 @@ final class RingQueues: @unchecked Sendable {
   private let queues: [RingQueue]
   private var threads: [pthread_t] = []
   private let finished = Atomic<Int>(0)
-  /// The kernel's queues (one per possible CPU); `threads` is the threads serving them.
+  /// The kernel's queues (one per possible CPU), one thread each.
   let queueCount: Int
+  /// Threads answering bursts (`RingWorkers`).
+  let workerCount: Int
+  private let workers = RingWorkers()
 
-  /// Rings for `device`: per possible CPU, one pinned thread with one entry and `helpers(queues:)`
-  /// unpinned threads with one entry each, every entry with a payload of `payloadCapacity` bytes.
+  /// Rings for `device`: per possible CPU one thread pinned to it with `depth(queues:)` entries,
+  /// every entry with a payload of `payloadCapacity` bytes; and `workers(queues:)` unpinned
+  /// threads that answer the requests of a burst (`RingWorkers`).
   init(device: Int32, payloadCapacity: Int) throws {
     let count = Self.possibleCPUs()
-    let helpers = Self.helpers(queues: count)
     var made: [RingQueue] = []
     for id in 0..<count {
       made.append(
         try RingQueue(
-          id: UInt16(id), device: device, depth: 1, payloadCapacity: payloadCapacity, cpu: Int32(id)))
-      for _ in 0..<helpers {
-        made.append(
-          try RingQueue(id: UInt16(id), device: device, depth: 1, payloadCapacity: payloadCapacity, cpu: nil))
-      }
+          id: UInt16(id), device: device, depth: Self.depth(queues: count), payloadCapacity: payloadCapacity,
+          cpu: Int32(id)))
     }
     queues = made
     queueCount = count
+    workerCount = Self.workers(queues: count)
   }
 
-  /// Unpinned threads per queue beside its pinned one. The kernel hands a request to the entry
-  /// committed last, so a reader at queue depth 1 keeps meeting the same thread; the pinned one
-  /// shares the reader's CPU (no cross-CPU wakeup to reach it); a burst (read-ahead sends four
-  /// 960 KiB requests at once) spreads over the helpers, which the scheduler runs on the other
-  /// CPUs. Measured on 2 CPUs (2 GiB qcow2, fresh mounts, medians of 4–5 interleaved rounds):
-  /// dd bs=1M 1.4–1.5 GB/s with one pinned thread of 8 entries, 1.8–2.1 with three helpers of one
-  /// entry (classic loop 2.2); fio 4 KiB QD1 25–52 k IOPS pinned alone, 39–50 k with the helpers,
-  /// 39 k all unpinned (classic 17–46 k in the same rounds). What remains at QD1 is the reader's
-  /// own migration: woken while our thread still runs on its CPU, it is put on the idle one (a
-  /// halted vCPU here, woken by IPI) and its next request goes to that CPU's queue; a reader
-  /// confined to one CPU reaches 50–54 k (2× the classic loop). Making the pinned thread
-  /// SCHED_IDLE keeps the reader in place (48 k, 1.65×) but lets any busy task starve the
-  /// request that thread holds: not done. Fewer helpers on many-CPU machines: threads and
-  /// payloads grow with the queues.
-  static func helpers(queues: Int) -> Int {
-    max(1, min(3, 8 / max(queues, 1)))
-  }
+  /// Entries per queue: a read-ahead burst (four requests) arrives whole, plus one. Fewer on
+  /// many-CPU machines (the payloads, max_payload each, are per entry).
+  static func depth(queues: Int) -> Int { max(2, min(5, 40 / max(queues, 1))) }
 
-  /// Entries per queue (the memory they pin down: entries × max_payload per queue).
-  static func depth(queues: Int) -> Int { 1 + helpers(queues: queues) }
+  /// Threads answering bursts beside the pinned ones. Measured on 2 CPUs (2 GiB qcow2, fresh
+  /// mounts, interleaved rounds): one pinned thread per queue alone reads dd bs=1M at 1.4–1.5
+  /// GB/s against the classic loop's 2.2 (a read-ahead burst served one request after another
+  /// on the reader's own CPU); unpinned helper rings of their own (the kernel gives a request to
+  /// the entry committed last) read at 1.8–2.1 but then a queue-depth-1 reader ends up on an
+  /// unpinned helper after any burst and pays a cross-CPU wakeup per request (24 k IOPS against
+  /// 49–53 k on the pinned thread). Here a lone request never leaves the pinned thread.
+  static func workers(queues: Int) -> Int { max(2, min(4, queues + 1)) }
 
   /// The kernel makes one queue per possible CPU (`num_possible_cpus`) and picks a request's
   /// queue by its caller's CPU number: as many queues as the highest possible CPU number + 1.
@@ -75,7 +68,7 @@ final class RingQueues: @unchecked Sendable {
     return max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
   }
 
-  var threadCount: Int { queues.count }
+  var threadCount: Int { queues.count + workerCount }
 
   /// Requests answered through the rings so far.
   var served: Int { queues.reduce(0) { $0 + $1.served.load(ordering: .relaxed) } }
@@ -84,15 +77,17 @@ final class RingQueues: @unchecked Sendable {
   /// ended (on its thread). False when no thread could be started.
   func start(
     handle: @escaping @Sendable (KernelRequest, RingEntry) -> KernelDispatch.Outcome,
+    destroyed: @escaping @Sendable () -> Void,
     ended: @escaping @Sendable (RingQueue, RingQueue.Ending) -> Void
   ) -> Bool {
+    let workers = workers.start(count: workerCount) ? workers : nil
     for queue in queues {
       let thread = startThread { [self] in
         var signals = sigset_t()
         sigemptyset(&signals)
         for sig in [SIGINT, SIGTERM, SIGHUP, SIGUSR2] { sigaddset(&signals, sig) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
-        let ending = queue.serve(handle: handle)
+        let ending = queue.serve(handle: handle, workers: workers, destroyedElsewhere: destroyed)
         finished.add(1, ordering: .releasing)
         ended(queue, ending)
       }
@@ -110,5 +105,6 @@ final class RingQueues: @unchecked Sendable {
     for queue in queues { queue.stop() }
     for thread in threads { pthread_join(thread, nil) }
     threads = []
+    workers.stop()
   }
 }
