@@ -82,6 +82,7 @@ import VDiskCore
     let (builder, expected) = try Self.everyKind(scratch)
     let image = scratch.file("all.dmg")
     try Self.write(builder.build(), image)
+    FuzzSeeds.keep(image, target: "FuzzDMG")
     #expect(try FormatRegistry.standard.probe(ImageFile.open(image)).name == "dmg")
     let chain = try openChain(image)
     #expect(chain.virtualSize == 1100 * 512)
@@ -135,6 +136,7 @@ import VDiskCore
     builder.sectorCount = 7000
     let image = scratch.file("q.dmg")
     try write(builder.build(), image)
+    FuzzSeeds.keep(image, target: "FuzzDMG")
     return image
   }
 
@@ -166,6 +168,31 @@ import VDiskCore
     try Self.write(builder.build(), image)
     expectVDiskError(.unsupported, [image, "0x80000007 (LZFSE) is not supported", "chunk 0"]) {
       _ = try openChain(image)
+    }
+  }
+}
+
+/// One mount through the real binary: disk.raw must equal the built content (every kind) and
+/// qemu's reading (the kinds it reads).
+@Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
+struct DMGMountTests {
+  @Test func mountedDiskMatchesContentAndQemu() throws {
+    let scratch = try Scratch("dmg-mount")
+    defer { scratch.remove() }
+    let (builder, expected) = try DMGTests.everyKind(scratch)
+    let image = scratch.file("m.dmg")
+    try DMGTests.write(builder.build(), image)
+    let want = scratch.file("want.raw")
+    try DMGTests.write(expected, want)
+    try withReadOnlyMount(image, in: scratch) { mnt in
+      let r = try run("cmp", [mnt + "/disk.raw", want], check: false)
+      #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+    }
+    let readable = try DMGTests.qemuReadable(scratch)
+    let raw = try Qemu.rawFile(of: readable, format: "dmg", scratch: scratch)
+    try withReadOnlyMount(readable, in: scratch) { mnt in
+      let r = try run("cmp", [mnt + "/disk.raw", raw], check: false)
+      #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
   }
 }
