@@ -20,6 +20,7 @@ let formats: [(name: String, shims: [Target.Dependency])] = [
   ("Parallels", []),
   ("Cloop", ["CZlib"]),
   ("Bochs", []),
+  ("DMG", ["CZlib", "CBzip2", "CLzma"]),
 ]
 let formatTargets = formats.map { Target.Dependency.target(name: $0.name) }
 let formatLibraries = formats.map {
@@ -73,6 +74,9 @@ let package = Package(
     .target(
       name: "CZlib", path: "CShims/CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", path: "CShims/CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    // libbz2 and liblzma for DMG's bzip2 and LZMA chunks.
+    .target(name: "CBzip2", path: "CShims/CBzip2", linkerSettings: [.linkedLibrary("bz2")]),
+    .target(name: "CLzma", path: "CShims/CLzma", linkerSettings: [.linkedLibrary("lzma")]),
     // libcurl for the HTTP(S) and S3 stores; wrappers for its variadic setopt/getinfo.
     .target(name: "CCurl", path: "CShims/CCurl", linkerSettings: [.linkedLibrary("curl")]),
     // librbd and librados for the RBD store.

@@ -20,7 +20,7 @@ let formatNames =
     atPath: Context.packageDirectory + "/Sources/Formats")) ?? []).filter { !$0.hasPrefix(".") }.sorted()
 let formatLibraries = formatNames.map {
   Target.target(
-    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/\($0)")
+    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", "CBzip2", "CLzma", logging], path: "Sources/Formats/\($0)")
 }
 
 let package = Package(
@@ -35,6 +35,8 @@ let package = Package(
     // The root's sources (symlinks), built as in the root's Package.swift.
     .target(name: "CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    .target(name: "CBzip2", linkerSettings: [.linkedLibrary("bz2")]),
+    .target(name: "CLzma", linkerSettings: [.linkedLibrary("lzma")]),
     .target(
       name: "CFuse", cSettings: [.define("_FILE_OFFSET_BITS", to: "64"), .define("_GNU_SOURCE")],
       linkerSettings: [.linkedLibrary("fuse3")]),

@@ -18,7 +18,7 @@ let formatNames =
     atPath: Context.packageDirectory + "/Sources/Formats")) ?? []).filter { !$0.hasPrefix(".") }.sorted()
 let formatLibraries = formatNames.map {
   Target.target(
-    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", logging], path: "Sources/Formats/\($0)")
+    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", "CBzip2", "CLzma", logging], path: "Sources/Formats/\($0)")
 }
 
 /// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions (MBR/EBR and
@@ -42,6 +42,8 @@ let package = Package(
   targets: [
     .target(name: "CZlib", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("deflate")]),
     .target(name: "CZstd", linkerSettings: [.linkedLibrary("zstd")]),
+    .target(name: "CBzip2", linkerSettings: [.linkedLibrary("bz2")]),
+    .target(name: "CLzma", linkerSettings: [.linkedLibrary("lzma")]),
     .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
     .target(name: "VDiskCore", dependencies: ["CLinux", systemPackage, logging]),
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),

@@ -130,15 +130,15 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
 done
 seed FuzzVMDKDescriptor "$s"/*.desc
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
-# differencing, qcow v1 with other cluster and table sizes), as the tests build it
+# differencing, qcow v1 with other cluster and table sizes, DMG), as the tests build it
 # (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips the test build this needs.
 if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
   (cd "$here" && swift build --build-tests >&2 &&
     VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
       --filter VMDKChainAndBuiltTests --filter SESparseGrainPoolTests --filter VHDDifferencingTests \
-      --filter VHDXTests.DifferencingTests --filter QCOW1ReadTests --filter BochsTests --filter ParallelsReadTests \
+      --filter VHDXTests.DifferencingTests --filter QCOW1ReadTests --filter BochsTests --filter ParallelsReadTests --filter DMGTests.DMGTests \
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
-  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1 FuzzBochs FuzzParallels; do seed "$t" "$s/built/$t"/*; done
+  for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1 FuzzBochs FuzzParallels FuzzDMG; do seed "$t" "$s/built/$t"/*; done
 fi
 seed FuzzQCOW2 "$s"/*.qcow2 "$c"/*.qcow2
 seed FuzzVMDK "$s"/*.vmdk "$c"/*.vmdk

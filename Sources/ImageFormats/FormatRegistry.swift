@@ -1,5 +1,6 @@
 import Bochs
 import Cloop
+import DMG
 import Parallels
 import QCOW1
 import QCOW2
@@ -50,6 +51,7 @@ public struct FormatRegistry: Sendable {
       ParallelsDriver.self,
       CloopDriver.self,
       BochsDriver.self,
+      DMGDriver.self,
       RawDriver.self,
     ],
     unsupported: [])

@@ -133,6 +133,24 @@ import VDiskCore
     #expect(try FormatRegistry.standard.probe(try ImageFile.open(image)) == RawDriver.self)
   }
 
+  /// A DMG trailer ("koly" at the start of the last 512 bytes) written as the last sector is
+  /// refused like a VHD footer; a sector merely containing "koly" elsewhere lands.
+  @Test func aDMGTrailerAsTheLastSectorIsRefused() throws {
+    let scratch = try Scratch("probedraw")
+    defer { scratch.remove() }
+    let image = try Self.makeRaw(scratch)
+    let chain = try Self.writable(image)
+    let koly = Array("koly".utf8) + [UInt8](repeating: 0, count: 508)
+    expectVDiskError(.notPermitted, ["probe as dmg"]) {
+      _ = try koly.withUnsafeBytes { try chain.write($0, at: Self.size - 512) }
+    }
+    _ = try koly.withUnsafeBytes { try chain.write($0, at: Self.size - 1024) }
+    let shifted = [UInt8](repeating: 0, count: 4) + koly.prefix(508)
+    _ = try shifted.withUnsafeBytes { try chain.write($0, at: Self.size - 512) }
+    try chain.flush()
+    #expect(try FormatRegistry.standard.probe(try ImageFile.open(image)) == RawDriver.self)
+  }
+
   /// With the format stated, the guest may write any header; the next probe sees it.
   @Test func statedRawAllowsAFormatHeader() throws {
     let scratch = try Scratch("probedraw")

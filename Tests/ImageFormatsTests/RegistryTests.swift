@@ -17,10 +17,11 @@ import VMDK
     let registry = FormatRegistry.standard
     #expect(
       registry.names == [
-        "qcow2", "vmdk", "vhdx", "vpc", "vdi", "qed", "qcow", "parallels", "cloop", "bochs", "raw",
+        "qcow2", "vmdk", "vhdx", "vpc", "vdi", "qed", "qcow", "parallels", "cloop", "bochs", "dmg", "raw",
       ])
     #expect(registry.drivers.last == RawDriver.self)
-    #expect(registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi, qed, qcow, parallels, cloop, bochs or raw")
+    #expect(
+      registry.namesText == "qcow2, vmdk, vhdx, vpc, vdi, qed, qcow, parallels, cloop, bochs, dmg or raw")
     // Only the last resort matches a file without any magic.
     let blank = ProbeBytes(head: [UInt8](repeating: 0, count: 4096), tail: [UInt8](repeating: 0, count: 512))
     #expect(registry.drivers.filter { $0.matches(blank) }.map { $0.name } == ["raw"])

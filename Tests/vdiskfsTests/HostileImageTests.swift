@@ -112,6 +112,18 @@ struct HostileImageTests {
       try patch(img, at: 32, bytes: [30])
       return img
     },
+    Case(
+      name: "dmg property list beyond the trailer", exitCodes: [4],
+      messageContains: ["bad.dmg", "property list", "beyond the trailer"]
+    ) {
+      s in
+      let img = s.file("bad.dmg")
+      // 1 KiB of data fork, then a trailer whose XML offset (koly +216) lies past it.
+      var koly = Array("koly".utf8) + [UInt8](repeating: 0, count: 508)
+      koly.replaceSubrange(216..<232, with: bigEndian(UInt64(1 << 40)) + bigEndian(UInt64(100)))
+      try Data([UInt8](repeating: 0, count: 1024) + koly).write(to: URL(fileURLWithPath: img))
+      return img
+    },
   ]
 
   @Test(arguments: cases)

@@ -1,53 +1,64 @@
-import VDiskCore
-
 /// An XML element as `DescriptorXML` reads it: name, attributes, child elements and the text
 /// directly inside it.
-struct XMLElement: Sendable {
-  var name: String
-  var attributes: [String: String] = [:]
-  var children: [XMLElement] = []
-  var text = ""
+public struct XMLElement: Sendable {
+  public var name: String
+  public var attributes: [String: String] = [:]
+  public var children: [XMLElement] = []
+  public var text = ""
+
+  public init(name: String) { self.name = name }
 
   /// The first child called `name`.
-  func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
+  public func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
 
   /// Every child called `name`.
-  func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
+  public func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
 
   /// The trimmed text of the first child called `name`.
-  func value(_ name: String) -> String? { child(name).map { $0.text.trimmingWhitespace } }
+  public func value(_ name: String) -> String? { child(name).map { $0.text.trimmingWhitespace } }
 }
 
-/// A small, strict XML reader for disk descriptors (Parallels' DiskDescriptor.xml): elements,
+/// A small, strict XML reader for disk descriptors (Parallels' DiskDescriptor.xml, a DMG's property
+/// list): elements,
 /// attributes, text, comments, processing instructions and CDATA; the five predefined entities
 /// and character references. A document type declaration is refused, so no entity can expand
 /// (no "billion laughs"); so are documents larger than `maxBytes`, nested deeper than
 /// `maxDepth` or with more than `maxElements` elements. Nothing recurses: a deep document cannot
 /// exhaust the stack.
-enum DescriptorXML {
-  static let maxBytes = 1 << 20
-  static let maxDepth = 32
-  static let maxElements = 100_000
+public enum DescriptorXML {
+  public static let maxBytes = 1 << 20
+  public static let maxDepth = 32
+  public static let maxElements = 100_000
 
   /// The document's root element; throws `.corrupt` naming `path` and the byte offset at fault.
-  static func parse(_ bytes: [UInt8], path: String) throws -> XMLElement {
+  ///
+  /// `maxBytes`, `maxDepth` and `maxElements` default to the limits above; a caller whose
+  /// documents are larger (a DMG property list) passes its own.
+  public static func parse(
+    _ bytes: [UInt8], path: String, maxBytes: Int = maxBytes, maxDepth: Int = maxDepth,
+    maxElements: Int = maxElements
+  ) throws -> XMLElement {
     guard bytes.count <= maxBytes else {
       throw VDiskError.corrupt(
         path, "XML descriptor of \(bytes.count) bytes is larger than \(maxBytes >> 20) MiB")
     }
-    var reader = Reader(bytes: bytes, path: path)
+    var reader = Reader(bytes: bytes, path: path, maxDepth: maxDepth, maxElements: maxElements)
     return try reader.document()
   }
 
   private struct Reader {
     let bytes: [UInt8]
     let path: String
+    let maxDepth: Int
+    let maxElements: Int
     var position = 0
     var elements = 0
 
-    init(bytes: [UInt8], path: String) {
+    init(bytes: [UInt8], path: String, maxDepth: Int, maxElements: Int) {
       self.bytes = bytes
       self.path = path
+      self.maxDepth = maxDepth
+      self.maxElements = maxElements
       if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { position = 3 }  // a UTF-8 byte order mark
     }
 
@@ -174,11 +185,11 @@ enum DescriptorXML {
         } else if starts("<") {
           position += 1
           elements += 1
-          guard elements <= DescriptorXML.maxElements else {
-            throw fail("more than \(DescriptorXML.maxElements) elements")
+          guard elements <= maxElements else {
+            throw fail("more than \(maxElements) elements")
           }
-          guard open.count < DescriptorXML.maxDepth else {
-            throw fail("elements nested deeper than \(DescriptorXML.maxDepth)")
+          guard open.count < maxDepth else {
+            throw fail("elements nested deeper than \(maxDepth)")
           }
           var element = XMLElement(name: try name())
           var selfClosing = false
@@ -238,7 +249,7 @@ enum DescriptorXML {
 
 extension String {
   /// The string without leading and trailing spaces, tabs and line breaks.
-  var trimmingWhitespace: String {
+  public var trimmingWhitespace: String {
     let space: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
     guard let first = firstIndex(where: { !space($0) }), let last = lastIndex(where: { !space($0) }) else {
       return ""
