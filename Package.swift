@@ -100,13 +100,15 @@ let package = Package(
       name: "RemoteStores", dependencies: ["RemoteStore"] + storeTargets, path: "Sources/Stores/Registry"),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
+    // OVF appliances (.ova tar archives, .ovf directories): their disks opened in place.
+    .target(name: "Appliance", dependencies: ["VDiskCore", "ImageFormats", logging]),
     // The FUSE adapter: knows no format.
     .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", "CLinux", logging]),
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs",
       dependencies: [
-        "VDiskCore", "ImageFormats", "RemoteStore", "RemoteStores", "QCOW2", "VDiskFUSE", "CBuildInfo",
+        "VDiskCore", "ImageFormats", "RemoteStore", "RemoteStores", "QCOW2", "VDiskFUSE", "CBuildInfo", "Appliance",
         argumentParser, logging,
       ]),
 
@@ -131,6 +133,7 @@ let package = Package(
         + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
+    .testTarget(name: "ApplianceTests", dependencies: ["Appliance", "VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(
       name: "PartitionsTests", dependencies: ["Partitions", "VDiskCore", "ImageFormats", "TestSupport"]),
   ] + formatLibraries + formatTests + storeLibraries,

@@ -1,3 +1,4 @@
+import Appliance
 import ArgumentParser
 import ImageFormats
 import Logging
@@ -55,6 +56,9 @@ struct InfoCommand: ParsableCommand {
     var options = try opening.openOptions(format: format)
     options.openBacking = backingChain && !opening.noBacking
     if let backingDir { options.backingDirectory = backingDir }
+    if !image.contains("://"), !image.hasPrefix("rbd:"), Appliance.recognizes(image) {
+      return try ApplianceInfo.show(image, json: output == .json, logger: logger)
+    }
     let chain: LayerChain
     do {
       chain = try ImageOpener.open(image, options: options, logger: logger)

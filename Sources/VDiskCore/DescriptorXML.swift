@@ -1,36 +1,34 @@
-import VDiskCore
-
 /// An XML element as `DescriptorXML` reads it: name, attributes, child elements and the text
 /// directly inside it.
-struct XMLElement: Sendable {
-  var name: String
-  var attributes: [String: String] = [:]
-  var children: [XMLElement] = []
-  var text = ""
+public struct XMLElement: Sendable {
+  public var name: String
+  public var attributes: [String: String] = [:]
+  public var children: [XMLElement] = []
+  public var text = ""
 
   /// The first child called `name`.
-  func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
+  public func child(_ name: String) -> XMLElement? { children.first { $0.name == name } }
 
   /// Every child called `name`.
-  func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
+  public func children(_ name: String) -> [XMLElement] { children.filter { $0.name == name } }
 
   /// The trimmed text of the first child called `name`.
-  func value(_ name: String) -> String? { child(name).map { $0.text.trimmingWhitespace } }
+  public func value(_ name: String) -> String? { child(name).map { $0.text.trimmingWhitespace } }
 }
 
-/// A small, strict XML reader for disk descriptors (Parallels' DiskDescriptor.xml): elements,
+/// A small, strict XML reader for disk descriptors (Parallels' DiskDescriptor.xml, OVF): elements,
 /// attributes, text, comments, processing instructions and CDATA; the five predefined entities
 /// and character references. A document type declaration is refused, so no entity can expand
 /// (no "billion laughs"); so are documents larger than `maxBytes`, nested deeper than
 /// `maxDepth` or with more than `maxElements` elements. Nothing recurses: a deep document cannot
 /// exhaust the stack.
-enum DescriptorXML {
-  static let maxBytes = 1 << 20
-  static let maxDepth = 32
-  static let maxElements = 100_000
+public enum DescriptorXML {
+  public static let maxBytes = 1 << 20
+  public static let maxDepth = 32
+  public static let maxElements = 100_000
 
   /// The document's root element; throws `.corrupt` naming `path` and the byte offset at fault.
-  static func parse(_ bytes: [UInt8], path: String) throws -> XMLElement {
+  public static func parse(_ bytes: [UInt8], path: String) throws -> XMLElement {
     guard bytes.count <= maxBytes else {
       throw VDiskError.corrupt(
         path, "XML descriptor of \(bytes.count) bytes is larger than \(maxBytes >> 20) MiB")
@@ -238,7 +236,7 @@ enum DescriptorXML {
 
 extension String {
   /// The string without leading and trailing spaces, tabs and line breaks.
-  var trimmingWhitespace: String {
+  public var trimmingWhitespace: String {
     let space: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
     guard let first = firstIndex(where: { !space($0) }), let last = lastIndex(where: { !space($0) }) else {
       return ""
