@@ -5,6 +5,12 @@ public struct TarMember: Sendable, Equatable {
   public var name: String
   public var offset: UInt64
   public var size: UInt64
+
+  public init(name: String, offset: UInt64, size: UInt64) {
+    self.name = name
+    self.offset = offset
+    self.size = size
+  }
 }
 
 /// The index of a tar archive (an OVA): its regular files, read from the headers without
