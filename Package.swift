@@ -118,7 +118,7 @@ let package = Package(
       path: "Tests/Fixtures"),
     // The fuzz targets' harness (Fuzz/ links it too), and the replay of saved fuzz inputs.
     .target(
-      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging],
+      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging],
       path: "Tests/FuzzHarness"),
     .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),

@@ -75,47 +75,58 @@ public final class Appliance: Sendable {
     return TarHeader(head, at: 0, path: path).name.lowercased().hasSuffix(".ovf")
   }
 
-  public init(path: String, logger: Logger) throws {
-    self.path = path
+  public convenience init(path: String, logger: Logger) throws {
     let isDirectory = (try? FileDescriptorSource.fileType(atPath: path)) == .directory
-    let ovfPath: String
-    if isDirectory || path.lowercased().hasSuffix(".ovf") {
-      let directory = isDirectory ? path : Self.parentDirectory(path)
-      descriptorName =
-        isDirectory ? try Self.descriptorInDirectory(path) : String(path.split(separator: "/").last ?? "")
-      ovfPath = directory + "/" + descriptorName
-      descriptorFile = try ImageFile.open(ovfPath)
-      descriptorBytes = try Self.readDescriptor(descriptorFile)
-      lookup = { name in
+    guard isDirectory || path.lowercased().hasSuffix(".ovf") else {
+      try self.init(archive: try ImageFile.open(path), logger: logger)
+      return
+    }
+    let directory = isDirectory ? path : Self.parentDirectory(path)
+    let name = isDirectory ? try Self.descriptorInDirectory(path) : String(path.split(separator: "/").last ?? "")
+    let ovfPath = directory + "/" + name
+    try self.init(
+      path: path, descriptorName: name, ovfPath: ovfPath, descriptorFile: try ImageFile.open(ovfPath),
+      lookup: { name in
         let candidate = directory + "/" + name
         guard access(candidate, F_OK) == 0 else { return nil }
         return try ImageFile.open(candidate)
-      }
-    } else {
-      let archive = try ImageFile.open(path)
-      let members = try TarIndex.read(archive)
-      var byName: [String: TarMember] = [:]
-      for member in members {
-        byName[Self.normalized(member.name)] = byName[Self.normalized(member.name)] ?? member
-      }
-      guard let first = members.first(where: { $0.name.lowercased().hasSuffix(".ovf") }) else {
-        throw VDiskError.corrupt(path, "the archive holds no .ovf descriptor")
-      }
-      descriptorName = String(first.name.split(separator: "/").last ?? "")
-      ovfPath = path + "/" + first.name
-      descriptorFile = try ImageFile(
-        source: WindowSource(archive, offset: first.offset, length: first.size), path: ovfPath,
-        isWritable: false)
-      descriptorBytes = try Self.readDescriptor(descriptorFile)
-      let index = byName
-      lookup = { name in
+      }, logger: logger)
+  }
+
+  /// An `.ova`: the tar `archive`, its descriptor the first `.ovf` member, every file a window of it.
+  public convenience init(archive: ImageFile, logger: Logger) throws {
+    let path = archive.path
+    let members = try TarIndex.read(archive)
+    var byName: [String: TarMember] = [:]
+    for member in members {
+      byName[Self.normalized(member.name)] = byName[Self.normalized(member.name)] ?? member
+    }
+    guard let first = members.first(where: { $0.name.lowercased().hasSuffix(".ovf") }) else {
+      throw VDiskError.corrupt(path, "the archive holds no .ovf descriptor")
+    }
+    let ovfPath = path + "/" + first.name
+    let index = byName
+    try self.init(
+      path: path, descriptorName: String(first.name.split(separator: "/").last ?? ""), ovfPath: ovfPath,
+      descriptorFile: try ImageFile(
+        source: WindowSource(archive, offset: first.offset, length: first.size), path: ovfPath, isWritable: false),
+      lookup: { name in
         guard let member = index[name] else { return nil }
         return try ImageFile(
-          source: WindowSource(archive, offset: member.offset, length: member.size),
-          path: path + "/" + member.name,
+          source: WindowSource(archive, offset: member.offset, length: member.size), path: path + "/" + member.name,
           isWritable: false)
-      }
-    }
+      }, logger: logger)
+  }
+
+  private init(
+    path: String, descriptorName: String, ovfPath: String, descriptorFile: ImageFile,
+    lookup: @escaping @Sendable (String) throws -> ImageFile?, logger: Logger
+  ) throws {
+    self.path = path
+    self.descriptorName = descriptorName
+    self.descriptorFile = descriptorFile
+    self.lookup = lookup
+    descriptorBytes = try Self.readDescriptor(descriptorFile)
     guard TarHeader.isSafeName(descriptorName), !descriptorName.contains("/") else {
       throw VDiskError.corrupt(path, "descriptor name \"\(descriptorName)\" cannot be shown")
     }

@@ -16,7 +16,8 @@ struct InfoCommand: ParsableCommand {
     abstract: "Show format, virtual size, cluster size, backing file, features and flags of an image.",
     discussion: """
       IMAGE may be a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL, \
-      as for a mount.
+      as for a mount. For an OVF appliance (.ova, .ovf, or a directory holding one): its disks \
+      with their directory, file, capacity and format.
 
       \(OpeningOptions.discussion)
 

@@ -48,6 +48,11 @@ struct MountCommand: ParsableCommand {
       file). vdiskfs info and vdiskfs map take these and the other options about opening the image \
       (format, cache_size, backing_dir, nobacking) with -o too.
 
+      Appliances: IMAGE may be an OVF appliance (an .ova, an .ovf, or a directory holding one); \
+      it mounts read-only without unpacking: MOUNTPOINT shows the .ovf and \
+      disks/<n>-<file>/disk.raw (with partitions/) for each disk; gzip-compressed disk files are \
+      refused. `vdiskfs verify` checks its .mf manifest.
+
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
       whose format was probed refuses (EPERM) writes that would make it probe as another format; \
