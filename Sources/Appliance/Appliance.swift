@@ -82,7 +82,8 @@ public final class Appliance: Sendable {
       return
     }
     let directory = isDirectory ? path : Self.parentDirectory(path)
-    let name = isDirectory ? try Self.descriptorInDirectory(path) : String(path.split(separator: "/").last ?? "")
+    let name =
+      isDirectory ? try Self.descriptorInDirectory(path) : String(path.split(separator: "/").last ?? "")
     let ovfPath = directory + "/" + name
     try self.init(
       path: path, descriptorName: name, ovfPath: ovfPath, descriptorFile: try ImageFile.open(ovfPath),
@@ -109,11 +110,13 @@ public final class Appliance: Sendable {
     try self.init(
       path: path, descriptorName: String(first.name.split(separator: "/").last ?? ""), ovfPath: ovfPath,
       descriptorFile: try ImageFile(
-        source: WindowSource(archive, offset: first.offset, length: first.size), path: ovfPath, isWritable: false),
+        source: WindowSource(archive, offset: first.offset, length: first.size), path: ovfPath,
+        isWritable: false),
       lookup: { name in
         guard let member = index[name] else { return nil }
         return try ImageFile(
-          source: WindowSource(archive, offset: member.offset, length: member.size), path: path + "/" + member.name,
+          source: WindowSource(archive, offset: member.offset, length: member.size),
+          path: path + "/" + member.name,
           isWritable: false)
       }, logger: logger)
   }
