@@ -63,7 +63,15 @@ public struct Digest: Sendable {
   }
 
   private mutating func compress(_ block: UnsafeRawBufferPointer) {
-    var w = [UInt32](repeating: 0, count: algorithm == .sha1 ? 80 : 64)
+    // The message schedule on the stack: one array per 64-byte block would dominate the time.
+    withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 80) { w in
+      compress(block, schedule: w)
+    }
+  }
+
+  private mutating func compress(
+    _ block: UnsafeRawBufferPointer, schedule w: UnsafeMutableBufferPointer<UInt32>
+  ) {
     for t in 0..<16 {
       w[t] =
         UInt32(block[t * 4]) << 24 | UInt32(block[t * 4 + 1]) << 16 | UInt32(block[t * 4 + 2]) << 8
@@ -95,17 +103,24 @@ public struct Digest: Sendable {
         let s1 = rotr(w[t - 2], 17) ^ rotr(w[t - 2], 19) ^ (w[t - 2] >> 10)
         w[t] = w[t - 16] &+ s0 &+ w[t - 7] &+ s1
       }
-      var v = state
+      var (a, b, c, d) = (state[0], state[1], state[2], state[3])
+      var (e, f, g, h) = (state[4], state[5], state[6], state[7])
       for t in 0..<64 {
-        let s1 = rotr(v[4], 6) ^ rotr(v[4], 11) ^ rotr(v[4], 25)
-        let ch = (v[4] & v[5]) ^ (~v[4] & v[6])
-        let t1 = v[7] &+ s1 &+ ch &+ Self.k256[t] &+ w[t]
-        let s0 = rotr(v[0], 2) ^ rotr(v[0], 13) ^ rotr(v[0], 22)
-        let maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2])
-        let t2 = s0 &+ maj
-        v = [t1 &+ t2, v[0], v[1], v[2], v[3] &+ t1, v[4], v[5], v[6]]
+        let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+        let ch = (e & f) ^ (~e & g)
+        let t1 = h &+ s1 &+ ch &+ Self.k256[t] &+ w[t]
+        let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+        let maj = (a & b) ^ (a & c) ^ (b & c)
+        (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ s0 &+ maj)
       }
-      for i in 0..<8 { state[i] &+= v[i] }
+      state[0] &+= a
+      state[1] &+= b
+      state[2] &+= c
+      state[3] &+= d
+      state[4] &+= e
+      state[5] &+= f
+      state[6] &+= g
+      state[7] &+= h
     }
   }
 

@@ -126,10 +126,11 @@ struct TarHeader {
 
   var type: UInt8 { bytes[156] }
 
-  /// `name`, behind ustar's `prefix` and a slash when the header is ustar and has one.
+  /// `name`, behind ustar's `prefix` and a slash when the header is POSIX ustar and has one.
   var name: String {
     let name = Self.string(bytes[0..<100])
-    guard bytes[257..<262].elementsEqual("ustar".utf8) else { return name }
+    // POSIX "ustar\0" only: GNU's "ustar  " header keeps other fields where `prefix` would be.
+    guard bytes[257..<263].elementsEqual("ustar\0".utf8) else { return name }
     let prefix = Self.string(bytes[345..<500])
     return prefix.isEmpty ? name : prefix + "/" + name
   }
