@@ -138,6 +138,7 @@ struct MountCommand: ParsableCommand {
     }
     let opened: MountOpening.Opened
     if let tree {
+      if !readOnly { logger.notice("\(image): an appliance mounts read-only") }
       opened = MountOpening.Opened(chain: tree.descriptor, writable: false)
     } else {
       do {

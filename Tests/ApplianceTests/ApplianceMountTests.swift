@@ -33,6 +33,15 @@ struct ApplianceMountTests {
       #expect(try run("sh", ["-c", "echo x > \(mnt)/disks/2-data.vmdk/disk.raw"], check: false).status != 0)
     }
 
+    // Without -o ro too: read-only, said once.
+    let mnt = try scratch.directory("rw")
+    let r = try run("timeout", ["60", vdiskfsBinary, ova, mnt])
+    #expect(r.stderr.contains("an appliance mounts read-only"), "\(r.stderr)")
+    #expect(try run("cmp", [mnt + "/disks/1-system.vmdk/disk.raw", a.raw], check: false).status == 0)
+    _ = try run("fusermount3", ["-u", mnt], check: false)
+    for _ in 0..<50 where mountTable().contains(mnt) { usleep(20_000) }
+    #expect(!mountTable().contains(mnt))
+
     let info = try run(vdiskfsBinary, ["info", ova])
     #expect(info.stdout.contains("disk 1: disks/1-system.vmdk"), "\(info.stdout)")
     #expect(info.stdout.contains("capacity: \(16 << 20) bytes"), "\(info.stdout)")

@@ -64,6 +64,26 @@ import VDiskCore
     }
   }
 
+  /// ustar's `prefix` field holds the directories of a path longer than 100 bytes; members
+  /// named "./x" (tar run on ".") are found by their plain names.
+  @Test func ustarPrefixAndDotSlashNames() throws {
+    let scratch = try Scratch("ova-prefix")
+    defer { scratch.remove() }
+    let folder = String(repeating: "d", count: 60) + "/" + String(repeating: "e", count: 60)
+    _ = try scratch.directory(String(repeating: "d", count: 60))
+    _ = try scratch.directory(folder)
+    let href = folder + "/disk.vmdk"
+    let source = try ApplianceFixture.disk(href, size: 8 << 20, seed: 9, in: scratch)
+    try ApplianceFixture.ovf([(href, try ApplianceFixture.fileSize(source.vmdk), source.size)])
+      .write(toFile: scratch.file("p.ovf"), atomically: true, encoding: .utf8)
+    let ova = scratch.file("p.ova")
+    try run("tar", ["--format=ustar", "-C", scratch.path, "-cf", ova, "./p.ovf", "./" + href])
+    let appliance = try Appliance(path: ova, logger: testLogger)
+    #expect(appliance.descriptorName == "p.ovf")
+    #expect(appliance.disks.map(\.directoryName) == ["1-disk.vmdk"])
+    #expect(try ApplianceFixture.disksMatch(appliance, [source]))
+  }
+
   @Test func directoryWithOVFMatchesQemu() throws {
     let scratch = try Scratch("ovf-dir")
     defer { scratch.remove() }
