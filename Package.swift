@@ -104,13 +104,15 @@ let package = Package(
       name: "RemoteStores", dependencies: ["RemoteStore"] + storeTargets, path: "Sources/Stores/Registry"),
     // Partition tables (MBR, GPT) of a disk view: pure parsing.
     .target(name: "Partitions", dependencies: ["VDiskCore", logging]),
+    // OVF appliances (.ova tar archives, .ovf directories): their disks opened in place.
+    .target(name: "Appliance", dependencies: ["VDiskCore", "ImageFormats", logging]),
     // The FUSE adapter: knows no format.
     .target(name: "VDiskFUSE", dependencies: ["VDiskCore", "Partitions", "CFuse", "CLinux", logging]),
     // The CLI: parse, open, run.
     .executableTarget(
       name: "vdiskfs",
       dependencies: [
-        "VDiskCore", "ImageFormats", "RemoteStore", "RemoteStores", "QCOW2", "VDiskFUSE", "CBuildInfo",
+        "VDiskCore", "ImageFormats", "RemoteStore", "RemoteStores", "QCOW2", "VDiskFUSE", "CBuildInfo", "Appliance",
         argumentParser, logging,
       ]),
 
@@ -120,7 +122,7 @@ let package = Package(
       path: "Tests/Fixtures"),
     // The fuzz targets' harness (Fuzz/ links it too), and the replay of saved fuzz inputs.
     .target(
-      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging],
+      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging],
       path: "Tests/FuzzHarness"),
     .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
@@ -135,6 +137,7 @@ let package = Package(
         + formatTargets),
     .testTarget(name: "VDiskFUSETests", dependencies: ["VDiskFUSE", "VDiskCore", "TestSupport"]),
     .testTarget(name: "vdiskfsTests", dependencies: ["VDiskCore", "ImageFormats", "TestSupport"]),
+    .testTarget(name: "ApplianceTests", dependencies: ["Appliance", "VDiskCore", "ImageFormats", "TestSupport"]),
     .testTarget(
       name: "PartitionsTests", dependencies: ["Partitions", "VDiskCore", "ImageFormats", "TestSupport"]),
   ] + formatLibraries + formatTests + storeLibraries,

@@ -23,12 +23,12 @@ let formatLibraries = formatNames.map {
 
 /// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions (MBR/EBR and
 /// GPT), FuzzChain (a two-layer chain of any formats, written through) and FuzzVMDKDescriptor (a
-/// text descriptor with its extents).
+/// text descriptor with its extents) and FuzzOVA (an OVA appliance: tar, OVF, its disks).
 let fuzzTargets =
   formatNames.map {
     Target.executableTarget(name: "Fuzz\($0)", dependencies: ["FuzzHarness", .target(name: $0)])
   }
-  + ["FuzzPartitions", "FuzzChain", "FuzzVMDKDescriptor"].map {
+  + ["FuzzPartitions", "FuzzChain", "FuzzVMDKDescriptor", "FuzzOVA"].map {
     Target.executableTarget(name: $0, dependencies: ["FuzzHarness", "ImageFormats"])
   }
 
@@ -52,6 +52,7 @@ let package = Package(
       name: "ImageFormats",
       dependencies: ["VDiskCore", "RemoteStore", logging]
         + formatNames.map { Target.Dependency.target(name: $0) }),
-    .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", logging]),
+    .target(name: "Appliance", dependencies: ["VDiskCore", "ImageFormats", logging]),
+    .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging]),
   ] + formatLibraries + fuzzTargets
 )

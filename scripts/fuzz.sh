@@ -24,7 +24,7 @@ trap cleanup EXIT
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(FuzzPartitions FuzzChain FuzzVMDKDescriptor)
+  targets=(FuzzPartitions FuzzChain FuzzVMDKDescriptor FuzzOVA)
   for d in "$here"/Sources/Formats/*/; do targets+=("Fuzz$(basename "$d")"); done
 fi
 
@@ -129,6 +129,18 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
     >"$s/$sub.desc"
 done
 seed FuzzVMDKDescriptor "$s"/*.desc
+# FuzzOVA's inputs: a small OVA (an OVF, a streamOptimized VMDK, a SHA-256 manifest), ustar and pax.
+mkdir -p "$s/ova"
+img -f qcow2 "$s/ova/src.qcow2" 4M && io qcow2 "$s/ova/src.qcow2"
+qemu-img convert -O vmdk -o subformat=streamOptimized "$s/ova/src.qcow2" "$s/ova/d.vmdk"
+cat >"$s/ova/a.ovf" <<OVF
+<?xml version="1.0"?>
+<Envelope xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1"><References><File ovf:href="d.vmdk" ovf:id="f1"/></References>
+<DiskSection><Disk ovf:diskId="d1" ovf:capacity="4" ovf:capacityAllocationUnits="byte * 2^20" ovf:fileRef="f1"/></DiskSection></Envelope>
+OVF
+(cd "$s/ova" && echo "SHA256(d.vmdk)= $(sha256sum d.vmdk | cut -d' ' -f1)" >a.mf &&
+  tar --format=ustar -cf ../ustar.ova a.ovf d.vmdk a.mf && tar --format=pax -cf ../pax.ova a.ovf d.vmdk a.mf)
+seed FuzzOVA "$s"/*.ova
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
 # differencing, qcow v1 with other cluster and table sizes, DMG), as the tests build it
 # (Tests/Fixtures/FuzzSeeds.swift). FUZZ_TEST_SEEDS=0 skips the test build this needs.

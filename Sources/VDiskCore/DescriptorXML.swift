@@ -19,7 +19,7 @@ public struct XMLElement: Sendable {
 }
 
 /// A small, strict XML reader for disk descriptors (Parallels' DiskDescriptor.xml, a DMG's property
-/// list): elements,
+/// list, OVF): elements,
 /// attributes, text, comments, processing instructions and CDATA; the five predefined entities
 /// and character references. A document type declaration is refused, so no entity can expand
 /// (no "billion laughs"); so are documents larger than `maxBytes`, nested deeper than

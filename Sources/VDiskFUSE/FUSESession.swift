@@ -36,16 +36,21 @@ public final class FUSESession: @unchecked Sendable {
   }
   private let state = Mutex(State())
 
-  public init(chain: LayerChain, options: MountOptions, logger: Logger) throws {
-    guard options.threads >= 1 else {
-      throw VDiskError(.invalidArgument, path: chain.top.file.path, "threads must be at least 1")
-    }
-    self.options = options
-    self.logger = logger
+  public convenience init(chain: LayerChain, options: MountOptions, logger: Logger) throws {
     let source = MountTree(
       chain: chain, writable: !options.readOnly, allowShrink: options.allowShrink,
       passthrough: options.passthrough, logger: logger)
-    let tree = VirtualTree(source: source, metadata: Self.metadata(of: chain.top.file), logger: logger)
+    try self.init(source: source, owner: chain.top.file, options: options, logger: logger)
+  }
+
+  /// A mount of any tree (an appliance's); its nodes show the owner and times of `owner`.
+  public init(source: any TreeSource, owner: ImageFile, options: MountOptions, logger: Logger) throws {
+    guard options.threads >= 1 else {
+      throw VDiskError(.invalidArgument, path: owner.path, "threads must be at least 1")
+    }
+    self.options = options
+    self.logger = logger
+    let tree = VirtualTree(source: source, metadata: Self.metadata(of: owner), logger: logger)
     context = FUSEContext(tree: tree, options: options, logger: logger)
     let passthrough = options.passthrough && cfuse_has_sys_admin() != 0
     if options.passthrough && !passthrough {

@@ -99,7 +99,7 @@ public final class MountTree: TreeSource {
     let (rootPartitions, snapshots) = state.withLock { ($0.rootPartitions ?? [], $0.snapshots) }
     var list: [TreeEntry] = []
     list.append(TreeEntry(path: ["disk.raw"], kind: .file(root)))
-    list += partitionEntries(of: root, partitions: rootPartitions, in: [], key: "disk", isVolatile: true)
+    list += Self.partitionEntries(of: root, partitions: rootPartitions, in: [], key: "disk", isVolatile: true)
     list.append(TreeEntry(path: ["snapshots"], kind: .directory))
     for directory in snapshots { list += entries(of: directory) }
     list.append(TreeEntry(path: ["layers"], kind: .directory))
@@ -133,12 +133,12 @@ public final class MountTree: TreeSource {
         path: directory.path + ["disk.raw"], key: directory.key + "/disk.raw", kind: .file(directory.view),
         isVolatile: directory.isVolatile),
     ]
-      + partitionEntries(
+      + Self.partitionEntries(
         of: directory.view, partitions: directory.partitions, in: directory.path, key: directory.key,
         isVolatile: directory.isVolatile)
   }
 
-  private func partitionEntries(
+  private static func partitionEntries(
     of view: DiskView, partitions: [Partition], in path: [String], key: String, isVolatile: Bool
   ) -> [TreeEntry] {
     var list = [
@@ -202,5 +202,30 @@ public final class MountTree: TreeSource {
 
   static func baseName(_ path: String) -> String {
     path.split(separator: "/").last.map(String.init) ?? path
+  }
+
+  /// The tree of an appliance (an OVA or OVF): read-only, fixed.
+  ///
+  ///     <name>.ovf                 each file given (the descriptor), as it is
+  ///     disks/<n>-<file>/disk.raw  each disk (+ partitions/)
+  public static func appliance(
+    disks: [(name: String, chain: LayerChain)], files: [(name: String, chain: LayerChain)], logger: Logger
+  ) -> StaticTreeSource {
+    var list: [TreeEntry] = []
+    for file in files {
+      list.append(TreeEntry(path: [file.name], kind: .file(DiskView(chain: file.chain, writable: false))))
+    }
+    list.append(TreeEntry(path: ["disks"], kind: .directory))
+    for disk in disks {
+      let view = DiskView(chain: disk.chain, writable: false)
+      let path = ["disks", disk.name]
+      list.append(TreeEntry(path: path, kind: .directory))
+      list.append(TreeEntry(path: path + ["disk.raw"], kind: .file(view)))
+      list += partitionEntries(
+        of: view, partitions: readPartitions(view, logger: logger), in: path,
+        key: path.joined(separator: "/"),
+        isVolatile: false)
+    }
+    return StaticTreeSource(list)
   }
 }

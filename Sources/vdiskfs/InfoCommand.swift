@@ -1,3 +1,4 @@
+import Appliance
 import ArgumentParser
 import ImageFormats
 import Logging
@@ -15,7 +16,8 @@ struct InfoCommand: ParsableCommand {
     abstract: "Show format, virtual size, cluster size, backing file, features and flags of an image.",
     discussion: """
       IMAGE may be a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL, \
-      as for a mount.
+      as for a mount. For an OVF appliance (.ova, .ovf, or a directory holding one): its disks \
+      with their directory, file, capacity and format.
 
       \(OpeningOptions.discussion)
 
@@ -55,6 +57,9 @@ struct InfoCommand: ParsableCommand {
     var options = try opening.openOptions(format: format)
     options.openBacking = backingChain && !opening.noBacking
     if let backingDir { options.backingDirectory = backingDir }
+    if !image.contains("://"), !image.hasPrefix("rbd:"), Appliance.recognizes(image) {
+      return try ApplianceInfo.show(image, json: output == .json, logger: logger)
+    }
     let chain: LayerChain
     do {
       chain = try ImageOpener.open(image, options: options, logger: logger)

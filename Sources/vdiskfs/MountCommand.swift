@@ -1,3 +1,4 @@
+import Appliance
 import ArgumentParser
 import Foundation
 import ImageFormats
@@ -46,6 +47,11 @@ struct MountCommand: ParsableCommand {
       twice that plus its body at 4 KiB/s), remote_backing (a local image may name a remote backing \
       file). vdiskfs info and vdiskfs map take these and the other options about opening the image \
       (format, cache_size, backing_dir, nobacking) with -o too.
+
+      Appliances: IMAGE may be an OVF appliance (an .ova, an .ovf, or a directory holding one); \
+      it mounts read-only without unpacking: MOUNTPOINT shows the .ovf and \
+      disks/<n>-<file>/disk.raw (with partitions/) for each disk; gzip-compressed disk files are \
+      refused. `vdiskfs verify` checks its .mf manifest.
 
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
@@ -126,16 +132,25 @@ struct MountCommand: ParsableCommand {
     }
     let openOptions = try makeOpenOptions(parsed)
     parsed.opening.logWarnings(logger)
+    var tree: ApplianceMount?
+    if overlay == nil, !image.contains("://"), !image.hasPrefix("rbd:"), Appliance.recognizes(image) {
+      tree = try ApplianceMount(image, logger: logger)
+    }
     let opened: MountOpening.Opened
-    do {
-      var options = openOptions
-      let target = try overlayTarget(options: openOptions, logger: logger) ?? image
-      // The overlay names the base by its location: a remote base is what the user asked for.
-      if overlay != nil, openOptions.stores.store(for: image) != nil { options.allowRemoteBacking = true }
-      opened = try MountOpening.open(
-        target, options: options, wantWrite: !readOnly, forceShare: forceShare, logger: logger)
-    } catch let error as VDiskError {
-      throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
+    if let tree {
+      if !readOnly { logger.notice("\(image): an appliance mounts read-only") }
+      opened = MountOpening.Opened(chain: tree.descriptor, writable: false)
+    } else {
+      do {
+        var options = openOptions
+        let target = try overlayTarget(options: openOptions, logger: logger) ?? image
+        // The overlay names the base by its location: a remote base is what the user asked for.
+        if overlay != nil, openOptions.stores.store(for: image) != nil { options.allowRemoteBacking = true }
+        opened = try MountOpening.open(
+          target, options: options, wantWrite: !readOnly, forceShare: forceShare, logger: logger)
+      } catch let error as VDiskError {
+        throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
+      }
     }
     let chain = opened.chain
 
@@ -157,7 +172,7 @@ struct MountCommand: ParsableCommand {
     mountOptions.passthrough = parsed.passthrough
     mountOptions.ioURing = parsed.ioURing
     // A URL's query string stays out of /proc/mounts: a presigned URL's signature is a secret.
-    let top = chain.top.file.path
+    let top = tree?.path ?? chain.top.file.path
     mountOptions.fsname =
       parsed.fsname
       ?? (top.hasPrefix("http://") || top.hasPrefix("https://") ? RemoteLocation.withoutQuery(top) : top)
@@ -166,7 +181,12 @@ struct MountCommand: ParsableCommand {
     installFUSELogRouting(logger)
     let session: FUSESession
     do {
-      session = try FUSESession(chain: chain, options: mountOptions, logger: logger)
+      if let tree {
+        session = try FUSESession(
+          source: tree.source, owner: tree.owner, options: mountOptions, logger: logger)
+      } else {
+        session = try FUSESession(chain: chain, options: mountOptions, logger: logger)
+      }
       try session.installSignalHandlers()
     } catch let error as VDiskError {
       throw CLIFailure(code: ExitCodes.fuse, message: error.description)
@@ -182,7 +202,8 @@ struct MountCommand: ParsableCommand {
     guard daemonizing else {
       return try serve(
         session, chain: chain, writable: opened.writable, daemonized: false,
-        remoteConnections: parsed.opening.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, readyFile: tree?.descriptorName ?? "disk.raw",
+        logger: logger)
     }
     VDiskLogHandler.switchToSyslog()
     openOptions.stores.prepareForFork()
@@ -197,14 +218,15 @@ struct MountCommand: ParsableCommand {
     try AfterFork.run {
       try serve(
         session, chain: chain, writable: opened.writable, daemonized: true,
-        remoteConnections: parsed.opening.remote.connections, logger: logger)
+        remoteConnections: parsed.opening.remote.connections, readyFile: tree?.descriptorName ?? "disk.raw",
+        logger: logger)
     }
   }
 
   /// Serves the mounted session until it is unmounted or signalled, then writes back and unmounts.
   private func serve(
     _ session: FUSESession, chain: LayerChain, writable: Bool, daemonized: Bool, remoteConnections: Int,
-    logger: Logger
+    readyFile: String, logger: Logger
   ) throws {
     // Remote images prefetch on threads of their own, started here: after the fork, if any.
     FetchWorkers.shared.start(threads: remoteConnections)
@@ -212,7 +234,7 @@ struct MountCommand: ParsableCommand {
     let notifier = SystemdNotify.fromEnvironment()
     let served = session.mountpoint ?? mountpoint
     notifier?.announceReadyWhenServing(
-      diskRaw: served + "/disk.raw",
+      diskRaw: served + "/" + readyFile,
       status: SystemdNotify.servingStatus(
         image: chain.top.file.path, format: chain.top.formatName, readOnly: !writable,
         mountpoint: served),

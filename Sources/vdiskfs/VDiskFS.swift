@@ -17,13 +17,15 @@ struct VDiskFS: ParsableCommand {
         losetup -r -f --show /mnt/vm/disk.raw  # attach it as a block device
         fusermount3 -u /mnt/vm                 # unmount
         vdiskfs info --backing-chain vm.qcow2
+        vdiskfs app.ova /mnt/app               # /mnt/app/disks/1-<file>/disk.raw per disk
+        vdiskfs verify app.ova                 # check the .mf manifest's digests
 
       \(FormatOption.table)
 
       \(ExitCodes.helpText)
       """,
     version: BuildInfo.versionText,
-    subcommands: [MountCommand.self, InfoCommand.self, MapCommand.self],
+    subcommands: [MountCommand.self, InfoCommand.self, MapCommand.self, VerifyCommand.self],
     defaultSubcommand: MountCommand.self)
 
   static func main() {
