@@ -18,7 +18,8 @@ let formatNames =
     atPath: Context.packageDirectory + "/Sources/Formats")) ?? []).filter { !$0.hasPrefix(".") }.sorted()
 let formatLibraries = formatNames.map {
   Target.target(
-    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", "CBzip2", "CLzma", logging], path: "Sources/Formats/\($0)")
+    name: $0, dependencies: ["VDiskCore", "CZlib", "CZstd", "CBzip2", "CLzma", logging],
+    path: "Sources/Formats/\($0)")
 }
 
 /// `Fuzz<NAME>`: one target per format, in Sources/Fuzz<NAME>, plus FuzzPartitions (MBR/EBR and
@@ -53,6 +54,7 @@ let package = Package(
       dependencies: ["VDiskCore", "RemoteStore", logging]
         + formatNames.map { Target.Dependency.target(name: $0) }),
     .target(name: "Appliance", dependencies: ["VDiskCore", "ImageFormats", logging]),
-    .target(name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging]),
+    .target(
+      name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging]),
   ] + formatLibraries + fuzzTargets
 )

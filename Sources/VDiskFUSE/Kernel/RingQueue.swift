@@ -198,7 +198,7 @@ final class RingQueue: @unchecked Sendable {
           if last && !Self.isLarge(request) {
             kept = (request, entry)
           } else {
-            workers.submit { [self] in
+            workers.submit {
               if handle(request, entry) == .destroyed { destroyedElsewhere() }
             }
           }
