@@ -81,15 +81,18 @@ test: deps
 # enable_uring switched on for the run (every mount's default io_uring=auto then takes it) and
 # back to its previous value whatever happens. Reads of every format, writes, fallocate, SEEK, the
 # view tree, the page cache, partitions, concurrency; IOURingMountTests proves the rings carry them.
-URING_SUITES := MountMatrixTests WriteMountTests ViewTreeTests SparseTests PageCacheTests RawWriteTests \
-  PartitionTests ConcurrencyTests ReadWriteMountTests IOURingMountTests
+# Suite names are anchored to their module: a bare `WriteMountTests` would also match every
+# format's own write-mount suite, which tests the format, not the transport.
+URING_SUITES := vdiskfsTests.MountMatrixTests vdiskfsTests.WriteMountTests vdiskfsTests.ViewTreeTests \
+  vdiskfsTests.SparseTests vdiskfsTests.PageCacheTests vdiskfsTests.RawWriteTests \
+  VDiskFUSETests.ReadWriteMountTests vdiskfsTests.IOURingMountTests
 test-uring:
 	@param=/sys/module/fuse/parameters/enable_uring; \
 	if [ ! -w $$param ]; then echo "make test-uring: $$param is missing or not writable"; exit 1; fi; \
 	prev=$$(cat $$param); trap "echo $$prev > $$param" EXIT; echo Y > $$param; \
 	set -o pipefail; log=$$(mktemp); \
 	VDISKFS_BIN=$$($(SWIFT) build --show-bin-path)/vdiskfs $(SWIFT) test --skip-build \
-	  $(foreach s,$(URING_SUITES),--filter $(s)) 2>&1 | tee $$log; status=$$?; \
+	  $(foreach s,$(URING_SUITES),--filter '^$(subst .,\.,$(s))/') 2>&1 | tee $$log; status=$$?; \
 	if [ -n "$$CI" ] && grep -Eq '(Test .* skipped|[1-9][0-9]* tests? skipped)' $$log; then \
 	  echo "make test-uring: tests were skipped under CI"; status=1; fi; \
 	rm -f $$log; exit $$status

@@ -8,7 +8,8 @@
 # Environment: FUZZ_SECONDS (60), FUZZ_WORK (a temporary folder; kept when set, so corpora grow
 # across runs), FUZZ_CONFIG (release; debug builds in about a third of the time, for short runs),
 # FUZZ_TEST_SEEDS (1; 0 skips the seeds the tests build), FUZZ_TIMEOUT (10 seconds per input;
-# raise it on a machine busy with other work, or a starved input counts as a hang). A crash,
+# raise it on a machine busy with other work, or a starved input counts as a hang), FUZZ_JOBS
+# (the core count: targets run that many at a time, each on one core). A crash,
 # trap, leak, timeout or out-of-memory stops that target with the input saved as
 # $FUZZ_WORK/<target>/crash-* (or timeout-*, oom-*); the script exits non-zero after the last
 # target. A found input goes, after its fix, into Tests/FuzzRegressions/<target>/, which
@@ -173,22 +174,34 @@ max_len() {
   esac
 }
 
-failed=0
-printf '%-16s %10s %12s %8s %8s %s\n' target seconds executions cov ft result
-for t in "${targets[@]}"; do
-  dir="$work/$t"
+# Each target is one process on one core: FUZZ_JOBS (the core count) of them run at once, and
+# the table is printed in target order once all have finished.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+fuzz_one() {
+  local t=$1 dir="$work/$1"
   mkdir -p "$dir/corpus" "$dir/seeds"
-  log="$dir/fuzz.log"
-  result=ok
+  local log="$dir/fuzz.log" result=ok
   (cd "$dir" && SWIFT_BACKTRACE=enable=no "$bin/$t" corpus seeds -max_total_time="$seconds" \
-    -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 >"$log" 2>&1) || {
+    -max_len="$(max_len "$t")" -rss_limit_mb=2048 -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 >"$log" 2>&1) ||
     result="FAILED (see $log)"
-    failed=1
-    keep=1
-  }
+  local execs cov ft
   execs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log")
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | awk '{ print $2 }')
   ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | awk '{ print $2 }')
-  printf '%-16s %10s %12s %8s %8s %s\n' "$t" "$seconds" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result"
+  printf '%-16s %10s %12s %8s %8s %s\n' "$t" "$seconds" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$result" >"$dir/result"
+}
+for t in "${targets[@]}"; do
+  rm -f "$work/$t/result"
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
+
+failed=0
+printf '%-16s %10s %12s %8s %8s %s\n' target seconds executions cov ft result
+for t in "${targets[@]}"; do
+  line=$(cat "$work/$t/result" 2>/dev/null) || line="$(printf '%-16s' "$t") FAILED (no result)"
+  echo "$line"
+  case $line in *FAILED*) failed=1; keep=1 ;; esac
 done
 exit $failed
