@@ -80,7 +80,7 @@ test: deps
 # The FUSE mount matrix a second time over FUSE-over-io_uring (issue 19): the fuse module's
 # enable_uring switched on for the run (every mount's default io_uring=auto then takes it) and
 # back to its previous value whatever happens. Reads of every format, writes, fallocate, SEEK, the
-# view tree, the page cache, partitions, concurrency; IOURingMountTests proves the rings carry them.
+# view tree with its partitions, the page cache; IOURingMountTests proves the rings carry them.
 # Suite names are anchored to their module: a bare `WriteMountTests` would also match every
 # format's own write-mount suite, which tests the format, not the transport.
 URING_SUITES := vdiskfsTests.MountMatrixTests vdiskfsTests.WriteMountTests vdiskfsTests.ViewTreeTests \
