@@ -64,7 +64,7 @@ public struct PlanContext: Sendable {
   public var linkedFiles: LinkedFiles
   /// Where files the image names come from, by resolved path and writability; nil = the file
   /// system (`ImageFile.open`, after `linkedFiles` admits the path). The fuzz harness serves them
-  /// from memory; a remote store would serve them from there.
+  /// from memory or refuses them (never the host's files); a remote store serves them from there.
   public var openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)?
 
   public init(

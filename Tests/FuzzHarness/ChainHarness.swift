@@ -13,13 +13,13 @@ extension FuzzHarness {
     do {
       let topFile = try file(input.top, writable: input.writes, growth: 32 << 20, path: "/nonexistent/top")
       let topPlan = try registry.probe(topFile).plan(
-        topFile, context: PlanContext(logger: logger, writable: input.writes))
+        topFile, context: context(writable: input.writes))
       let cache = MetadataCache(budget: 1 << 20)
       var below: (any ImageLayer)?
       if let reference = topPlan.parent {
         let parentFile = try file(input.parent, path: "/nonexistent/parent")
         let driver = try reference.format.flatMap(registry.driver(named:)) ?? registry.probe(parentFile)
-        let parent = try driver.plan(parentFile, context: PlanContext(logger: logger)).build(nil, cache)
+        let parent = try driver.plan(parentFile, context: context()).build(nil, cache)
         try reference.validate?(parent)
         below = parent
       }
@@ -31,7 +31,7 @@ extension FuzzHarness {
       try oracle.run(chain, offsets: input.offsets)
       let written = try file(memory.bytes, path: "/nonexistent/top")
       let again = LayerChain(
-        top: try registry.probe(written).plan(written, context: PlanContext(logger: logger)).build(
+        top: try registry.probe(written).plan(written, context: context()).build(
           below, MetadataCache(budget: 1 << 20)))
       try oracle.verifyAll(again, when: "after flush and reopening")
       return nil

@@ -24,6 +24,15 @@ public enum FuzzHarness {
   /// files) are looked up there and not found, so an input never reads a real file.
   public static let path = "/nonexistent/vdiskfs-fuzz/image"
 
+  /// The plan context every harness uses: a file the input names (a backing file, a VMDK extent,
+  /// a bundle's storage, an external data file) is never opened from the host, whatever its
+  /// path, absolute ones included; it is not found.
+  public static func context(writable: Bool = false) -> PlanContext {
+    PlanContext(logger: logger, writable: writable) { path, _ in
+      throw VDiskError(.notFound, path: path, "fuzz input names a file; none is opened from the host")
+    }
+  }
+
   /// `bytes` as an `ImageFile` over memory; a writable one may grow by `growth` bytes.
   public static func file(_ bytes: [UInt8], writable: Bool = false, growth: UInt64 = 0, path: String = path)
     throws -> ImageFile
@@ -42,7 +51,7 @@ public enum FuzzHarness {
   public static func layer(_ bytes: [UInt8], driver: any FormatDriver.Type) -> (any Error)? {
     do {
       let file = try file(bytes)
-      let plan = try driver.plan(file, context: PlanContext(logger: logger))
+      let plan = try driver.plan(file, context: context())
       let chain = LayerChain(top: try plan.build(nil, MetadataCache(budget: 1 << 20)))
       try walk(chain)
       return nil
@@ -58,7 +67,7 @@ public enum FuzzHarness {
     do {
       let file = try file(bytes)
       let chain = LayerChain(
-        top: try RawDriver.plan(file, context: PlanContext(logger: logger)).build(
+        top: try RawDriver.plan(file, context: context()).build(
           nil, MetadataCache(budget: 1 << 20)))
       _ = try PartitionTable.read(chain, logger: logger)
       return nil

@@ -1,6 +1,9 @@
 import Foundation
 import FuzzHarness
+import ImageFormats
+import TestSupport
 import Testing
+import VDiskCore
 
 /// Replays every saved fuzz input (Tests/FuzzRegressions/<target>/<input>) through its target,
 /// with the same harness the fuzzer runs (`FuzzHarness.targets`). Saved are the inputs a fuzz run
@@ -36,6 +39,22 @@ import Testing
     for (target, name) in Self.inputs {
       #expect(FuzzHarness.targets[target] != nil, "\(target)/\(name): no fuzz target \(target)")
     }
+  }
+
+  /// A file an input names is never opened from the host, even by an absolute path that exists:
+  /// a qcow2 whose external data file is a real file is refused, not read through it.
+  @Test func anInputNeverOpensAHostFile() throws {
+    let scratch = try Scratch("fuzz-host-file")
+    defer { scratch.remove() }
+    let image = scratch.file("d.qcow2")
+    let data = scratch.file("data.raw")
+    _ = try Qemu.img("create", "-q", "-f", "qcow2", "-o", "data_file=\(data),data_file_raw=on", image, "1M")
+    #expect(FileManager.default.fileExists(atPath: data))
+    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: image)))
+    let qcow2 = try #require(FormatRegistry.standard.driver(named: "qcow2"))
+    let error = try #require(FuzzHarness.layer(bytes, driver: qcow2) as? VDiskError)
+    #expect(error.kind == .notFound)
+    #expect("\(error)".contains("none is opened from the host"), "\(error)")
   }
 
   @Test(arguments: inputs.map { "\($0.0)/\($0.1)" })
