@@ -124,7 +124,8 @@ let package = Package(
     .target(
       name: "FuzzHarness", dependencies: ["VDiskCore", "Partitions", "ImageFormats", "Appliance", logging],
       path: "Tests/FuzzHarness"),
-    .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport", "ImageFormats", "VDiskCore"]),
+    .testTarget(
+      name: "FuzzReplayTests", dependencies: ["FuzzHarness", "TestSupport", "ImageFormats", "VDiskCore"]),
     .testTarget(name: "VDiskCoreTests", dependencies: ["VDiskCore", "TestSupport"]),
     .testTarget(
       name: "RemoteStoreTests",
