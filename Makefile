@@ -7,7 +7,7 @@ export PATH := /opt/swift/usr/bin:$(PATH):/usr/sbin:/sbin
 # Debian packages the build, the tests and the demo need (systemd for systemd-analyze, jq and
 # man-db for the man page, dpkg-dev, binutils (strip) and lintian for `make deb`, passwd for the
 # unprivileged test, cloop-utils (create_compressed_fs) for the cloop fixtures).
-DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev libbz2-dev liblzma-dev libcurl4-openssl-dev nginx-light pkg-config qemu-utils qemu-system-common cloop-utils \
+DEBS := libfuse3-dev fuse3 zlib1g-dev libdeflate-dev libzstd-dev libbz2-dev liblzma-dev libcurl4-openssl-dev nginx-light pkg-config qemu-utils qemu-system-common cloop-utils dmg2img \
         fio gdisk fdisk dosfstools e2fsprogs xfsprogs util-linux \
         systemd jq man-db dpkg-dev binutils lintian passwd \
         ceph-mon ceph-osd radosgw ceph-common librbd-dev librados-dev curl python3

@@ -150,6 +150,7 @@ if [ "${FUZZ_TEST_SEEDS:-1}" = 1 ]; then
     VDISKFS_FUZZ_SEEDS="$s/built" swift test --skip-build \
       --filter VMDKChainAndBuiltTests --filter SESparseGrainPoolTests --filter VHDDifferencingTests \
       --filter VHDXTests.DifferencingTests --filter QCOW1ReadTests --filter BochsTests --filter ParallelsReadTests --filter DMGTests.DMGTests \
+      --filter DMGTests.DMGResourceForkTests --filter DMGTests.DMG2ImgTests \
       >"$s/built.log" 2>&1) || { echo "fuzz: the tests that build seeds failed (see $s/built.log)" >&2; exit 1; }
   for t in FuzzVMDK FuzzVHD FuzzVHDX FuzzQCOW1 FuzzBochs FuzzParallels FuzzDMG; do seed "$t" "$s/built/$t"/*; done
 fi

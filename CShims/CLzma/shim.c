@@ -3,7 +3,8 @@
 
 long clzma_decompress(const void *src, size_t src_len, void *dst, size_t dst_len, unsigned long long memlimit) {
     lzma_stream s = LZMA_STREAM_INIT;
-    if (lzma_auto_decoder(&s, memlimit, 0) != LZMA_OK) return -1;
+    /* The .xz container only (not lzma_auto_decoder, which also takes .lzma and lzip). */
+    if (lzma_stream_decoder(&s, memlimit, 0) != LZMA_OK) return -1;
     s.next_in = src;
     s.avail_in = src_len;
     s.next_out = dst;

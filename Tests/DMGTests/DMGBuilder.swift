@@ -26,6 +26,10 @@ struct DMGBuilder {
   var sectorCount: UInt64 = 0
   /// Bytes before the data fork (the trailer's data fork offset).
   var dataForkOffset: UInt64 = 0
+  /// Tables in a classic resource fork instead of the XML property list (the trailer's XML
+  /// offset and length zero), and a change to the fork's bytes (hostile images).
+  var resourceFork = false
+  var forkPatch: ((inout [UInt8]) -> Void)? = nil
 
   static let zero: UInt32 = 0
   static let raw: UInt32 = 1
@@ -38,8 +42,11 @@ struct DMGBuilder {
   static let comment: UInt32 = 0x7FFF_FFFE
   static let terminator: UInt32 = 0xFFFF_FFFF
 
-  /// `data` compressed by Python's `module` (zlib, bz2 or lzma).
-  static func compress(_ data: [UInt8], _ module: String, scratch: Scratch) throws -> [UInt8] {
+  /// `data` compressed by Python's `module` (zlib, bz2 or lzma), with `options` added to the
+  /// call (", format=lzma.FORMAT_ALONE"). lzma's default container is .xz (FORMAT_XZ).
+  static func compress(_ data: [UInt8], _ module: String, options: String = "", scratch: Scratch) throws
+    -> [UInt8]
+  {
     let input = scratch.file("chunk-\(UUID().uuidString).in")
     let output = input + ".out"
     try Data(data).write(to: URL(fileURLWithPath: input))
@@ -47,7 +54,7 @@ struct DMGBuilder {
       "python3",
       [
         "-c",
-        "import sys, \(module); open(sys.argv[2], 'wb').write(\(module).compress(open(sys.argv[1], 'rb').read()))",
+        "import sys, \(module); open(sys.argv[2], 'wb').write(\(module).compress(open(sys.argv[1], 'rb').read()\(options)))",
         input, output,
       ])
     return [UInt8](try Data(contentsOf: URL(fileURLWithPath: output)))
@@ -154,8 +161,50 @@ struct DMGBuilder {
     return Array(xml.utf8)
   }
 
+  /// A resource fork as the Resource Manager lays it out ("Inside Macintosh: More Macintosh
+  /// Toolbox", "Format of a Resource Fork"): a 16-byte header padded to 256 bytes, the resource
+  /// data (each a 4-byte length and the bytes: the 'blkx' tables first, then one 'plst'
+  /// resource of zeros, as hdiutil's images have), the map (a copy of the header, handle, file
+  /// reference and attributes, the type list and name list offsets; the type list of 'blkx' and
+  /// 'plst', their reference lists, and a name list of Pascal strings).
+  static func resourceFork(_ tables: [[UInt8]]) -> [UInt8] {
+    func be16(_ v: Int) -> [UInt8] { [UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)] }
+    var data: [UInt8] = []
+    var offsets: [Int] = []
+    for resource in tables + [[UInt8](repeating: 0, count: 64)] {
+      offsets.append(data.count)
+      data += be32(UInt32(resource.count)) + resource
+    }
+    var names: [UInt8] = []
+    var nameOffsets: [Int] = []
+    for i in tables.indices {
+      let name = Array("partition \(i)".utf8)
+      nameOffsets.append(names.count)
+      names += [UInt8(name.count)] + name
+    }
+    let typeList = 28
+    let blkxRefs = 2 + 2 * 8  // from the type list: after its count and two entries
+    let plstRefs = blkxRefs + 12 * tables.count
+    var typeBytes = be16(1)  // two types
+    typeBytes += Array("blkx".utf8) + be16(tables.count - 1) + be16(blkxRefs)
+    typeBytes += Array("plst".utf8) + be16(0) + be16(plstRefs)
+    for (i, offset) in offsets.dropLast().enumerated() {
+      typeBytes += be16(i - 1) + be16(nameOffsets[i]) + [0x50] + Array(be32(UInt32(offset)).dropFirst())
+      typeBytes += be32(0)
+    }
+    typeBytes +=
+      be16(0) + be16(0xFFFF) + [0x50] + Array(be32(UInt32(offsets.last ?? 0)).dropFirst()) + be32(0)
+    let nameList = typeList + typeBytes.count
+    let mapLength = nameList + names.count
+    let header =
+      be32(256) + be32(UInt32(256 + data.count)) + be32(UInt32(data.count)) + be32(UInt32(mapLength))
+    var fork = header + [UInt8](repeating: 0, count: 256 - header.count) + data
+    fork += header + be32(0) + be16(0) + be16(0) + be16(typeList) + be16(nameList) + typeBytes + names
+    return fork
+  }
+
   /// The whole image: `dataForkOffset` bytes of padding, every chunk's stored bytes, the
-  /// property list (or `xmlOverride`), the trailer.
+  /// property list (or `xmlOverride`) or the resource fork, the trailer.
   func build(xmlOverride: [UInt8]? = nil) -> [UInt8] {
     var image = [UInt8](repeating: 0xEE, count: Int(dataForkOffset))
     var tables: [[UInt8]] = []
@@ -168,11 +217,20 @@ struct DMGBuilder {
       tables.append(Self.mish(partition, offsets: offsets))
     }
     let dataForkLength = UInt64(image.count) - dataForkOffset
-    let xml = xmlOverride ?? Self.plist(tables)
-    let xmlOffset = UInt64(image.count)
+    var xml = xmlOverride ?? Self.plist(tables)
+    var fork: [UInt8] = []
+    if resourceFork {
+      fork = Self.resourceFork(tables)
+      forkPatch?(&fork)
+      xml = []
+    }
+    let forkOffset = UInt64(image.count)
+    image += fork
+    let xmlOffset = xml.isEmpty ? 0 : UInt64(image.count)
     image += xml
     var koly = Array("koly".utf8) + Self.be32(4) + Self.be32(512) + Self.be32(1)
-    koly += Self.be64(0) + Self.be64(dataForkOffset) + Self.be64(dataForkLength) + Self.be64(0) + Self.be64(0)
+    koly += Self.be64(0) + Self.be64(dataForkOffset) + Self.be64(dataForkLength)
+    koly += Self.be64(fork.isEmpty ? 0 : forkOffset) + Self.be64(UInt64(fork.count))
     koly += Self.be32(1) + Self.be32(1) + [UInt8](repeating: 0, count: 16)
     koly += Self.be32(2) + Self.be32(32) + [UInt8](repeating: 0, count: 128)
     koly += Self.be64(xmlOffset) + Self.be64(UInt64(xml.count))

@@ -49,7 +49,9 @@ import VDiskCore
     }
     try original.write(to: URL(fileURLWithPath: image))
     try patch(image, at: koly + 224, 0, width: 8)
-    expectVDiskError(.unsupported, [image, "without an XML property list"]) { _ = try openChain(image) }
+    expectVDiskError(.corrupt, [image, "neither an XML property list nor a resource fork"]) {
+      _ = try openChain(image)
+    }
     // A file too small for a trailer, and a trailer without its magic, opened as DMG (the
     // trailer's own checks are behind the probe; `KolyTrailer` alone must still refuse them).
     let tiny = scratch.file("tiny.dmg")

@@ -154,6 +154,40 @@ import VDiskCore
     expectVDiskError(.readOnly, [image, "read-only"]) { _ = try openChain(image, .init(writable: true)) }
   }
 
+  /// ULMO chunks are one .xz stream (7-Zip's and libmodi's reading of type 0x80000008): the
+  /// xz container reads; the same data as a legacy .lzma stream or raw LZMA1 is refused.
+  @Test func lzmaChunksAreXZStreams() throws {
+    let scratch = try Scratch("dmg-xz")
+    defer { scratch.remove() }
+    let data = Self.content(sectors: 64, seed: 12)
+    let xz = try DMGBuilder.compress(data, "lzma", options: ", format=lzma.FORMAT_XZ", scratch: scratch)
+    #expect(Array(xz.prefix(6)) == [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00])
+    let alone = try DMGBuilder.compress(data, "lzma", options: ", format=lzma.FORMAT_ALONE", scratch: scratch)
+    let raw = try DMGBuilder.compress(
+      data, "lzma", options: ", format=lzma.FORMAT_RAW, filters=[{'id': lzma.FILTER_LZMA1}]", scratch: scratch
+    )
+    var builder = DMGBuilder()
+    builder.partitions = [
+      .init(
+        firstSector: 0,
+        chunks: [
+          .init(type: DMGBuilder.lzma, sector: 0, sectorCount: 64, stored: xz),
+          .init(type: DMGBuilder.lzma, sector: 64, sectorCount: 64, stored: alone),
+          .init(type: DMGBuilder.lzma, sector: 128, sectorCount: 64, stored: raw),
+        ])
+    ]
+    builder.sectorCount = 192
+    let image = scratch.file("x.dmg")
+    try Self.write(builder.build(), image)
+    let chain = try openChain(image)
+    #expect(try chain.read(at: 0, count: data.count) == data)
+    for sector in [64, 128] as [UInt64] {
+      expectVDiskError(.corrupt, [image, "DMG lzma chunk", "does not decode to its 32768 bytes"]) {
+        _ = try chain.read(at: sector * 512, count: 512)
+      }
+    }
+  }
+
   @Test func lzfseIsRefusedByName() throws {
     let scratch = try Scratch("dmg-lzfse")
     defer { scratch.remove() }

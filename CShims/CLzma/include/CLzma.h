@@ -2,8 +2,9 @@
 #define CLZMA_H
 #include <stddef.h>
 
-/// Decompresses one LZMA stream (a DMG ULMO chunk; .xz or legacy .lzma container, as liblzma's
-/// auto decoder detects) from `src` into `dst`, with liblzma's memory use capped at
+/// Decompresses one .xz stream (a DMG ULMO chunk, type 0x80000008: LZMA2 in the xz container, as
+/// 7-Zip's DMG handler and libyal's libmodi read it; a legacy .lzma or raw LZMA stream is
+/// refused as corrupt) from `src` into `dst`, with liblzma's memory use capped at
 /// `memlimit` bytes. Returns the number of bytes written when the stream ended having filled at
 /// most `dst_len` bytes, -1 when the data is corrupt, truncated or needs more memory than
 /// `memlimit`, and -2 when the stream would produce more than `dst_len` bytes. Wraps

@@ -14,7 +14,7 @@ public struct Chunk: Sendable, Equatable {
     case zlib
     /// bzip2 (type 0x80000006).
     case bzip2
-    /// LZMA (type 0x80000008).
+    /// LZMA (type 0x80000008): one .xz stream.
     case lzma
   }
 
@@ -47,6 +47,11 @@ enum BlockTable {
   static let udzo: UInt32 = 0x8000_0005
   static let udbz: UInt32 = 0x8000_0006
   static let ulfo: UInt32 = 0x8000_0007
+  /// LZMA ("ULMO" images). The value and the container are checked against two public readers:
+  /// 7-Zip's CPP/7zip/Archive/DmgHandler.cpp names 0x80000008 METHOD_XZ and decodes it with its
+  /// .xz decoder; libyal's libmodi ("Mac OS disk image types", block table entry types) lists
+  /// 0x80000008 as "LZMA compressed data" and decodes it with liblzma's lzma_stream_decoder
+  /// (the .xz format). So a chunk is one .xz stream (LZMA2 filter), not raw or .lzma-alone data.
   static let ulmo: UInt32 = 0x8000_0008
   static let udcm: UInt32 = 0x7FFF_FFFE
   static let udle: UInt32 = 0xFFFF_FFFF

@@ -1,6 +1,7 @@
 import VDiskCore
 
-/// Every chunk of every partition of a DMG, sorted by guest sector and checked not to overlap;
+/// Every chunk of every partition of a DMG (the `mish` tables of the property list, or of the
+/// resource fork when there is no list), sorted by guest sector and checked not to overlap;
 /// sectors no chunk covers read as zeros.
 public struct ChunkMap: Sendable {
   /// The most chunks held in memory (a 1 TiB disk of 1 MiB chunks has a million; the property
@@ -15,9 +16,14 @@ public struct ChunkMap: Sendable {
 
   init(file: ImageFile, trailer: KolyTrailer) throws {
     let path = file.path
-    let xml = try file.readBytes(
-      at: trailer.xmlOffset, count: Int(trailer.xmlLength), what: "DMG property list")
-    let tables = try PropertyList.blkxTables(xml, path: path)
+    let tables: [[UInt8]]
+    if trailer.usesResourceFork {
+      tables = try ResourceFork.blkxTables(file: file, trailer: trailer)
+    } else {
+      let xml = try file.readBytes(
+        at: trailer.xmlOffset, count: Int(trailer.xmlLength), what: "DMG property list")
+      tables = try PropertyList.blkxTables(xml, path: path)
+    }
     var all: [Chunk] = []
     for (i, table) in tables.enumerated() {
       all += try BlockTable.chunks(table, index: i, trailer: trailer, path: path)

@@ -5,11 +5,11 @@ import VDiskCore
 public enum DMGDriver: FormatDriver {
   public static let name = "dmg"
   public static let summary =
-    "Apple disk image (UDIF: zero, raw, ADC, zlib, bzip2 and LZMA chunks; LZFSE refused; read-only)"
+    "Apple disk image (UDIF, property list or resource fork: zero, raw, ADC, zlib, bzip2 and LZMA (xz) chunks; LZFSE refused; read-only)"
 
   public static func matches(_ probe: ProbeBytes) -> Bool { KolyTrailer.matches(probe.tail) }
 
-  /// Reads the trailer, the property list and every partition's chunk table (held in memory, as
+  /// Reads the trailer, the property list (or resource fork) and every partition's chunk table (held in memory, as
   /// QEMU does), checking every chunk against the disk and the file. Writing is refused.
   public static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     let trailer = try KolyTrailer(file: file)

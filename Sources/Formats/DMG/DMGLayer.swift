@@ -66,6 +66,7 @@ public final class DMGLayer: ImageLayer {
     return ImageInfo(
       format: formatName, filename: file.path, virtualSize: virtualSize,
       formatSpecific: [
+        InfoField("metadata", .string(trailer.usesResourceFork ? "resource fork" : "property list")),
         InfoField("partitions", .integer(Int64(map.partitions))),
         InfoField("chunks", .integer(Int64(map.chunks.count))),
         InfoField("chunk-kinds", .array(kinds.sorted().map { .string($0) })),
