@@ -33,37 +33,40 @@ public enum DescriptorXML {
   /// The document's root element; throws `.corrupt` naming `path` and the byte offset at fault.
   ///
   /// `maxBytes`, `maxDepth` and `maxElements` default to the limits above; a caller whose
-  /// documents are larger (a DMG property list) passes its own.
+  /// documents are larger (a DMG property list) passes its own. `what` names the document in
+  /// errors ("DMG property list", "OVF descriptor").
   public static func parse(
-    _ bytes: [UInt8], path: String, maxBytes: Int = maxBytes, maxDepth: Int = maxDepth,
-    maxElements: Int = maxElements
+    _ bytes: [UInt8], path: String, what: String = "XML descriptor", maxBytes: Int = maxBytes,
+    maxDepth: Int = maxDepth, maxElements: Int = maxElements
   ) throws -> XMLElement {
     guard bytes.count <= maxBytes else {
       throw VDiskError.corrupt(
-        path, "XML descriptor of \(bytes.count) bytes is larger than \(maxBytes >> 20) MiB")
+        path, "\(what) of \(bytes.count) bytes is larger than \(maxBytes >> 20) MiB")
     }
-    var reader = Reader(bytes: bytes, path: path, maxDepth: maxDepth, maxElements: maxElements)
+    var reader = Reader(bytes: bytes, path: path, what: what, maxDepth: maxDepth, maxElements: maxElements)
     return try reader.document()
   }
 
   private struct Reader {
     let bytes: [UInt8]
     let path: String
+    let what: String
     let maxDepth: Int
     let maxElements: Int
     var position = 0
     var elements = 0
 
-    init(bytes: [UInt8], path: String, maxDepth: Int, maxElements: Int) {
+    init(bytes: [UInt8], path: String, what: String, maxDepth: Int, maxElements: Int) {
       self.bytes = bytes
       self.path = path
+      self.what = what
       self.maxDepth = maxDepth
       self.maxElements = maxElements
       if bytes.starts(with: [0xEF, 0xBB, 0xBF]) { position = 3 }  // a UTF-8 byte order mark
     }
 
     func fail(_ detail: String) -> VDiskError {
-      VDiskError.corrupt(path, at: UInt64(position), "XML descriptor at byte \(position): \(detail)")
+      VDiskError.corrupt(path, at: UInt64(position), "\(what) at byte \(position): \(detail)")
     }
 
     func starts(_ text: String) -> Bool {
@@ -127,7 +130,7 @@ public enum DescriptorXML {
           continue
         }
         guard let semicolon = bytes[i..<min(end, i + 12)].firstIndex(of: 0x3B) else {
-          throw VDiskError.corrupt(path, at: UInt64(i), "XML descriptor at byte \(i): unterminated entity")
+          throw VDiskError.corrupt(path, at: UInt64(i), "\(what) at byte \(i): unterminated entity")
         }
         let entity = String(decoding: bytes[(i + 1)..<semicolon], as: UTF8.self)
         switch entity {
@@ -143,7 +146,7 @@ public enum DescriptorXML {
             : entity.hasPrefix("#") ? UInt32(entity.dropFirst(), radix: 10) : nil
           guard let number, let scalar = Unicode.Scalar(number) else {
             throw VDiskError.corrupt(
-              path, at: UInt64(i), "XML descriptor at byte \(i): unknown entity &\(entity);")
+              path, at: UInt64(i), "\(what) at byte \(i): unknown entity &\(entity);")
           }
           out += Array(String(Character(scalar)).utf8)
         }

@@ -19,10 +19,12 @@ enum MountOpening {
   {
     var options = base
     options.lock = !forceShare
+    // Why the mount is read-only, said once the read-only open succeeded: a bad image gets its
+    // one error, not a notice first.
+    var why: String?
     if wantWrite, !options.openBacking {
-      logger.notice(
+      why =
         "\(image): nobacking opens the top image without its backing files, mounting read-only (a write would copy zeros, not the backing data, into the image)"
-      )
     } else if wantWrite {
       options.writable = true
       do {
@@ -30,17 +32,18 @@ enum MountOpening {
         if chain.top is any WritableLayer {
           return Opened(chain: chain, writable: true)
         }
-        logger.notice(
-          "\(image): writing \(chain.top.formatName) images is not supported yet, mounting read-only")
+        why = "\(image): writing \(chain.top.formatName) images is not supported yet, mounting read-only"
       } catch let error as VDiskError where error.kind == .readOnly {
         if error.errno != nil {  // the file itself cannot be opened for writing
-          logger.notice("\(image) is write-protected (\(error.detail)), mounting read-only")
+          why = "\(image) is write-protected (\(error.detail)), mounting read-only"
         } else {  // a format or image rule refuses writes (stream-optimized vmdk, damaged map, …)
-          logger.notice("\(error.path): \(error.detail); mounting read-only")
+          why = "\(error.path): \(error.detail); mounting read-only"
         }
       }
     }
     options.writable = false
-    return Opened(chain: try ImageOpener.open(image, options: options, logger: logger), writable: false)
+    let chain = try ImageOpener.open(image, options: options, logger: logger)
+    if let why { logger.notice("\(why)") }
+    return Opened(chain: chain, writable: false)
   }
 }

@@ -124,6 +124,21 @@ struct HostileImageTests {
       try Data([UInt8](repeating: 0, count: 1024) + koly).write(to: URL(fileURLWithPath: img))
       return img
     },
+    // The trailer is sound and the fault lies in its tables, which a read-only format reads after
+    // deciding to mount read-only: still one line (the error), no read-only notice before it.
+    Case(
+      name: "dmg property list that is not XML", exitCodes: [4],
+      messageContains: ["bad.dmg", "property list"]
+    ) {
+      s in
+      let img = s.file("bad.dmg")
+      var koly = Array("koly".utf8) + [UInt8](repeating: 0, count: 508)
+      koly.replaceSubrange(4..<12, with: bigEndian(UInt32(4)) + bigEndian(UInt32(512)))
+      koly.replaceSubrange(216..<232, with: bigEndian(UInt64(1024)) + bigEndian(UInt64(100)))
+      let garbage = [UInt8](repeating: 0x41, count: 100)
+      try Data([UInt8](repeating: 0, count: 1024) + garbage + koly).write(to: URL(fileURLWithPath: img))
+      return img
+    },
   ]
 
   @Test(arguments: cases)

@@ -13,7 +13,8 @@ enum PropertyList {
   /// The decoded `Data` of every `blkx` entry, in document order.
   static func blkxTables(_ bytes: [UInt8], path: String) throws -> [[UInt8]] {
     let root = try DescriptorXML.parse(
-      bytes, path: path, maxBytes: Int(KolyTrailer.maxXMLLength), maxDepth: maxDepth,
+      bytes, path: path, what: "DMG property list", maxBytes: Int(KolyTrailer.maxXMLLength),
+      maxDepth: maxDepth,
       maxElements: maxElements)
     guard root.name == "plist", let top = root.child("dict") else {
       throw VDiskError.corrupt(path, "DMG property list has no <plist><dict>")
