@@ -61,4 +61,39 @@ struct LockTests {
     defer { mounted.unmount() }
     #expect(try PositionalFile(mounted.diskRaw, flags: O_RDONLY).read(at: 0, count: 2) == [0x5c, 0x5c])
   }
+
+  /// The files an image names take the locks too: a QEMU writer of a monolithicFlat VMDK's
+  /// extent keeps a mount of its descriptor out, and a mounted descriptor keeps QEMU from
+  /// writing the extent.
+  @Test func anExtentQemuHoldsWritableKeepsTheDescriptorOut() throws {
+    let scratch = try Scratch("lockcli")
+    defer { scratch.remove() }
+    let vmdk = scratch.file("flat.vmdk")
+    try Qemu.create(vmdk, format: "vmdk", size: "4M", options: ["subformat=monolithicFlat"])
+    let extent = scratch.file("flat-flat.vmdk")
+    #expect(FileManager.default.fileExists(atPath: extent))
+    do {
+      let socket = scratch.file("nbd.sock")
+      let daemon = try sh(
+        """
+        qemu-storage-daemon --blockdev driver=file,node-name=f,filename=\(extent) \
+          --blockdev driver=raw,node-name=r,file=f \
+          --nbd-server addr.type=unix,addr.path=\(socket) \
+          --export type=nbd,id=e,node-name=r,writable=on >/dev/null 2>&1 & echo $!
+        """
+      ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+      defer { _ = try? sh("kill -TERM \(daemon); while kill -0 \(daemon) 2>/dev/null; do sleep 0.05; done") }
+      try sh("for i in $(seq 1 100); do [ -S \(socket) ] && exit 0; sleep 0.05; done; exit 1")
+      let mnt = try scratch.directory("m")
+      let r = try run("timeout", ["30", vdiskfsBinary, vmdk, mnt, "-o", "ro"], check: false)
+      defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", mnt], check: false) } }
+      #expect(r.status == 8, "\(r.status): \(r.stderr)")
+      #expect(r.stderr.contains(extent) && r.stderr.contains("lock"), "\(r.stderr)")
+    }
+    try withReadOnlyMount(vmdk, in: scratch) { _ in
+      let writer = try run("qemu-io", ["-f", "raw", "-c", "write 0 512", extent], check: false)
+      #expect(writer.status != 0)
+      #expect(writer.stderr.contains("Failed to get \"write\" lock"), "\(writer.stderr)")
+    }
+  }
 }
