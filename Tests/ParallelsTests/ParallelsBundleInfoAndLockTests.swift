@@ -130,33 +130,12 @@ struct TwoByTwoBundle {
 /// bundle keeps a QEMU writer out.
 @Suite(.enabled(if: mountTestsEnabled, "needs root and /dev/fuse"))
 struct ParallelsBundleLockTests {
-  /// qemu-storage-daemon holding `image` open for writing (parallels driver); stopped by `stop`.
-  struct Writer {
-    let pid: String
-
-    init(_ image: String, socket: String) throws {
-      pid = try sh(
-        """
-        qemu-storage-daemon --blockdev driver=file,node-name=f,filename=\(image) \
-          --blockdev driver=parallels,node-name=p,file=f \
-          --nbd-server addr.type=unix,addr.path=\(socket) \
-          --export type=nbd,id=e,node-name=p,writable=on >/dev/null 2>&1 & echo $!
-        """
-      ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-      try sh("for i in $(seq 1 100); do [ -S \(socket) ] && exit 0; sleep 0.05; done; exit 1")
-    }
-
-    func stop() {
-      _ = try? sh("kill -TERM \(pid); while kill -0 \(pid) 2>/dev/null; do sleep 0.05; done")
-    }
-  }
-
   @Test func aQemuWriterOfAnyImageKeepsTheMountOut() throws {
     let scratch = try Scratch("prl-bundle-lock")
     defer { scratch.remove() }
     let bundle = try TwoByTwoBundle(in: scratch)
     for (n, image) in bundle.files.enumerated() {
-      let writer = try Writer(image, socket: scratch.file("nbd\(n).sock"))
+      let writer = try QemuWriter(image, driver: "parallels", socket: scratch.file("nbd\(n).sock"))
       defer { writer.stop() }
       // The plain .hds mount and the bundle mount are both refused, naming the image.
       for target in [image, bundle.folder] {
@@ -168,7 +147,7 @@ struct ParallelsBundleLockTests {
       }
     }
     // Without a writer the bundle mounts; with one, -o ro,force_share takes no locks.
-    let writer = try Writer(bundle.files[1], socket: scratch.file("nbd9.sock"))
+    let writer = try QemuWriter(bundle.files[1], driver: "parallels", socket: scratch.file("nbd9.sock"))
     defer { writer.stop() }
     try withReadOnlyMount(bundle.folder, in: scratch, arguments: ["-o", "force_share"]) { mnt in
       let head = try #require(FileHandle(forReadingAtPath: mnt + "/disk.raw")).readData(ofLength: 2)
