@@ -35,7 +35,7 @@ STATIC_BIN = $(STATIC)/release/vdiskfs
 GEN := $(STATIC)/share
 EXAMPLES := systemd/mnt-vm.mount systemd/mnt-vm.automount systemd/fstab.example systemd/mnt-vm.conf.example
 
-.PHONY: all deps build release static man test test-uring test-install crashtest lint format demo install uninstall deb bench bench-remote bench-transport bench-workload fuzz fuzz-short sanitize sanitize-short clean
+.PHONY: all deps build release static man test test-uring test-install crashtest lint format demo install uninstall deb bench bench-remote bench-transport bench-workload bench-ova fuzz fuzz-short sanitize sanitize-short clean
 
 all: build
 
@@ -220,6 +220,7 @@ bench: release
 	@if [ "$(TRANSPORT)" != 0 ]; then $(MAKE) --no-print-directory bench-transport; fi
 	@if [ "$(WORKLOAD)" != 0 ]; then $(MAKE) --no-print-directory bench-workload; fi
 	@if [ "$(REMOTE)" != 0 ]; then $(MAKE) --no-print-directory bench-remote; fi
+	@if [ "$(OVA)" != 0 ]; then $(MAKE) --no-print-directory bench-ova; fi
 
 # The FUSE transports (issue 19): classic /dev/fuse loop vs FUSE-over-io_uring vs passthrough vs
 # the raw file in the page cache, on qcow2 and vhdx. `make bench TRANSPORT=0` skips it.
@@ -235,6 +236,12 @@ bench-workload: release
 	@command -v fio >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fio; }
 	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" RUNS="$(RUNS)" FIO_TIME="$(FIO_TIME)" \
 	  Benchmarks/workload-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
+
+# Appliances (issue 20): dd of a 1 GiB disk read in place from its .ova (streamOptimized VMDK)
+# against `tar xf` of the archive and a mount of the extracted VMDK. `make bench OVA=0` skips it.
+bench-ova: release
+	$(SUDO) env PATH="$$PATH" QUICK="$(QUICK)" RUNS="$(RUNS)" \
+	  Benchmarks/ova-bench.sh "$$($(SWIFT) build -c release --show-bin-path)/vdiskfs"
 
 # Remote images (issue 18): S3 (radosgw), HTTP (nginx) and RBD on 127.0.0.1 against
 # qemu-storage-daemon's curl and rbd drivers and the local file. `make bench REMOTE=0` skips it.

@@ -130,7 +130,9 @@ for sub in monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFlat; do
     >"$s/$sub.desc"
 done
 seed FuzzVMDKDescriptor "$s"/*.desc
-# FuzzOVA's inputs: a small OVA (an OVF, a streamOptimized VMDK, a SHA-256 manifest), ustar and pax.
+# FuzzOVA's inputs: a small OVA (an OVF, a streamOptimized VMDK, a SHA-256 manifest), ustar and pax,
+# and a GNU one with a hard link to the disk and a sparse member (old GNU 'S' with an extension
+# header) in it.
 mkdir -p "$s/ova"
 img -f qcow2 "$s/ova/src.qcow2" 4M && io qcow2 "$s/ova/src.qcow2"
 qemu-img convert -O vmdk -o subformat=streamOptimized "$s/ova/src.qcow2" "$s/ova/d.vmdk"
@@ -140,7 +142,10 @@ cat >"$s/ova/a.ovf" <<OVF
 <DiskSection><Disk ovf:diskId="d1" ovf:capacity="4" ovf:capacityAllocationUnits="byte * 2^20" ovf:fileRef="f1"/></DiskSection></Envelope>
 OVF
 (cd "$s/ova" && echo "SHA256(d.vmdk)= $(sha256sum d.vmdk | cut -d' ' -f1)" >a.mf &&
-  tar --format=ustar -cf ../ustar.ova a.ovf d.vmdk a.mf && tar --format=pax -cf ../pax.ova a.ovf d.vmdk a.mf)
+  tar --format=ustar -cf ../ustar.ova a.ovf d.vmdk a.mf && tar --format=pax -cf ../pax.ova a.ovf d.vmdk a.mf &&
+  ln d.vmdk l.vmdk && truncate -s 8M sp.img &&
+  for i in 0 1 2 3 4 5; do printf x | dd of=sp.img bs=1 seek=$((i << 20)) conv=notrunc status=none; done &&
+  tar -S --format=gnu -cf ../links.ova a.ovf d.vmdk l.vmdk sp.img a.mf)
 seed FuzzOVA "$s"/*.ova
 # What qemu-img cannot make (COWD, seSparse, stream-optimized with a footer, VHD and VHDX
 # differencing, qcow v1 with other cluster and table sizes, DMG), as the tests build it

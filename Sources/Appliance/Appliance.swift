@@ -27,7 +27,10 @@ public struct ApplianceDisk: Sendable {
 
   /// Opens the disk as a one-layer chain, its format probed (streamOptimized VMDK usually). A
   /// disk naming a backing file or extent files is refused: an appliance's disks stand alone.
-  public func open(registry: FormatRegistry = .standard, logger: Logger) throws -> LayerChain {
+  /// `cacheSize`: the metadata cache's budget (default: what covers the disk, at most 32 MiB).
+  public func open(registry: FormatRegistry = .standard, cacheSize: Int? = nil, logger: Logger) throws
+    -> LayerChain
+  {
     let format = try registry.probe(file)
     let path = file.path
     let context = PlanContext(logger: logger, writable: false) { name, _ in
@@ -38,7 +41,9 @@ public struct ApplianceDisk: Sendable {
       throw VDiskError.unsupported(
         path, "a disk inside an appliance names a backing file (\"\(parent.recordedName)\")")
     }
-    let cache = MetadataCache(budget: Int(min(plan.metadataCoverage, UInt64(defaultMetadataCacheCeiling))))
+    let cache = MetadataCache(
+      budget: cacheSize.map { max(0, $0) }
+        ?? Int(min(plan.metadataCoverage, UInt64(defaultMetadataCacheCeiling))))
     return LayerChain(top: try plan.build(nil, cache))
   }
 }
@@ -94,31 +99,60 @@ public final class Appliance: Sendable {
       }, logger: logger)
   }
 
-  /// An `.ova`: the tar `archive`, its descriptor the first `.ovf` member, every file a window of it.
+  /// An `.ova`: the tar `archive`, its descriptor the first `.ovf` member, every file a window of
+  /// it. A hard link whose target is an earlier regular member reads as that member; any other
+  /// member that is not a regular file (symbolic link, GNU sparse file, device, …) is refused by
+  /// name and type when the appliance names it.
   public convenience init(archive: ImageFile, logger: Logger) throws {
     let path = archive.path
     let members = try TarIndex.read(archive)
-    var byName: [String: TarMember] = [:]
-    for member in members {
-      byName[Self.normalized(member.name)] = byName[Self.normalized(member.name)] ?? member
-    }
-    guard let first = members.first(where: { $0.name.lowercased().hasSuffix(".ovf") }) else {
+    let index = Self.filesByName(members)
+    guard
+      let first = members.first(where: {
+        $0.name.lowercased().hasSuffix(".ovf") && $0.kind != .other(type: UInt8(ascii: "5"))
+      })
+    else {
       throw VDiskError.corrupt(path, "the archive holds no .ovf descriptor")
     }
     let ovfPath = path + "/" + first.name
-    let index = byName
+    @Sendable func window(_ name: String) throws -> ImageFile? {
+      guard let member = index[name] else { return nil }
+      guard member.kind == .regular else {
+        throw VDiskError.unsupported(
+          path,
+          "member \"\(member.name)\" is a \(member.typeDescription), not a regular file; only regular files (and hard links to earlier ones) are read in place: unpack the appliance with tar"
+        )
+      }
+      return try ImageFile(
+        source: WindowSource(archive, offset: member.offset, length: member.size),
+        path: path + "/" + member.name, isWritable: false)
+    }
+    guard let descriptorFile = try window(Self.normalized(first.name)) else {
+      throw VDiskError.corrupt(path, "the archive holds no .ovf descriptor")
+    }
     try self.init(
       path: path, descriptorName: String(first.name.split(separator: "/").last ?? ""), ovfPath: ovfPath,
-      descriptorFile: try ImageFile(
-        source: WindowSource(archive, offset: first.offset, length: first.size), path: ovfPath,
-        isWritable: false),
-      lookup: { name in
-        guard let member = index[name] else { return nil }
-        return try ImageFile(
-          source: WindowSource(archive, offset: member.offset, length: member.size),
-          path: path + "/" + member.name,
-          isWritable: false)
-      }, logger: logger)
+      descriptorFile: descriptorFile, lookup: window, logger: logger)
+  }
+
+  /// The archive's members by normalized name (the first of a name wins), hard links to an
+  /// earlier regular member resolved to its bytes. A link to anything else stays a link (and is
+  /// refused when named).
+  static func filesByName(_ members: [TarMember]) -> [String: TarMember] {
+    var byName: [String: TarMember] = [:]
+    for var member in members {
+      let name = normalized(member.name)
+      guard byName[name] == nil else { continue }
+      if case .hardLink(let target) = member.kind, let earlier = byName[normalized(target)],
+        earlier.kind == .regular
+      {
+        member.offset = earlier.offset
+        member.size = earlier.size
+        member.kind = .regular
+      }
+      byName[name] = member
+    }
+    return byName
   }
 
   private init(
@@ -204,9 +238,12 @@ public final class Appliance: Sendable {
     }
   }
 
+  /// A member's name as an `ovf:href` names it: without leading "./" and trailing "/"
+  /// (directories).
   static func normalized(_ name: String) -> String {
     var name = name
     while name.hasPrefix("./") { name.removeFirst(2) }
+    while name.count > 1, name.hasSuffix("/") { name.removeLast() }
     return name
   }
 

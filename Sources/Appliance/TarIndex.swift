@@ -1,23 +1,65 @@
 import VDiskCore
 
-/// One regular file of a tar archive: its name and where its bytes lie in the archive.
+/// One entry of a tar archive: its name, its type and where its bytes lie in the archive.
 public struct TarMember: Sendable, Equatable {
+  /// What the entry is (ustar `typeflag`, GNU and pax extensions).
+  public enum Kind: Sendable, Equatable {
+    /// '0', NUL (old tars) or '7' (contiguous): bytes in the archive.
+    case regular
+    /// '1': the same file as the member named `target` (ustar `linkname`, pax `linkpath`, GNU
+    /// `K`); no bytes of its own.
+    case hardLink(target: String)
+    /// '2'.
+    case symbolicLink(target: String)
+    /// GNU sparse file: type 'S' (old GNU format) or pax `GNU.sparse.*` records (formats 0.0,
+    /// 0.1, 1.0). Its bytes in the archive are the data without the holes.
+    case gnuSparse
+    /// Anything else kept in the index: directories, devices, FIFOs, GNU multi-volume parts and
+    /// volume labels, unknown types; `type` is the typeflag byte.
+    case other(type: UInt8)
+  }
+
   public var name: String
   public var offset: UInt64
   public var size: UInt64
+  public var kind: Kind
 
-  public init(name: String, offset: UInt64, size: UInt64) {
+  public init(name: String, offset: UInt64, size: UInt64, kind: Kind = .regular) {
     self.name = name
     self.offset = offset
     self.size = size
+    self.kind = kind
+  }
+
+  /// The entry's type in words and its typeflag, for messages: "GNU sparse file (type 'S')".
+  public var typeDescription: String {
+    switch kind {
+    case .regular: return "regular file"
+    case .hardLink(let target): return "hard link (type '1') to \"\(target)\""
+    case .symbolicLink(let target): return "symbolic link (type '2') to \"\(target)\""
+    case .gnuSparse: return "GNU sparse file (type 'S' or pax GNU.sparse records)"
+    case .other(let type):
+      let flag =
+        (0x21...0x7E).contains(type)
+        ? "type '\(Character(Unicode.Scalar(type)))'" : "type byte \(hex(UInt64(type)))"
+      let names: [UInt8: String] = [
+        UInt8(ascii: "3"): "character device", UInt8(ascii: "4"): "block device",
+        UInt8(ascii: "5"): "directory", UInt8(ascii: "6"): "FIFO",
+        UInt8(ascii: "D"): "GNU dump directory", UInt8(ascii: "M"): "GNU multi-volume continuation",
+        UInt8(ascii: "N"): "GNU old long-name entry", UInt8(ascii: "V"): "GNU volume label",
+      ]
+      return "\(names[type] ?? "tar entry") (\(flag))"
+    }
   }
 }
 
-/// The index of a tar archive (an OVA): its regular files, read from the headers without
-/// touching the data. POSIX ustar headers (with the `prefix` field), pax extended headers
-/// (`path` and `size` records; global headers skipped) and GNU long names (`L` entries).
+/// The index of a tar archive (an OVA): its entries, read from the headers without touching the
+/// data. POSIX ustar headers (with the `prefix` field), pax extended headers (`path`, `linkpath`
+/// and `size` records; global headers skipped) and GNU long names and link names (`L`, `K`).
 /// Every header's checksum is verified; sizes are octal or GNU base-256; every member must lie
-/// inside the file. Directories, links and other entries are skipped.
+/// inside the file. GNU sparse members ('S') are stepped over with their extension headers.
+/// Metadata entries (pax, GNU long names) are not members; every other entry is, with its type
+/// (what may be read is the caller's choice).
 public enum TarIndex {
   static let block: UInt64 = 512
   /// The most members an appliance may hold (real ones hold a handful).
@@ -34,15 +76,19 @@ public enum TarIndex {
     var members: [TarMember] = []
     var position: UInt64 = 0
     var longName: String?
+    var longLink: String?
     var pax: [String: String] = [:]
     var headers = 0
-    while position + block <= file.size {
-      let bytes = try file.readBytes(at: position, count: Int(block), what: "tar header")
-      if bytes.allSatisfy({ $0 == 0 }) { break }  // end of archive
+    func countHeader() throws {
       headers += 1
       guard headers <= maxMembers * 3 else {
         throw VDiskError.unsupported(file.path, "the archive holds more than \(maxMembers) members")
       }
+    }
+    while position + block <= file.size {
+      let bytes = try file.readBytes(at: position, count: Int(block), what: "tar header")
+      if bytes.allSatisfy({ $0 == 0 }) { break }  // end of archive
+      try countHeader()
       let header = TarHeader(bytes, at: position, path: file.path)
       guard header.isValidChecksum else {
         throw VDiskError.corrupt(
@@ -55,7 +101,22 @@ public enum TarIndex {
         }
         size = value
       }
-      let data = position + block
+      var data = position + block
+      // Old GNU sparse: "isextended" (byte 482) says a 512-byte block of more sparse entries
+      // follows the header, each ending with its own flag (byte 504); the data comes after them.
+      if header.type == UInt8(ascii: "S"), bytes[482] != 0 {
+        var extended = true
+        while extended {
+          guard data + block <= file.size else {
+            throw VDiskError.corrupt(
+              file.path, at: position,
+              "GNU sparse header at offset \(position) has extension headers past the end of the archive")
+          }
+          try countHeader()
+          extended = try file.readBytes(at: data, count: Int(block), what: "GNU sparse extension")[504] != 0
+          data += block
+        }
+      }
       guard size <= file.size - data else {
         throw VDiskError.corrupt(
           file.path, at: position,
@@ -70,18 +131,28 @@ public enum TarIndex {
       case UInt8(ascii: "g"):
         break  // global pax header: nothing an appliance needs
       case UInt8(ascii: "L"):
-        let name = try metadata(file, at: data, size: size, what: "GNU long name")
-        longName = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        longName = TarHeader.string(try metadata(file, at: data, size: size, what: "GNU long name")[...])
+      case UInt8(ascii: "K"):
+        longLink = TarHeader.string(try metadata(file, at: data, size: size, what: "GNU long link name")[...])
       default:
-        if header.type == 0 || header.type == UInt8(ascii: "0") || header.type == UInt8(ascii: "7") {
-          let name = pax["path"] ?? longName ?? header.name
-          guard members.count < maxMembers else {
-            throw VDiskError.unsupported(file.path, "the archive holds more than \(maxMembers) members")
-          }
-          members.append(TarMember(name: name, offset: data, size: size))
+        guard members.count < maxMembers else {
+          throw VDiskError.unsupported(file.path, "the archive holds more than \(maxMembers) members")
         }
+        let sparsePax = pax.keys.contains { $0.hasPrefix("GNU.sparse.") }
+        let name = (sparsePax ? pax["GNU.sparse.name"] : nil) ?? pax["path"] ?? longName ?? header.name
+        let link = pax["linkpath"] ?? longLink ?? header.linkName
+        let kind: TarMember.Kind
+        switch header.type {
+        case _ where sparsePax, UInt8(ascii: "S"): kind = .gnuSparse
+        case 0, UInt8(ascii: "0"), UInt8(ascii: "7"): kind = .regular
+        case UInt8(ascii: "1"): kind = .hardLink(target: link)
+        case UInt8(ascii: "2"): kind = .symbolicLink(target: link)
+        case let type: kind = .other(type: type)
+        }
+        members.append(TarMember(name: name, offset: data, size: size, kind: kind))
         pax = [:]
         longName = nil
+        longLink = nil
       }
       position = next
     }
@@ -125,6 +196,9 @@ struct TarHeader {
   }
 
   var type: UInt8 { bytes[156] }
+
+  /// `linkname`: the target of a hard or symbolic link.
+  var linkName: String { Self.string(bytes[157..<257]) }
 
   /// `name`, behind ustar's `prefix` and a slash when the header is POSIX ustar and has one.
   var name: String {

@@ -67,7 +67,7 @@ public enum ImageOpener {
         throw VDiskError.unsupported(top, "backing chain is deeper than \(maxChainDepth) layers")
       }
       let format = try resolveFormat(file, stated: current.format, registry: options.registry)
-      var context = PlanContext(logger: logger, writable: writable, linkedFiles: linked)
+      var context = PlanContext(logger: logger, writable: writable, linkedFiles: linked, lock: options.lock)
       if isRemote {  // extent and data files of a remote image come from its store
         let image = file.path
         context.openFile = { path, writable in

@@ -110,3 +110,10 @@ extension ImageLayer {
     return layers
   }
 }
+
+/// A layer whose bytes live in more files than its `file` (a Parallels bundle's images):
+/// `vdiskfs info` counts them all in its disk size, as qemu-img counts a VMDK's extents.
+public protocol FileSetLayer: ImageLayer {
+  /// Every file the layer reads, its `file` first, each once.
+  var files: [ImageFile] { get }
+}

@@ -66,15 +66,21 @@ public struct PlanContext: Sendable {
   /// system (`ImageFile.open`, after `linkedFiles` admits the path). The fuzz harness serves them
   /// from memory or refuses them (never the host's files); a remote store serves them from there.
   public var openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)?
+  /// Take QEMU's image locks on every file the image names (`openRelated`), as the opener takes
+  /// them on the image itself: a writer's on a file opened for writing, a reader's otherwise.
+  /// QEMU locks a VMDK's extents, a qcow2's data file and the image a Parallels bundle's
+  /// storages hold the same way, each being a file node of its own.
+  public var lock: Bool
 
   public init(
     logger: Logger, writable: Bool = false, linkedFiles: LinkedFiles = LinkedFiles(),
-    openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)? = nil
+    openFile: (@Sendable (_ path: String, _ writable: Bool) throws -> ImageFile)? = nil, lock: Bool = false
   ) {
     self.logger = logger
     self.writable = writable
     self.linkedFiles = linkedFiles
     self.openFile = openFile
+    self.lock = lock
   }
 
   /// `name` (as an image records it) resolved against the directory of `image`; absolute names
@@ -94,15 +100,20 @@ public struct PlanContext: Sendable {
   {
     try LinkedFiles.checkName(name, what: what, namedBy: image)
     let path = Self.resolve(name, relativeTo: image)
-    if let openFile { return try openFile(path, writable) }
-    guard Syscalls.exists(path) else {
-      throw VDiskError(
-        .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
-        errno: ENOENT)
+    let file: ImageFile
+    if let openFile {
+      file = try openFile(path, writable)
+    } else {
+      guard Syscalls.exists(path) else {
+        throw VDiskError(
+          .notFound, path: image, "\(what) \(path) (named \"\(name)\" by \(image)) does not exist",
+          errno: ENOENT)
+      }
+      let resolved = try linkedFiles.admit(path, name: name, what: what, namedBy: image)
+      file = try ImageFile.open(resolved, writable: writable)
+      try linkedFiles.verifyOpened(file, name: name, what: what, namedBy: image)
     }
-    let resolved = try linkedFiles.admit(path, name: name, what: what, namedBy: image)
-    let file = try ImageFile.open(resolved, writable: writable)
-    try linkedFiles.verifyOpened(file, name: name, what: what, namedBy: image)
+    if lock { try ImageLock.acquire(writable ? .writer : .reader, on: file) }
     return file
   }
 }

@@ -14,12 +14,12 @@ struct ApplianceMount {
   /// The descriptor as a chain (what the mount names in its status lines).
   var descriptor: LayerChain
 
-  init(_ path: String, logger: Logger) throws {
+  init(_ path: String, cacheSize: Int? = nil, logger: Logger) throws {
     do {
       let appliance = try Appliance(path: path, logger: logger)
       var disks: [(name: String, chain: LayerChain)] = []
       for disk in appliance.disks {
-        let chain = try disk.open(logger: logger)
+        let chain = try disk.open(cacheSize: cacheSize, logger: logger)
         if chain.virtualSize != disk.capacity {
           logger.warning(
             "\(disk.file.path): the disk holds \(chain.virtualSize) bytes, the descriptor says \(disk.capacity)"

@@ -17,7 +17,8 @@ struct InfoCommand: ParsableCommand {
     discussion: """
       IMAGE may be a path, rbd:POOL[/NAMESPACE]/IMAGE[@SNAP], s3://BUCKET/KEY or an http(s) URL, \
       as for a mount. For an OVF appliance (.ova, .ovf, or a directory holding one): its disks \
-      with their directory, file, capacity and format.
+      with their directory, file, capacity and format; with --backing-chain also each disk's own \
+      image information; --format and --backing-dir do not apply to an appliance (exit 2).
 
       \(OpeningOptions.discussion)
 
@@ -58,7 +59,12 @@ struct InfoCommand: ParsableCommand {
     options.openBacking = backingChain && !opening.noBacking
     if let backingDir { options.backingDirectory = backingDir }
     if !image.contains("://"), !image.hasPrefix("rbd:"), Appliance.recognizes(image) {
-      return try ApplianceInfo.show(image, json: output == .json, logger: logger)
+      try ApplianceOptions.check(image, options)
+      return try ApplianceInfo.show(
+        image,
+        options: ApplianceInfo.Options(
+          json: output == .json, backingChain: backingChain, cacheSize: options.cacheSize),
+        logger: logger)
     }
     let chain: LayerChain
     do {
@@ -75,7 +81,7 @@ struct InfoCommand: ParsableCommand {
         if let backing = layer.backing, info.backingFilename != nil {
           info.fullBackingFilename = backing.file.path
         }
-        infos.append((info, diskUsage(of: layer.file), try Self.snapshotRows(of: layer)))
+        infos.append((info, diskUsage(of: layer), try Self.snapshotRows(of: layer)))
       } catch let error as VDiskError {
         throw CLIFailure(code: ExitCodes.code(for: error), message: error.description)
       }

@@ -121,9 +121,24 @@ enum InfoRendering {
     }
     if !info.formatSpecific.isEmpty {
       lines.append("Format specific information:")
-      for field in info.formatSpecific { lines.append("    \(field.key): \(plain(field.value))") }
+      for field in info.formatSpecific { lines += nested(field.key, field.value, indent: "    ") }
     }
     return lines.joined(separator: "\n") + "\n"
+  }
+
+  /// A format-specific field as qemu-img prints it: `key: value`, or for an object or a list
+  /// of objects `key:` and then the members (`[0]:` for each list item), four spaces deeper.
+  static func nested(_ key: String, _ value: InfoValue, indent: String) -> [String] {
+    let deeper = indent + "    "
+    switch value {
+    case .object(let fields):
+      return ["\(indent)\(key):"] + fields.flatMap { nested($0.key, $0.value, indent: deeper) }
+    case .array(let items) where items.contains(where: { if case .object = $0 { true } else { false } }):
+      return ["\(indent)\(key):"]
+        + items.enumerated().flatMap { nested("[\($0.offset)]", $0.element, indent: deeper) }
+    default:
+      return ["\(indent)\(key): \(plain(value))"]
+    }
   }
 
   static func plain(_ value: InfoValue) -> String {
@@ -223,4 +238,9 @@ enum InfoRendering {
 /// Bytes the file occupies on disk (`st_blocks * 512`), what qemu-img calls disk size.
 func diskUsage(of file: ImageFile) -> UInt64 {
   file.status()?.allocatedBytes ?? 0
+}
+
+/// The host bytes of every file `layer` reads (a Parallels bundle's images too).
+func diskUsage(of layer: any ImageLayer) -> UInt64 {
+  ((layer as? any FileSetLayer)?.files ?? [layer.file]).reduce(0) { $0 &+ diskUsage(of: $1) }
 }

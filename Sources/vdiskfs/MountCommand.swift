@@ -51,7 +51,9 @@ struct MountCommand: ParsableCommand {
       Appliances: IMAGE may be an OVF appliance (an .ova, an .ovf, or a directory holding one); \
       it mounts read-only without unpacking: MOUNTPOINT shows the .ovf and \
       disks/<n>-<file>/disk.raw (with partitions/) for each disk; gzip-compressed disk files are \
-      refused. `vdiskfs verify` checks its .mf manifest.
+      refused, and so are format=/--format and backing_dir= (exit 2: each disk's format is probed, \
+      and a disk inside an appliance may not name other files). `vdiskfs verify` checks its .mf \
+      manifest.
 
       Untrusted images: backing file names must be paths (no protocol prefix such as nbd: or \
       http://, no json:), every file must be a regular file or a block device, and a raw image \
@@ -134,7 +136,8 @@ struct MountCommand: ParsableCommand {
     parsed.opening.logWarnings(logger)
     var tree: ApplianceMount?
     if overlay == nil, !image.contains("://"), !image.hasPrefix("rbd:"), Appliance.recognizes(image) {
-      tree = try ApplianceMount(image, logger: logger)
+      try ApplianceOptions.check(image, openOptions)
+      tree = try ApplianceMount(image, cacheSize: openOptions.cacheSize, logger: logger)
     }
     let opened: MountOpening.Opened
     if let tree {

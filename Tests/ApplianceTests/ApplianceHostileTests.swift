@@ -74,6 +74,47 @@ import VDiskCore
     Self.expectCorrupt(Self.header("pax", size: 512, type: UInt8(ascii: "x")) + pax + end, "pax record")
   }
 
+  /// `header` with bytes changed at `edits` and its checksum made right again.
+  static func edited(_ header: [UInt8], _ edits: [Int: [UInt8]]) -> [UInt8] {
+    var h = header
+    for (at, bytes) in edits { h.replaceSubrange(at..<at + bytes.count, with: bytes) }
+    for i in 148..<156 { h[i] = 0x20 }
+    let digits = Array(String(h.reduce(0) { $0 + Int($1) }, radix: 8).utf8)
+    h.replaceSubrange(148..<155, with: [UInt8](repeating: 0x30, count: 6 - digits.count) + digits + [0])
+    return h
+  }
+
+  /// Link names (ustar `linkname`, GNU `K` long link names) and old GNU sparse headers, whose
+  /// extension headers are stepped over, bounded by the archive.
+  @Test func linkAndSparseHeaders() throws {
+    let body = [UInt8](repeating: 7, count: 512)
+    let end = [UInt8](repeating: 0, count: 1024)
+    let link = Self.edited(Self.header("b.img", size: 0, type: UInt8(ascii: "1")), [157: Array("a.img".utf8)])
+    let long = String(repeating: "t", count: 300)
+    let longLink =
+      Self.header("././@LongLink", size: UInt64(long.utf8.count + 1), type: UInt8(ascii: "K"))
+      + Array(long.utf8) + [UInt8](repeating: 0, count: 512 - (long.utf8.count + 1) % 512 + 1)
+    #expect(
+      try Self.index(Self.header("a.img", size: 512) + body + link + longLink + link + end) == [
+        TarMember(name: "a.img", offset: 512, size: 512),
+        TarMember(name: "b.img", offset: 1536, size: 0, kind: .hardLink(target: "a.img")),
+        TarMember(name: "b.img", offset: 2560 + 512, size: 0, kind: .hardLink(target: long)),
+      ])
+    // 'S' with one extension header (its own flag clear): the data and the next member after it.
+    let sparse = Self.edited(Self.header("s.img", size: 512, type: UInt8(ascii: "S")), [482: [1]])
+    let extensionBlock = [UInt8](repeating: 0, count: 512)
+    #expect(
+      try Self.index(sparse + extensionBlock + body + Self.header("n", size: 512) + body + end) == [
+        TarMember(name: "s.img", offset: 1024, size: 512, kind: .gnuSparse),
+        TarMember(name: "n", offset: 2048, size: 512),
+      ])
+    // Extension headers that never end run past the archive: refused, not looped on.
+    var endless = extensionBlock
+    endless[504] = 1
+    Self.expectCorrupt(sparse + endless + endless + endless, "extension headers past the end")
+    Self.expectCorrupt(sparse, "extension headers past the end")
+  }
+
   @Test func randomTarBytesNeverCrash() {
     var rng = SystemRandomNumberGenerator()
     let seed =

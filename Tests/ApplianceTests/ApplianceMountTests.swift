@@ -81,4 +81,27 @@ struct ApplianceMountTests {
     #expect(r.stderr.contains("gzip-compressed"), "\(r.stderr)")
     #expect(!mountTable().contains(mnt))
   }
+
+  /// A disk stored as a GNU sparse member: the mount and `info` give the one error naming the
+  /// archive, the member and its type.
+  @Test func sparseMemberDisksAreRefusedByTheCLI() throws {
+    let scratch = try Scratch("ova-sparse-cli")
+    defer { scratch.remove() }
+    let disk = scratch.file("disk.img")
+    try run("truncate", ["-s", "4M", disk])
+    try sh("printf data | dd of=\(disk) bs=1 seek=1048576 conv=notrunc status=none")
+    try ApplianceFixture.ovf([("disk.img", 4 << 20, 4 << 20)])
+      .write(toFile: scratch.file("s.ovf"), atomically: true, encoding: .utf8)
+    let ova = scratch.file("s.ova")
+    try run("tar", ["-S", "--format=gnu", "-C", scratch.path, "-cf", ova, "s.ovf", "disk.img"])
+    let message = "\(ova): member \"disk.img\" is a GNU sparse file"
+    let mnt = try scratch.directory("mnt")
+    let mounted = try run("timeout", ["60", vdiskfsBinary, ova, mnt], check: false)
+    #expect(mounted.status != 0)
+    #expect(mounted.stderr.contains(message), "\(mounted.stderr)")
+    #expect(!mountTable().contains(mnt))
+    let info = try run(vdiskfsBinary, ["info", ova], check: false)
+    #expect(info.status == mounted.status, "\(info.stderr)")
+    #expect(info.stderr.contains(message), "\(info.stderr)")
+  }
 }

@@ -36,17 +36,8 @@ struct LockTests {
     let image = scratch.file("vm.qcow2")
     try Qemu.create(image, size: "4M")
     try Qemu.io(image, ["write -P 0x5c 0 64k"])
-    let socket = scratch.file("nbd.sock")
-    let daemon = try sh(
-      """
-      qemu-storage-daemon --blockdev driver=file,node-name=f,filename=\(image) \
-        --blockdev driver=qcow2,node-name=q,file=f \
-        --nbd-server addr.type=unix,addr.path=\(socket) \
-        --export type=nbd,id=e,node-name=q,writable=on >/dev/null 2>&1 & echo $!
-      """
-    ).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    defer { _ = try? sh("kill -TERM \(daemon); while kill -0 \(daemon) 2>/dev/null; do sleep 0.05; done") }
-    try sh("for i in $(seq 1 100); do [ -S \(socket) ] && exit 0; sleep 0.05; done; exit 1")
+    let writer = try QemuWriter(image, driver: "qcow2", socket: scratch.file("nbd.sock"))
+    defer { writer.stop() }
     for options in [[String](), ["-o", "ro"]] {
       let mnt = try scratch.directory("m\(options.count)")
       let r = try run("timeout", ["30", vdiskfsBinary, image, mnt] + options, check: false)
@@ -60,5 +51,31 @@ struct LockTests {
     let mounted = try MountedImage.mount(image, in: scratch, ["-o", "ro,force_share"])
     defer { mounted.unmount() }
     #expect(try PositionalFile(mounted.diskRaw, flags: O_RDONLY).read(at: 0, count: 2) == [0x5c, 0x5c])
+  }
+
+  /// The files an image names take the locks too: a QEMU writer of a monolithicFlat VMDK's
+  /// extent keeps a mount of its descriptor out, and a mounted descriptor keeps QEMU from
+  /// writing the extent.
+  @Test func anExtentQemuHoldsWritableKeepsTheDescriptorOut() throws {
+    let scratch = try Scratch("lockcli")
+    defer { scratch.remove() }
+    let vmdk = scratch.file("flat.vmdk")
+    try Qemu.create(vmdk, format: "vmdk", size: "4M", options: ["subformat=monolithicFlat"])
+    let extent = scratch.file("flat-flat.vmdk")
+    #expect(FileManager.default.fileExists(atPath: extent))
+    do {
+      let writer = try QemuWriter(extent, driver: "raw", socket: scratch.file("nbd.sock"))
+      defer { writer.stop() }
+      let mnt = try scratch.directory("m")
+      let r = try run("timeout", ["30", vdiskfsBinary, vmdk, mnt, "-o", "ro"], check: false)
+      defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", mnt], check: false) } }
+      #expect(r.status == 8, "\(r.status): \(r.stderr)")
+      #expect(r.stderr.contains(extent) && r.stderr.contains("lock"), "\(r.stderr)")
+    }
+    try withReadOnlyMount(vmdk, in: scratch) { _ in
+      let writer = try run("qemu-io", ["-f", "raw", "-c", "write 0 512", extent], check: false)
+      #expect(writer.status != 0)
+      #expect(writer.stderr.contains("Failed to get \"write\" lock"), "\(writer.stderr)")
+    }
   }
 }

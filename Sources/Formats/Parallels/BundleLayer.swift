@@ -67,27 +67,58 @@ public final class BundleLayer: ImageLayer {
     }
   }
 
+  /// The bundle as this snapshot reads it: its virtual size, the snapshots of its chain (this
+  /// one first, the root last) and each storage's sectors with the image every snapshot keeps
+  /// in it, top first. (`files` gives `info` the bundle's disk size.)
   public var info: ImageInfo {
-    ImageInfo(
+    let layers = bundleLayers
+    let storages = pieces.indices.map { index in
+      let piece = pieces[index]
+      let images = layers.compactMap { layer -> InfoValue? in
+        guard index < layer.pieces.count else { return nil }
+        let (file, type) = layer.pieces[index].piece.fileAndType
+        return .object([
+          InfoField("snapshot", .string(layer.snapshot)), InfoField("type", .string(type)),
+          InfoField("file", .string(file.path)),
+        ])
+      }
+      return InfoValue.object([
+        InfoField("start", .integer(Int64(piece.start))), InfoField("end", .integer(Int64(piece.end))),
+        InfoField("images", .array(images)),
+      ])
+    }
+    return ImageInfo(
       format: formatName, filename: file.path, virtualSize: virtualSize,
       formatSpecific: [
         InfoField("snapshot", .string(snapshot)),
-        InfoField(
-          "storages",
-          .array(
-            pieces.map { piece in
-              let image: String
-              let type: String
-              switch piece.piece {
-              case .plain(let raw): (image, type) = (raw.path, "plain")
-              case .expanding(let layer): (image, type) = (layer.file.path, "expanding")
-              }
-              return .object([
-                InfoField("start", .integer(Int64(piece.start))),
-                InfoField("end", .integer(Int64(piece.end))),
-                InfoField("type", .string(type)), InfoField("file", .string(image)),
-              ])
-            })),
+        InfoField("snapshots", .array(layers.map { .string($0.snapshot) })),
+        InfoField("storages", .array(storages)),
       ])
+  }
+
+  /// This layer and the snapshot layers of the same bundle below it, top first.
+  var bundleLayers: [BundleLayer] {
+    var layers: [BundleLayer] = [self]
+    while let below = layers.last?.backing as? BundleLayer, below.file === file { layers.append(below) }
+    return layers
+  }
+}
+
+extension BundleLayer: FileSetLayer {
+  /// The descriptor and every image of this snapshot's chain (each file once).
+  public var files: [ImageFile] {
+    var seen = Set<[UInt64]>()
+    return ([file] + bundleLayers.flatMap { $0.pieces.map(\.piece.fileAndType.file) }).filter {
+      seen.insert([$0.device, $0.inode]).inserted
+    }
+  }
+}
+
+extension BundleLayer.Piece {
+  var fileAndType: (file: ImageFile, type: String) {
+    switch self {
+    case .plain(let raw): (raw, "plain")
+    case .expanding(let layer): (layer.file, "expanding")
+    }
   }
 }
