@@ -19,6 +19,21 @@ public struct WriteTarget: Sendable {
     self.guest = guest
     self.fill = fill
   }
+
+  /// The run of one allocation unit (guest bytes `unit`, starting at host offset `host`) for a
+  /// write of guest bytes `written`, which overlaps it: the written part, in place; or, for a unit
+  /// the write allocates (`isNew`), the whole unit, the rest of it filled.
+  public static func unit(
+    _ unit: Range<UInt64>, at host: UInt64, in file: ImageFile, writing written: Range<UInt64>, isNew: Bool
+  ) -> WriteTarget {
+    let lo = max(written.lowerBound, unit.lowerBound)
+    let hi = min(written.upperBound, unit.upperBound)
+    guard isNew else {
+      return WriteTarget(file: file, hostOffset: host + (lo - unit.lowerBound), guest: lo..<hi)
+    }
+    let fill = [unit.lowerBound..<lo, hi..<unit.upperBound].filter { !$0.isEmpty }
+    return WriteTarget(file: file, hostOffset: host, guest: unit, fill: fill)
+  }
 }
 
 /// The answer of `prepareWrite`: the runs to write and the layer's own record of what to link at

@@ -4,10 +4,12 @@ import TestSupport
 /// A disk image mounted by the real `vdiskfs` binary (daemonized), unmounted by `unmount()`.
 struct MountedImage {
   let mountpoint: String
+  /// What the mount command printed on stderr (a notice such as "mounting read-only").
+  var notice = ""
   var diskRaw: String { mountpoint + "/disk.raw" }
 
   /// Runs `vdiskfs IMAGE MNT ARGS…`, which returns once the mount is live. Read-only (`-o ro`)
-  /// unless `writable`.
+  /// unless `writable` (then no `-o` at all: the mode is the format's default).
   /// `environment` is added to the daemon's (credentials of a remote store).
   static func mount(
     _ image: String, in scratch: Scratch, _ arguments: [String] = [], writable: Bool = false,
@@ -16,8 +18,8 @@ struct MountedImage {
     let mnt = try scratch.directory("mnt-\(UUID().uuidString.prefix(8))")
     let mode = writable || arguments.contains("-o") ? [] : ["-o", "ro"]
     let variables = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-    try run("env", variables + ["timeout", "60", vdiskfsBinary, image, mnt] + mode + arguments)
-    let mounted = MountedImage(mountpoint: mnt)
+    let r = try run("env", variables + ["timeout", "60", vdiskfsBinary, image, mnt] + mode + arguments)
+    let mounted = MountedImage(mountpoint: mnt, notice: r.stderr)
     guard isMounted(mnt) else {
       throw CommandFailed(
         command: [vdiskfsBinary, image, mnt],

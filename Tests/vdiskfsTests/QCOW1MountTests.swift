@@ -8,21 +8,15 @@ import Testing
   @Test func mountsReadOnlyWithANotice() throws {
     let scratch = try Scratch("qcow1-mount")
     defer { scratch.remove() }
-    let base = scratch.file("base.raw")
-    let image = scratch.file("v1.qcow")
-    try Qemu.create(base, format: "raw", size: "8M")
-    try Qemu.io(base, format: "raw", ["write -P 0x2c 0 8M"])
-    try Qemu.create(image, format: "qcow", size: "8M", backing: "base.raw", backingFormat: "raw")
+    let image = try imageOverFilledBase("v1.qcow", format: "qcow", scratch: scratch)
     try Qemu.io(image, format: "qcow", ["write -P 0x3d 1M 100k"])
     let oracle = try Qemu.rawFile(of: image, format: "qcow", scratch: scratch)
 
-    let mnt = try scratch.directory("mnt")
-    let r = try run("timeout", ["60", vdiskfsBinary, image, mnt])
-    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
-    #expect(r.stderr.contains("writing qcow (version 1) images is not supported"), "\(r.stderr)")
-    #expect(r.stderr.contains("mounting read-only"), "\(r.stderr)")
-    #expect(try statFile(mnt + "/disk.raw").st_mode & 0o222 == 0)
-    #expect(try compareFiles(mnt + "/disk.raw", oracle) == nil)
-    MountedImage(mountpoint: mnt).unmount()
+    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
+    defer { mounted.unmount() }
+    #expect(mounted.notice.contains("writing qcow (version 1) images is not supported"), "\(mounted.notice)")
+    #expect(mounted.notice.contains("mounting read-only"), "\(mounted.notice)")
+    #expect(try statFile(mounted.diskRaw).st_mode & 0o222 == 0)
+    #expect(try compareFiles(mounted.diskRaw, oracle) == nil)
   }
 }

@@ -5,9 +5,9 @@ import Testing
 /// Read-write mounts of vdi images, static and dynamic, through the real binary and the shared
 /// write workloads (`WriteMountRuns`).
 @Suite struct VDIWriteMountTests {
-  /// A vdi mounts read-write by default (no "not supported yet" notice); writes through disk.raw,
-  /// an fsync, a punched hole and the unmount leave an image `qemu-img check` finds clean and
-  /// whose content is what was written.
+  /// A vdi mounts read-write by default (no "not supported yet" notice): the shared scripted run
+  /// (`WriteMountRuns.scripted`: writes through disk.raw, an fsync, a punched hole and the unmount
+  /// leave an image `qemu-img check` finds clean and whose content is what was written).
   @Test(arguments: ["on", "off"])
   func mountsReadWriteAndWrites(staticImage: String) throws {
     let scratch = try Scratch("vdi-mount")
@@ -15,37 +15,7 @@ import Testing
     let image = scratch.file("d.vdi")
     try Qemu.create(image, format: "vdi", size: "8M", options: ["static=\(staticImage)"])
     try Qemu.io(image, format: "vdi", ["write -P 0x3d 0 1M"])
-    let mirror = try Qemu.rawFile(of: image, scratch: scratch)
-
-    let mnt = try scratch.directory("mnt")
-    let r = try run("timeout", ["60", vdiskfsBinary, image, mnt])
-    defer { if isMounted(mnt) { _ = try? run("fusermount3", ["-u", "-z", mnt], check: false) } }
-    #expect(!r.stderr.contains("not supported yet"), "\(r.stderr)")
-    #expect(!r.stderr.contains("read-only"), "\(r.stderr)")
-    #expect(try statFile(mnt + "/disk.raw").st_mode & 0o200 != 0)
-
-    let disk = try PositionalFile(mnt + "/disk.raw")
-    let copy = try PositionalFile(mirror)
-    let writes: [(UInt64, Int, UInt8)] = [
-      (4096, 5000, 0x51), ((3 << 20) + 17, 70_000, 0x52), ((7 << 20) - 1, 1, 0x53),
-    ]
-    for (offset, count, value) in writes {
-      let bytes = [UInt8](repeating: value, count: count)
-      try disk.write(bytes, at: offset)
-      try copy.write(bytes, at: offset)
-    }
-    try disk.sync()
-    try disk.zero(at: 1 << 20, length: 2 << 20, punch: true)
-    try copy.write([UInt8](repeating: 0, count: 2 << 20), at: 1 << 20)
-    #expect(try disk.read(at: (3 << 20) + 17, count: 16) == [UInt8](repeating: 0x52, count: 16))
-    disk.close()
-    copy.close()
-    MountedImage(mountpoint: mnt).unmount()
-
-    let check = try run("qemu-img", ["check", "-f", "vdi", image], check: false)
-    #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
-    let compare = try run("qemu-img", ["compare", "-f", "vdi", "-F", "raw", image, mirror], check: false)
-    #expect(compare.status == 0, "\(compare.stdout)\(compare.stderr)")
+    try WriteMountRuns.scripted(image: image, format: "vdi", scratch: scratch)
   }
 
   /// The shared differential run (seeded random writes, zero-range and punch-hole, fsyncs and

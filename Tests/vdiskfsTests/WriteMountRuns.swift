@@ -55,6 +55,54 @@ enum WriteMountRuns {
     }
   }
 
+  /// The scripted first run of a writable format: `vdiskfs IMAGE MNT` with no `-o` mounts
+  /// read-write (no "read-only" or "not supported yet" notice, disk.raw writable); three writes
+  /// (5000 bytes at 4 KiB, 70000 across units at 3 MiB + 17, one byte just below 7 MiB), an
+  /// fsync and a 2 MiB punched hole at 1 MiB go to disk.raw and to a mirror made by `qemu-img
+  /// convert`, and a written range reads back. `whileMounted` adds the caller's checks on
+  /// disk.raw before the unmount; after it, `qemu-img check -f format` finds the image clean and
+  /// `qemu-img compare` finds it equal to the mirror.
+  static func scripted(
+    image: String, format: String, scratch: Scratch, whileMounted: (PositionalFile) throws -> Void = { _ in },
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) throws {
+    let mirror = try Qemu.rawFile(of: image, scratch: scratch)
+    let mounted = try MountedImage.mount(image, in: scratch, writable: true)
+    var unmounted = false
+    defer { if !unmounted { mounted.unmount() } }
+    #expect(
+      !mounted.notice.contains("not supported yet"), "\(mounted.notice)", sourceLocation: sourceLocation)
+    #expect(!mounted.notice.contains("read-only"), "\(mounted.notice)", sourceLocation: sourceLocation)
+    #expect(try statFile(mounted.diskRaw).st_mode & 0o200 != 0, sourceLocation: sourceLocation)
+
+    let disk = try PositionalFile(mounted.diskRaw)
+    let copy = try PositionalFile(mirror)
+    let writes: [(UInt64, Int, UInt8)] = [
+      (4096, 5000, 0x51), ((3 << 20) + 17, 70_000, 0x52), ((7 << 20) - 1, 1, 0x53),
+    ]
+    for (offset, count, value) in writes {
+      let bytes = [UInt8](repeating: value, count: count)
+      try disk.write(bytes, at: offset)
+      try copy.write(bytes, at: offset)
+    }
+    try disk.sync()
+    try disk.zero(at: 1 << 20, length: 2 << 20, punch: true)
+    try copy.write([UInt8](repeating: 0, count: 2 << 20), at: 1 << 20)
+    #expect(
+      try disk.read(at: (3 << 20) + 17, count: 16) == [UInt8](repeating: 0x52, count: 16),
+      sourceLocation: sourceLocation)
+    try whileMounted(disk)
+    disk.close()
+    copy.close()
+    mounted.unmount()
+    unmounted = true
+
+    let check = try run("qemu-img", ["check", "-f", format, image], check: false)
+    #expect(check.status == 0, "\(check.stdout)\(check.stderr)", sourceLocation: sourceLocation)
+    let compare = try run("qemu-img", ["compare", "-f", format, "-F", "raw", image, mirror], check: false)
+    #expect(compare.status == 0, "\(compare.stdout)\(compare.stderr)", sourceLocation: sourceLocation)
+  }
+
   /// Seeded random writes of 1 byte to `maxWrite` bytes (aligned and not), zero-range and
   /// punch-hole, fsyncs and reads on disk.raw and on a mirror raw file made by
   /// `qemu-img convert`; they must read the same throughout. After the unmount the image is judged,

@@ -21,6 +21,17 @@ func expectSameContent(
   #expect(r.status == 0, "qemu-img compare: \(r.stdout)\(r.stderr)", sourceLocation: sourceLocation)
 }
 
+/// A new 8 MiB image `name` of `format` in `scratch` over the raw backing file base.raw, which
+/// holds 0x2c in every byte; returns its path.
+func imageOverFilledBase(_ name: String, format: String, scratch: Scratch) throws -> String {
+  let base = scratch.file("base.raw")
+  let image = scratch.file(name)
+  try Qemu.create(base, format: "raw", size: "8M")
+  try Qemu.io(base, format: "raw", ["write -P 0x2c 0 8M"])
+  try Qemu.create(image, format: format, size: "8M", backing: "base.raw", backingFormat: "raw")
+  return image
+}
+
 /// An open file for positional I/O on a mounted disk.raw or a mirror file.
 final class PositionalFile {
   private(set) var fd: Int32

@@ -9,41 +9,42 @@ extension ParallelsWriter {
     !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
   }
 
-  /// Writes dirty pages back (see above). With nothing dirty, one `fdatasync`. `ifOverBudget`:
-  /// only when dirty pages passed three quarters of the cache's budget, else nothing.
+  /// Writes dirty pages back (see above; `DataFirstWriteback` runs the steps). With nothing
+  /// dirty, one `fdatasync`. `ifOverBudget`: only when dirty pages passed three quarters of the
+  /// cache's budget, else nothing.
   func writeBack(ifOverBudget: Bool = false) throws {
     if ifOverBudget, !state.withLock({ isOverBudget($0) }) { return }
-    try writeBacks.withLock { _ in
-      let pages = try state.withLock { s -> [(page: Int, generation: UInt64, words: [UInt64])]? in
-        guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-        return try s.dirtyPages.sorted { $0.key < $1.key }.map { page, generation in
-          guard let words = cache.get(bat.table.key(page: page)) else {
-            throw VDiskError(
-              .io, path: file.path, offset: bat.table.pageOffset(page),
-              "dirty Parallels BAT page at \(hex(bat.table.pageOffset(page))) left the cache unwritten")
-          }
-          return (page, generation, words)
-        }
-      }
-      guard let pages else {
-        if !ifOverBudget { try file.dataSync() }
-        return
-      }
-      try file.dataSync()
-      try cache.writingBack {
-        for page in pages {
-          try bat.table.encode(page.words).withUnsafeBytes {
-            try file.write($0, at: bat.table.pageOffset(page.page))
+    try writeBacks.run(
+      syncIfClean: !ifOverBudget,
+      take: {
+        try state.withLock { s -> [(page: Int, generation: UInt64, words: [UInt64])]? in
+          guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
+          return try s.dirtyPages.sorted { $0.key < $1.key }.map { page, generation in
+            guard let words = cache.get(bat.table.key(page: page)) else {
+              throw VDiskError(
+                .io, path: file.path, offset: bat.table.pageOffset(page),
+                "dirty Parallels BAT page at \(hex(bat.table.pageOffset(page))) left the cache unwritten")
+            }
+            return (page, generation, words)
           }
         }
-      }
-      try file.dataSync()
-      state.withLock { s in
-        for page in pages where s.dirtyPages[page.page] == page.generation {
-          s.dirtyPages[page.page] = nil
-          cache.markClean(bat.table.key(page: page.page))
+      },
+      write: { pages in
+        try cache.writingBack {
+          for page in pages {
+            try bat.table.encode(page.words).withUnsafeBytes {
+              try file.write($0, at: bat.table.pageOffset(page.page))
+            }
+          }
         }
-      }
-    }
+      },
+      written: { pages in
+        state.withLock { s in
+          for page in pages where s.dirtyPages[page.page] == page.generation {
+            s.dirtyPages[page.page] = nil
+            cache.markClean(bat.table.key(page: page.page))
+          }
+        }
+      })
   }
 }

@@ -7,7 +7,7 @@ import VDiskCore
 ///
 /// Allocation as QEMU's parallels driver does it: a new cluster goes at the end of the data area
 /// and its BAT entry names it (in sectors or clusters, by the signature). Allocations run one at
-/// a time (`allocation`, held from `prepareWrite` to `commitWrite`/`abortWrite`) so the end
+/// a time (`allocation`, an `AllocationLock`, held from `prepareWrite` to `commitWrite`/`abortWrite`) so the end
 /// moves only when a cluster is linked: an aborted allocation leaves nothing behind that the next
 /// one does not overwrite. A new cluster's run covers the whole cluster, the rest filled with the
 /// zeros the chain reads there. Writes into allocated clusters never take the lock.
@@ -17,8 +17,9 @@ import VDiskCore
 /// also cuts the file back to the end of the data area, as QEMU's close does. So an image is
 /// marked in use exactly while it may hold changes its BAT does not show.
 ///
-/// Changed BAT pages stay dirty in the chain's `MetadataCache` and reach the file in `writeBack`:
-/// `fdatasync` (the data of every linked cluster), the dirty pages, `fdatasync`. A crash before
+/// Changed BAT pages stay dirty in the chain's `MetadataCache` and reach the file in `writeBack`
+/// (`DataFirstWriteback`): `fdatasync` (the data of every linked cluster), the dirty pages,
+/// `fdatasync`. A crash before
 /// the pages land leaves clusters no entry names at the end of the file: a leak for
 /// `qemu-img check`, never a wrong read.
 final class ParallelsWriter: Sendable {
@@ -27,10 +28,10 @@ final class ParallelsWriter: Sendable {
   let state: Mutex<ParallelsWriteState>
   /// The engine's range locks, one unit per cluster.
   let locks = RangeLocks()
-  /// Held by the one allocation in flight (its only range is 0...0).
-  let allocation = RangeLocks()
-  /// Serializes write-backs.
-  let writeBacks = Mutex<Void>(())
+  /// Held by the one allocation in flight.
+  let allocation = AllocationLock()
+  /// Data sync, BAT pages, sync; one at a time.
+  let writeBacks: DataFirstWriteback
   /// in_use as this writer has set it, and the changes in flight.
   let inUse = Mutex(InUse())
 
@@ -51,6 +52,7 @@ final class ParallelsWriter: Sendable {
     self.file = file
     self.bat = bat
     state = Mutex(ParallelsWriteState(dataEnd: dataEnd))
+    writeBacks = DataFirstWriteback(file: file)
   }
 
   // MARK: in_use
@@ -95,36 +97,30 @@ final class ParallelsWriter: Sendable {
       guard fresh > 0 else {
         let hosts = entries.map { bat.hostOffset($0) }
         return PreparedWrite(
-          targets: targets(first: first, hosts: hosts, from: offset, to: end), token: Pending([]))
+          targets: targets(first: first, hosts: hosts, from: offset, to: end),
+          token: allocation.inPlace([NewCluster]()))
       }
-      allocation.acquire(0...0)
-      do {
+      let pending = try allocation.allocate {
         var next = state.withLock { $0.dataEnd }
-        var hosts: [UInt64] = []
         var clusters: [NewCluster] = []
-        for (i, entry) in entries.enumerated() {
-          guard entry == 0 else {
-            hosts.append(bat.hostOffset(entry))
-            continue
-          }
+        for (i, entry) in entries.enumerated() where entry == 0 {
           let unit = header.entryUnit * 512
           guard next / unit <= UInt64(UInt32.max) else {
             throw VDiskError(
               .noSpace, path: file.path,
               "the Parallels image is full: a cluster at \(hex(next)) cannot be named by a 32-bit BAT entry")
           }
-          hosts.append(next)
           clusters.append(
-            NewCluster(index: first + UInt64(i), entry: UInt32(next / unit), end: next + clusterSize))
+            NewCluster(index: first + UInt64(i), entry: UInt32(next / unit), host: next))
           next += clusterSize
         }
-        let runs = targets(
-          first: first, hosts: hosts, from: offset, to: end, fresh: Set(clusters.map(\.index)))
-        return PreparedWrite(targets: runs, token: Pending(clusters))
-      } catch {
-        allocation.release(0...0)
-        throw error
+        return clusters
       }
+      var hosts = entries.map { bat.hostOffset($0) }
+      for cluster in pending.plan { hosts[Int(cluster.index - first)] = cluster.host }
+      let runs = targets(
+        first: first, hosts: hosts, from: offset, to: end, fresh: Set(pending.plan.map(\.index)))
+      return PreparedWrite(targets: runs, token: pending)
     } catch {
       self.end()
       throw error
@@ -138,40 +134,32 @@ final class ParallelsWriter: Sendable {
   ) -> [WriteTarget] {
     hosts.enumerated().map { i, host in
       let cluster = first + UInt64(i)
-      let start = cluster * clusterSize
-      let clusterEnd = start + clusterSize
-      let lo = max(offset, start)
-      let hi = min(end, clusterEnd)
-      guard fresh.contains(cluster) else {
-        return WriteTarget(file: file, hostOffset: host + (lo - start), guest: lo..<hi)
-      }
-      let fill = [start..<lo, hi..<clusterEnd].filter { !$0.isEmpty }
-      return WriteTarget(file: file, hostOffset: host, guest: start..<clusterEnd, fill: fill)
+      return .unit(
+        cluster * clusterSize..<(cluster + 1) * clusterSize, at: host, in: file, writing: offset..<end,
+        isNew: fresh.contains(cluster))
     }
   }
 
   /// Links the clusters a prepared write allocated (their data is written), then writes back if
   /// dirty pages passed three quarters of the cache's budget.
   func commitWrite(_ prepared: PreparedWrite) throws {
-    guard let pending = prepared.token as? Pending, pending.settle() else { return }
-    defer { end() }
-    guard !pending.clusters.isEmpty else { return }
-    do {
-      try state.withLock { s in try link(pending.clusters, in: &s) }
-    } catch {
-      allocation.release(0...0)
-      throw error
+    guard let pending = prepared.token as? PendingAllocation<[NewCluster]> else { return }
+    var settled = false
+    defer { if settled { end() } }
+    let linked = try allocation.commit(pending) { clusters in
+      settled = true
+      guard !clusters.isEmpty else { return }
+      try state.withLock { s in try link(clusters, in: &s) }
     }
-    allocation.release(0...0)
+    guard linked, !pending.plan.isEmpty else { return }
     try writeBack(ifOverBudget: true)
   }
 
   /// Forgets a prepared write whose data write failed: its clusters were never linked, and the
   /// next allocation takes the same places.
   func abortWrite(_ prepared: PreparedWrite) {
-    guard let pending = prepared.token as? Pending, pending.settle() else { return }
-    if !pending.clusters.isEmpty { allocation.release(0...0) }
-    end()
+    guard let pending = prepared.token as? PendingAllocation<[NewCluster]> else { return }
+    if allocation.abort(pending) { end() }
   }
 
   /// Sets the BAT entries of `clusters` in copies of their cached pages, inserted dirty. Pages
@@ -185,7 +173,7 @@ final class ParallelsWriter: Sendable {
     for cluster in clusters {
       let page = Int(cluster.index) / bat.table.pageEntries
       pages[page]?[Int(cluster.index) - page * bat.table.pageEntries] = UInt64(cluster.entry)
-      s.dataEnd = max(s.dataEnd, cluster.end)
+      s.dataEnd = max(s.dataEnd, cluster.host + clusterSize)
     }
     s.generation += 1
     for (page, words) in pages {
@@ -249,22 +237,9 @@ struct ParallelsWriteState {
 }
 
 /// A cluster a prepared write allocated: its index in the BAT, the entry naming it, and where it
-/// ends in the file.
+/// starts in the file.
 struct NewCluster: Sendable {
   var index: UInt64
   var entry: UInt32
-  var end: UInt64
-}
-
-/// The token of every prepared write: its new clusters (maybe none), and whether it was
-/// committed or aborted (the engine calls `abortWrite` after a failed `commitWrite`; locks and the
-/// in-flight count are released exactly once).
-final class Pending: Sendable {
-  let clusters: [NewCluster]
-  private let settled = Atomic<Bool>(false)
-
-  init(_ clusters: [NewCluster]) { self.clusters = clusters }
-
-  /// True the first time only.
-  func settle() -> Bool { !settled.exchange(true, ordering: .acquiringAndReleasing) }
+  var host: UInt64
 }

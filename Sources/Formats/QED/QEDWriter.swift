@@ -11,8 +11,8 @@ import VDiskCore
 /// the end of the file, when its L1 entry has none. Clusters are never freed or reused. The file
 /// end only grows, so an aborted or interrupted allocation leaks space and never hands a cluster
 /// out twice. Allocations are serialized from `prepareWrite` to `commitWrite`/`abortWrite` by
-/// `allocation` (two writes under one missing L2 table must not both create it); writes into
-/// allocated clusters never take it.
+/// `allocation`, an `AllocationLock` (two writes under one missing L2 table must not both create
+/// it); writes into allocated clusters never take it.
 ///
 /// QED_F_NEED_CHECK (qed_spec.txt, "Consistency checking") is set in the header before the first
 /// allocating write and cleared by `flush` once every change is on disk (the engine has no
@@ -25,11 +25,10 @@ final class QEDWriter: Sendable {
   let state: Mutex<QEDWriteState>
   /// The engine's range locks, one unit per cluster.
   let locks = RangeLocks()
-  /// Held by the one allocation in flight, and by a flush clearing the need-check flag (its
-  /// only range is 0...0).
-  let allocation = RangeLocks()
-  /// Serializes write-backs.
-  let writeBacks = Mutex<Void>(())
+  /// Held by the one allocation in flight, and by a flush clearing the need-check flag.
+  let allocation = AllocationLock()
+  /// Data sync, L2 pages and L1 entries, sync; one at a time.
+  let writeBacks: DataFirstWriteback
 
   var file: ImageFile { tables.file }
   var header: QEDHeader { tables.header }
@@ -47,6 +46,7 @@ final class QEDWriter: Sendable {
     let size = tables.file.size
     let end = (size + tables.clusterSize - 1) / tables.clusterSize * tables.clusterSize
     state = Mutex(QEDWriteState(fileEnd: end, needCheckOnDisk: tables.header.features.contains(.needCheck)))
+    writeBacks = DataFirstWriteback(file: tables.file)
   }
 
   // MARK: Two-phase writes
@@ -68,14 +68,11 @@ final class QEDWriter: Sendable {
     guard !fresh.isEmpty else {
       return PreparedWrite(targets: targets(first: first, kinds: kinds, from: offset, to: end))
     }
-    allocation.acquire(0...0)
-    do {
+    let pending = try allocation.allocate {
       try setNeedCheck()
       var next = state.withLock { $0.fileEnd }
-      var assigned = kinds
       var clusters: [NewCluster] = []
       for i in fresh {
-        assigned[i] = .data(next)
         clusters.append(NewCluster(guestCluster: first + UInt64(i), host: next))
         next += clusterSize
       }
@@ -89,14 +86,13 @@ final class QEDWriter: Sendable {
         next += header.tableBytes
       }
       state.withLock { $0.fileEnd = next }
-      let fresh = Set(clusters.map(\.guestCluster))
-      return PreparedWrite(
-        targets: targets(first: first, kinds: assigned, from: offset, to: end, fresh: fresh),
-        token: PendingAllocation(clusters: clusters, tables: newTables))
-    } catch {
-      allocation.release(0...0)
-      throw error
+      return NewClusters(clusters: clusters, tables: newTables)
     }
+    var assigned = kinds
+    for cluster in pending.plan.clusters { assigned[Int(cluster.guestCluster - first)] = .data(cluster.host) }
+    let new = Set(pending.plan.clusters.map(\.guestCluster))
+    return PreparedWrite(
+      targets: targets(first: first, kinds: assigned, from: offset, to: end, fresh: new), token: pending)
   }
 
   /// One run per cluster: the written part of an allocated cluster, or the whole of a new one with
@@ -107,40 +103,29 @@ final class QEDWriter: Sendable {
     kinds.enumerated().compactMap { i, kind in
       guard case .data(let host) = kind else { return nil }
       let cluster = first + UInt64(i)
-      let start = cluster * clusterSize
-      let stop = start + clusterSize
-      let lo = max(offset, start)
-      let hi = min(end, stop)
-      guard fresh.contains(cluster) else {
-        return WriteTarget(file: file, hostOffset: host + (lo - start), guest: lo..<hi)
-      }
-      let fill = [start..<lo, hi..<stop].filter { !$0.isEmpty }
-      return WriteTarget(file: file, hostOffset: host, guest: start..<stop, fill: fill)
+      return .unit(
+        cluster * clusterSize..<(cluster + 1) * clusterSize, at: host, in: file, writing: offset..<end,
+        isNew: fresh.contains(cluster))
     }
   }
 
   /// Links what a prepared write allocated (its data is written): new L2 tables' pages first, then
   /// their L1 entries, so that a reader never follows an entry to a table without them.
   func commitWrite(_ prepared: PreparedWrite) throws {
-    guard let pending = prepared.token as? PendingAllocation, pending.settle() else { return }
-    do {
-      try link(pending)
-    } catch {
-      allocation.release(0...0)
-      throw error
-    }
-    allocation.release(0...0)
+    guard let pending = prepared.token as? PendingAllocation<NewClusters>,
+      try allocation.commit(pending, link: link)
+    else { return }
     try writeBack(ifOverBudget: true)
   }
 
   /// Forgets a prepared write whose data write failed: its clusters and tables are leaked (the
   /// file end never moves back).
   func abortWrite(_ prepared: PreparedWrite) {
-    guard let pending = prepared.token as? PendingAllocation, pending.settle() else { return }
-    allocation.release(0...0)
+    guard let pending = prepared.token as? PendingAllocation<NewClusters> else { return }
+    allocation.abort(pending)
   }
 
-  private func link(_ pending: PendingAllocation) throws {
+  private func link(_ pending: NewClusters) throws {
     let tableOf = Dictionary(uniqueKeysWithValues: pending.tables.map { ($0.l1Index, $0.offset) })
     // Load every page first, so that a failed load changes nothing.
     var pages: [UInt64: (table: UInt64, page: UInt64, words: [UInt64])] = [:]
@@ -262,17 +247,9 @@ struct NewTable: Sendable {
   var offset: UInt64
 }
 
-/// The token of an allocating write, settled exactly once (the engine calls `abortWrite` after a
-/// failed `commitWrite`).
-final class PendingAllocation: Sendable {
-  let clusters: [NewCluster]
-  let tables: [NewTable]
-  private let settled = Atomic<Bool>(false)
-
-  init(clusters: [NewCluster], tables: [NewTable]) {
-    self.clusters = clusters
-    self.tables = tables
-  }
-
-  func settle() -> Bool { !settled.exchange(true, ordering: .acquiringAndReleasing) }
+/// What a prepared write allocated: its data clusters and the L2 tables they needed (the plan of
+/// its `PendingAllocation`).
+struct NewClusters: Sendable {
+  var clusters: [NewCluster]
+  var tables: [NewTable]
 }

@@ -25,48 +25,49 @@ extension QEDWriter {
     !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
   }
 
-  /// Writes dirty metadata back (see above), one write-back at a time, never syncing under the
-  /// writer's mutex. With nothing dirty, one `fdatasync`. `ifOverBudget`: only when dirty pages
-  /// passed three quarters of the cache's budget, else nothing.
+  /// Writes dirty metadata back (see above; `DataFirstWriteback` runs steps 1 and 4), one
+  /// write-back at a time, never syncing under the writer's mutex. With nothing dirty, one
+  /// `fdatasync`. `ifOverBudget`: only when dirty pages passed three quarters of the cache's
+  /// budget, else nothing.
   func writeBack(ifOverBudget: Bool = false) throws {
     if ifOverBudget, !state.withLock({ isOverBudget($0) }) { return }
-    try writeBacks.withLock { _ in
-      let snapshot = try state.withLock { s -> Snapshot? in
-        guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-        var pages: [(offset: UInt64, table: UInt64, page: UInt64, generation: UInt64, words: [UInt64])] = []
-        for (offset, page) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
-          guard let words = cache.get(tables.key(table: page.table, page: page.page)) else {
-            throw VDiskError(
-              .io, path: file.path, offset: offset,
-              "dirty QED L2 page at \(hex(offset)) left the cache unwritten")
+    try writeBacks.run(
+      syncIfClean: !ifOverBudget,
+      take: {
+        try state.withLock { s -> Snapshot? in
+          guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
+          var pages: [(offset: UInt64, table: UInt64, page: UInt64, generation: UInt64, words: [UInt64])] = []
+          for (offset, page) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
+            guard let words = cache.get(tables.key(table: page.table, page: page.page)) else {
+              throw VDiskError(
+                .io, path: file.path, offset: offset,
+                "dirty QED L2 page at \(hex(offset)) left the cache unwritten")
+            }
+            pages.append((offset, page.table, page.page, page.generation, words))
           }
-          pages.append((offset, page.table, page.page, page.generation, words))
+          let dirty = s.dirtyL1.sorted { $0.key < $1.key }
+          let values = tables.l1.values(dirty.map(\.key))
+          let l1 = zip(dirty, values).map { (index: $0.key, generation: $0.value, value: $1) }
+          return Snapshot(pages: pages, l1: l1)
         }
-        let dirty = s.dirtyL1.sorted { $0.key < $1.key }
-        let values = tables.l1.values(dirty.map(\.key))
-        let l1 = zip(dirty, values).map { (index: $0.key, generation: $0.value, value: $1) }
-        return Snapshot(pages: pages, l1: l1)
-      }
-      guard let snapshot else {
-        if !ifOverBudget { try file.dataSync() }
-        return
-      }
-      try file.dataSync()
-      try cache.writingBack {
-        for page in snapshot.pages { try write(page.words, at: page.offset) }
-      }
-      try writeL1(snapshot.l1)
-      try file.dataSync()
-      state.withLock { s in
-        for page in snapshot.pages where s.dirtyPages[page.offset]?.generation == page.generation {
-          s.dirtyPages[page.offset] = nil
-          cache.markClean(tables.key(table: page.table, page: page.page))
+      },
+      write: { snapshot in
+        try cache.writingBack {
+          for page in snapshot.pages { try write(page.words, at: page.offset) }
         }
-        for entry in snapshot.l1 where s.dirtyL1[entry.index] == entry.generation {
-          s.dirtyL1[entry.index] = nil
+        try writeL1(snapshot.l1)
+      },
+      written: { snapshot in
+        state.withLock { s in
+          for page in snapshot.pages where s.dirtyPages[page.offset]?.generation == page.generation {
+            s.dirtyPages[page.offset] = nil
+            cache.markClean(tables.key(table: page.table, page: page.page))
+          }
+          for entry in snapshot.l1 where s.dirtyL1[entry.index] == entry.generation {
+            s.dirtyL1[entry.index] = nil
+          }
         }
-      }
-    }
+      })
   }
 
   /// Step 3: runs of neighbouring L1 entries, one write each.
@@ -98,11 +99,11 @@ extension QEDWriter {
   /// Clears QED_F_NEED_CHECK once everything is on disk: no dirty tables, no allocation in
   /// flight (`allocation` is taken, so none can start).
   func clearNeedCheck() throws {
-    allocation.acquire(0...0)
-    defer { allocation.release(0...0) }
-    guard state.withLock({ $0.needCheckOnDisk && !$0.hasDirtyMetadata }) else { return }
-    try write([header.features.subtracting(.needCheck).rawValue], at: QEDHeader.featuresOffset)
-    try file.dataSync()
-    state.withLock { $0.needCheckOnDisk = false }
+    try allocation.excludingAllocations {
+      guard state.withLock({ $0.needCheckOnDisk && !$0.hasDirtyMetadata }) else { return }
+      try write([header.features.subtracting(.needCheck).rawValue], at: QEDHeader.featuresOffset)
+      try file.dataSync()
+      state.withLock { $0.needCheckOnDisk = false }
+    }
   }
 }

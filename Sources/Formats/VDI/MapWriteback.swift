@@ -28,40 +28,39 @@ extension VDIWriter {
     !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
   }
 
-  /// Writes dirty metadata back (see above), one write-back at a time, never syncing under the
-  /// writer's mutex. With nothing dirty, one `fdatasync`. `ifOverBudget`: only when dirty pages
-  /// passed three quarters of the cache's budget, else nothing.
+  /// Writes dirty metadata back (see above; `DataFirstWriteback` runs the steps), one write-back
+  /// at a time, never syncing under the writer's mutex. With nothing dirty, one `fdatasync`.
+  /// `ifOverBudget`: only when dirty pages passed three quarters of the cache's budget, else
+  /// nothing.
   func writeBack(ifOverBudget: Bool = false) throws {
     if ifOverBudget, !state.withLock({ isOverBudget($0) }) { return }
-    try writeBacks.withLock { _ in
-      let snapshot = try state.withLock { s -> Snapshot? in
-        guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-        var pages: [(page: Int, generation: UInt64, words: [UInt64])] = []
-        for (page, generation) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
-          guard let words = cache.get(map.key(page: page)) else {
-            throw VDiskError(
-              .io, path: file.path, offset: map.pageOffset(page),
-              "dirty VDI block map page at \(hex(map.pageOffset(page))) left the cache unwritten")
+    try writeBacks.run(
+      syncIfClean: !ifOverBudget,
+      take: {
+        try state.withLock { s -> Snapshot? in
+          guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
+          var pages: [(page: Int, generation: UInt64, words: [UInt64])] = []
+          for (page, generation) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
+            guard let words = cache.get(map.key(page: page)) else {
+              throw VDiskError(
+                .io, path: file.path, offset: map.pageOffset(page),
+                "dirty VDI block map page at \(hex(map.pageOffset(page))) left the cache unwritten")
+            }
+            pages.append((page, generation, words))
           }
-          pages.append((page, generation, words))
+          return Snapshot(linked: s.linked, pages: pages)
         }
-        return Snapshot(linked: s.linked, pages: pages)
-      }
-      guard let snapshot else {
-        if !ifOverBudget { try file.dataSync() }
-        return
-      }
-      try file.dataSync()
-      try writeMap(snapshot)
-      try file.dataSync()
-      state.withLock { s in
-        s.diskLinked = snapshot.linked
-        for page in snapshot.pages where s.dirtyPages[page.page] == page.generation {
-          s.dirtyPages[page.page] = nil
-          cache.markClean(map.key(page: page.page))
+      },
+      write: writeMap,
+      written: { snapshot in
+        state.withLock { s in
+          s.diskLinked = snapshot.linked
+          for page in snapshot.pages where s.dirtyPages[page.page] == page.generation {
+            s.dirtyPages[page.page] = nil
+            cache.markClean(map.key(page: page.page))
+          }
         }
-      }
-    }
+      })
   }
 
   /// Step 2: the count and the dirty pages in one write (the bytes between them as the file

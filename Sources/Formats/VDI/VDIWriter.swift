@@ -8,9 +8,10 @@ import VDiskCore
 /// Allocation (vdi.md, "Writing (dynamic images)"): qemu and VirtualBox put a new block in slot
 /// cBlocksAllocated, so the slots in use must always be exactly 0..<cBlocksAllocated, or a later
 /// writer of the image would hand out a slot that is still in use. Allocations are therefore
-/// serialized, from `prepareWrite` to `commitWrite`/`abortWrite`, by `allocation`: the slots of
-/// the one allocation in flight are `linked..<linked + n`, and an aborted allocation leaves no
-/// hole (the next one reuses its slots). Writes into allocated blocks never take it.
+/// serialized, from `prepareWrite` to `commitWrite`/`abortWrite`, by `allocation` (an
+/// `AllocationLock`): the slots of the one allocation in flight are `linked..<linked + n`, and an
+/// aborted allocation leaves no hole (the next one reuses its slots). Writes into allocated blocks
+/// never take it.
 ///
 /// A new block reads as zeros where it is not written: its run covers the whole block, the rest
 /// filled with the zeros the chain reads there (the engine writes no zeros past the end of the
@@ -25,10 +26,10 @@ final class VDIWriter: Sendable {
   let state: Mutex<VDIWriteState>
   /// The engine's range locks, one unit per block.
   let locks = RangeLocks()
-  /// Held by the one allocation in flight (its only range is 0...0).
-  let allocation = RangeLocks()
-  /// Serializes write-backs.
-  let writeBacks = Mutex<Void>(())
+  /// Held by the one allocation in flight.
+  let allocation = AllocationLock()
+  /// Data sync, map, sync; one at a time.
+  let writeBacks: DataFirstWriteback
 
   var cache: MetadataCache { map.cache }
   var header: VDIHeader { map.header }
@@ -39,6 +40,7 @@ final class VDIWriter: Sendable {
     self.file = file
     self.map = map
     state = Mutex(VDIWriteState(linked: map.header.blocksAllocated))
+    writeBacks = DataFirstWriteback(file: file)
   }
 
   /// Where slot `slot` starts in the file (its cbBlockExtra prefix first).
@@ -71,28 +73,25 @@ final class VDIWriter: Sendable {
       return PreparedWrite(
         targets: targets(first: first, entries: entries, from: offset, to: end))
     }
-    allocation.acquire(0...0)
-    do {
+    let pending = try allocation.allocate { () throws -> [NewBlock] in
       let slot = state.withLock { $0.linked }
       guard UInt64(slot) + UInt64(fresh) <= UInt64(header.blockCount) else {
         throw VDiskError.corrupt(
           file.path, "VDI has no free slot for \(fresh) more blocks (\(slot) of \(header.blockCount) in use)")
       }
-      var assigned = entries
       var next = slot
       var blocks: [NewBlock] = []
       for (i, entry) in entries.enumerated() where !VDIBlockMap.isAllocated(entry) {
-        assigned[i] = next
         blocks.append(NewBlock(index: first + i, slot: next))
         next += 1
       }
-      let runs = targets(
-        first: first, entries: assigned, from: offset, to: end, fresh: Set(blocks.map(\.index)))
-      return PreparedWrite(targets: runs, token: PendingAllocation(blocks: blocks))
-    } catch {
-      allocation.release(0...0)
-      throw error
+      return blocks
     }
+    var assigned = entries
+    for block in pending.plan { assigned[block.index - first] = block.slot }
+    let runs = targets(
+      first: first, entries: assigned, from: offset, to: end, fresh: Set(pending.plan.map(\.index)))
+    return PreparedWrite(targets: runs, token: pending)
   }
 
   /// One run per block: the written part of an allocated block, or the whole of a new block with
@@ -101,38 +100,27 @@ final class VDIWriter: Sendable {
     first: Int, entries: [UInt32], from offset: UInt64, to end: UInt64, fresh: Set<Int> = []
   ) -> [WriteTarget] {
     entries.enumerated().map { i, slot in
-      let block = first + i
-      let blockStart = UInt64(block) * blockSize
-      let blockEnd = blockStart + blockSize
-      let lo = max(offset, blockStart)
-      let hi = min(end, blockEnd)
-      guard fresh.contains(block) else {
-        return WriteTarget(file: file, hostOffset: slotData(slot) + (lo - blockStart), guest: lo..<hi)
-      }
-      let ranges = [blockStart..<lo, hi..<blockEnd].filter { !$0.isEmpty }
-      return WriteTarget(file: file, hostOffset: slotData(slot), guest: blockStart..<blockEnd, fill: ranges)
+      let start = UInt64(first + i) * blockSize
+      return .unit(
+        start..<start + blockSize, at: slotData(slot), in: file, writing: offset..<end,
+        isNew: fresh.contains(first + i))
     }
   }
 
   /// Links the blocks a prepared write allocated (their data is written), then writes back if
   /// dirty pages passed three quarters of the cache's budget.
   func commitWrite(_ prepared: PreparedWrite) throws {
-    guard let pending = prepared.token as? PendingAllocation, pending.settle() else { return }
-    do {
-      try state.withLock { s in try link(pending.blocks, in: &s) }
-    } catch {
-      allocation.release(0...0)
-      throw error
-    }
-    allocation.release(0...0)
+    guard let pending = prepared.token as? PendingAllocation<[NewBlock]>,
+      try allocation.commit(pending, link: { blocks in try state.withLock { s in try link(blocks, in: &s) } })
+    else { return }
     try writeBack(ifOverBudget: true)
   }
 
   /// Forgets a prepared write whose data write failed: its slots were never linked, and the next
   /// allocation takes them again (writing those blocks whole, since the file now reaches them).
   func abortWrite(_ prepared: PreparedWrite) {
-    guard let pending = prepared.token as? PendingAllocation, pending.settle() else { return }
-    allocation.release(0...0)
+    guard let pending = prepared.token as? PendingAllocation<[NewBlock]> else { return }
+    allocation.abort(pending)
   }
 
   /// Sets the map entries of `blocks` in copies of their cached pages, inserted dirty, and counts
@@ -217,21 +205,4 @@ struct VDIWriteState {
 struct NewBlock: Sendable {
   var index: Int
   var slot: UInt32
-}
-
-/// The token of an allocating write: its new blocks, and whether it was committed or aborted
-/// (the engine calls `abortWrite` after a failed `commitWrite`; the allocation lock is released
-/// exactly once).
-final class PendingAllocation: Sendable {
-  let blocks: [NewBlock]
-  private let settled = Atomic<Bool>(false)
-
-  init(blocks: [NewBlock]) {
-    self.blocks = blocks
-  }
-
-  /// True the first time only.
-  func settle() -> Bool {
-    !settled.exchange(true, ordering: .acquiringAndReleasing)
-  }
 }
