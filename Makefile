@@ -55,14 +55,15 @@ release: deps
 	$(SWIFT) build -c release
 
 # All tests, the FUSE mount and loop-device tests included (they need root and /dev/fuse;
-# under CI=true a skipped test is a failure; the crash campaign at 3 points per format), then the
+# under CI=true a skipped test is a failure; the crash campaign at 3 points per format; two test
+# processes at once, scripts/test-shards.sh), then the
 # install tests, every fuzz target for a few seconds, the parser, engine and FUSE suites under
 # AddressSanitizer and the concurrency suites under ThreadSanitizer, and the formatter in lint
 # mode.
 test: deps
 	$(SWIFT) build --build-tests
-	@set -o pipefail; log=$$(mktemp); \
-	VDISKFS_BIN=$$($(SWIFT) build --show-bin-path)/vdiskfs $(SWIFT) test --skip-build 2>&1 | tee $$log; status=$$?; \
+	@log=$$(mktemp); bin=$$($(SWIFT) build --show-bin-path); \
+	VDISKFS_BIN=$$bin/vdiskfs scripts/test-shards.sh $$bin $$log; status=$$?; \
 	if [ -n "$$CI" ] && grep -Eq '(Test .* skipped|[1-9][0-9]* tests? skipped)' $$log; then \
 	  echo "make test: tests were skipped under CI; every test must run here"; status=1; fi; \
 	rm -f $$log; \
@@ -72,8 +73,10 @@ test: deps
 	if [ -n "$$left" ]; then echo "make test: processes left behind (Ceph, nginx, vdiskfs): $$left"; status=1; fi; \
 	exit $$status
 	$(MAKE) --no-print-directory test-uring
-	$(MAKE) --no-print-directory test-install
-	$(MAKE) --no-print-directory fuzz-short
+	@# Side by side (each one's output printed whole when it ends): the release build and the
+	@# package tests of the one, the libFuzzer processes of the other, leave each other's idle
+	@# moments to use.
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-install fuzz-short
 	$(MAKE) --no-print-directory sanitize-short
 	$(MAKE) --no-print-directory lint
 
