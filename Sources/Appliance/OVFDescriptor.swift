@@ -28,7 +28,7 @@ public struct OVFDescriptor: Sendable {
 
   /// Parses `bytes` (the `.ovf` file named `path` in errors).
   public init(parsing bytes: [UInt8], path: String) throws {
-    let root = try DescriptorXML.parse(bytes, path: path)
+    let root = try DescriptorXML.parse(bytes, path: path, what: "OVF descriptor")
     guard root.localName == "Envelope" else {
       throw VDiskError.corrupt(path, "OVF descriptor's root element is <\(root.name)>, not <Envelope>")
     }

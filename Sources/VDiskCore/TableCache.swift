@@ -151,6 +151,10 @@ public final class TableCache<Key: Hashable & Sendable, Value: Sendable>: @unche
   /// What the dirty entries cost together.
   public var dirtyCost: Int { lock.withReadLock { dirtySum } }
 
+  /// Whether dirty entries hold over three quarters of the budget: the point at which every
+  /// writer writes its metadata back (in its own order), so that clean tables keep room to load.
+  public var isMostlyDirty: Bool { dirtyCost > budget / 4 * 3 }
+
   /// Call with the lock held exclusively.
   private func add(_ entry: Entry) {
     index[entry.key] = entry

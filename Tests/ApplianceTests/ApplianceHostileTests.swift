@@ -183,12 +183,12 @@ import VDiskCore
       <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
       <Envelope><References><File ovf:href="&lol2;" ovf:id="f"/></References></Envelope>
       """
-    Self.expectRefused(bomb, scratch: scratch, "XML descriptor")
+    Self.expectRefused(bomb, scratch: scratch, "OVF descriptor")
     // Deep nesting.
     let deep =
       "<Envelope>" + String(repeating: "<a>", count: 10_000) + String(repeating: "</a>", count: 10_000)
       + "</Envelope>"
-    Self.expectRefused(deep, scratch: scratch, "XML descriptor")
+    Self.expectRefused(deep, scratch: scratch, "OVF descriptor")
     // Not an OVF; a capacity that overflows.
     Self.expectRefused("<Other/>", scratch: scratch, "not <Envelope>")
     Self.expectRefused(

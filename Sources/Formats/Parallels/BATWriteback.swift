@@ -6,7 +6,7 @@ import VDiskCore
 extension ParallelsWriter {
   /// Whether dirty pages cost more than three quarters of the cache's budget.
   func isOverBudget(_ s: ParallelsWriteState) -> Bool {
-    !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
+    !s.dirtyPages.isEmpty && cache.isMostlyDirty
   }
 
   /// Writes dirty pages back (see above; `DataFirstWriteback` runs the steps). With nothing

@@ -62,7 +62,7 @@ struct DiskDescriptor: Sendable {
   static func normalized(_ guid: String) -> String { guid.trimmingWhitespace.lowercased() }
 
   init(parsing bytes: [UInt8], path: String) throws {
-    let root = try DescriptorXML.parse(bytes, path: path)
+    let root = try DescriptorXML.parse(bytes, path: path, what: "bundle descriptor")
     func fail(_ detail: String) -> VDiskError { VDiskError.corrupt(path, "DiskDescriptor.xml: \(detail)") }
     func number(_ element: XMLElement, _ name: String) throws -> UInt64 {
       guard let text = element.value(name) else { throw fail("<\(element.name)> has no <\(name)>") }

@@ -18,7 +18,8 @@ enum ParallelsBundle {
   static func plan(_ file: ImageFile, context: PlanContext) throws -> LayerPlan {
     guard file.size <= UInt64(DescriptorXML.maxBytes) else {
       throw VDiskError.corrupt(
-        file.path, "XML descriptor of \(file.size) bytes is larger than \(DescriptorXML.maxBytes >> 20) MiB")
+        file.path,
+        "bundle descriptor of \(file.size) bytes is larger than \(DescriptorXML.maxBytes >> 20) MiB")
     }
     if context.writable {
       throw VDiskError(.readOnly, path: file.path, "writing Parallels bundles is not supported")

@@ -104,7 +104,7 @@ extension WriteState {
   /// L2 table of the image and a quarter more for refcount blocks, so an image whose tables all
   /// fit is written back only when asked (fsync, close, unmount).
   var isOverBudget: Bool {
-    cache.dirtyCost > cache.budget / 4 * 3 && hasDirtyMetadata
+    cache.isMostlyDirty && hasDirtyMetadata
   }
 
   /// The words of a dirty table (dirty entries are never evicted, so a miss is a bug, reported

@@ -22,7 +22,7 @@ extension QEDWriter {
 
   /// Whether dirty pages cost more than three quarters of the cache's budget.
   func isOverBudget(_ s: QEDWriteState) -> Bool {
-    !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
+    !s.dirtyPages.isEmpty && cache.isMostlyDirty
   }
 
   /// Writes dirty metadata back (see above; `DataFirstWriteback` runs steps 1 and 4), one

@@ -25,7 +25,7 @@ extension VDIWriter {
 
   /// Whether dirty pages cost more than three quarters of the cache's budget.
   func isOverBudget(_ s: VDIWriteState) -> Bool {
-    !s.dirtyPages.isEmpty && cache.dirtyCost > cache.budget / 4 * 3
+    !s.dirtyPages.isEmpty && cache.isMostlyDirty
   }
 
   /// Writes dirty metadata back (see above; `DataFirstWriteback` runs the steps), one write-back

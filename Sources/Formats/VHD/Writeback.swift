@@ -21,7 +21,7 @@ extension VHDWriteState {
   /// Whether dirty entries cost more than three quarters of the cache's budget (as for qcow2):
   /// then a commit writes everything back.
   func isOverBudget(_ cache: MetadataCache) -> Bool {
-    hasDirtyMetadata && cache.dirtyCost > cache.budget / 4 * 3
+    hasDirtyMetadata && cache.isMostlyDirty
   }
 
   /// Snapshots the dirty bitmaps and BAT pages (under the mutex); they count as clean from here

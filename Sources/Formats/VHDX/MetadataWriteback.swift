@@ -20,7 +20,7 @@ import VDiskCore
 /// clean in the cache once none of its sectors is dirty.
 extension VHDXWriter {
   /// Whether dirty pages cost more than three quarters of the cache's budget (as qcow2).
-  var isOverBudget: Bool { cache.dirtyCost > cache.budget / 4 * 3 }
+  var isOverBudget: Bool { cache.isMostlyDirty }
 
   /// Writes back every changed sector; with nothing changed, one `fdatasync` (none when
   /// `ifOverBudget`, which writes back only when over budget).

@@ -49,7 +49,7 @@ extension SparseWriteState {
   /// Whether dirty tables cost more than three quarters of the cache's budget (the rest stays
   /// for tables readers use).
   var isOverBudget: Bool {
-    cache.dirtyCost > cache.budget / 4 * 3 && hasDirtyMetadata
+    cache.isMostlyDirty && hasDirtyMetadata
   }
 
 }

@@ -191,7 +191,7 @@ final class VMDKWriter: LayerWriter {
   /// When dirty tables pass three quarters of the chain's cache, the sparse extents with dirty
   /// tables write back (in order) so that they become evictable.
   private func writeBackIfOverBudget() throws {
-    guard cache.dirtyCost > cache.budget / 4 * 3 else { return }
+    guard cache.isMostlyDirty else { return }
     for writer in writers {
       if case .sparse(let s) = writer { try s.writeBack(ifOverBudget: true) }
     }
