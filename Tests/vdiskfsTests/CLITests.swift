@@ -48,6 +48,25 @@ import Testing
     #expect(r.status == 2)
   }
 
+  /// The disk size of a VMDK counts every extent file, as qemu-img's does: a monolithicFlat,
+  /// a split flat and a split sparse image.
+  @Test(arguments: ["monolithicFlat", "twoGbMaxExtentFlat", "twoGbMaxExtentSparse"])
+  func infoDiskSizeOfAVMDKCountsItsExtents(_ subformat: String) throws {
+    let scratch = try Scratch("cli-vmdk-size")
+    defer { scratch.remove() }
+    let img = scratch.file("d.vmdk")
+    try Qemu.create(img, format: "vmdk", size: "3G", options: ["subformat=\(subformat)"])
+    try Qemu.io(img, format: "vmdk", ["write -P 0x5a 0 1M", "write -P 0x33 2100M 1M"])
+    func actualSize(_ json: String) throws -> Int {
+      let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+      return try #require(object["actual-size"] as? Int)
+    }
+    let ours = try actualSize(try run(vdiskfsBinary, ["info", "--output", "json", img]).stdout)
+    let theirs = try actualSize(try Qemu.img(["info", "--output=json", img]))
+    #expect(ours == theirs, "\(subformat): vdiskfs \(ours), qemu-img \(theirs)")
+    #expect(ours > 2 << 20, "\(subformat): \(ours) counts the extents' data")
+  }
+
   /// `vdiskfs info --output json` against `qemu-img info --output=json` for the shared fields.
   @Test func infoJSONMatchesQemuImgInfo() throws {
     let scratch = try Scratch("cli")

@@ -218,3 +218,16 @@ public final class VMDKLayer: ImageLayer {
       dirtyFlag: isDirty, formatSpecific: specific)
   }
 }
+
+/// `vdiskfs info`'s disk size counts the descriptor and every extent file, as qemu-img's does
+/// (`vmdk_get_allocated_file_size`): a monolithicFlat or split VMDK's bytes live in its extents.
+extension VMDKLayer: FileSetLayer {
+  public var files: [ImageFile] {
+    var seen: Set<String> = [file.path]
+    var all = [file]
+    for case let extentFile? in extents.map(\.file) where seen.insert(extentFile.path).inserted {
+      all.append(extentFile)
+    }
+    return all
+  }
+}
