@@ -152,22 +152,9 @@ final class VMDKWriter: LayerWriter {
   ) -> [WriteTarget] {
     grains.map { g in
       let grain = g.start..<min(g.start + writer.grainSize, e.length)
-      let own = grain.clamped(to: range)
-      if !g.isNew {
-        return WriteTarget(
-          file: writer.file, hostOffset: g.host + (own.lowerBound - g.start),
-          guest: e.start + own.lowerBound..<e.start + own.upperBound)
-      }
-      var fill: [Range<UInt64>] = []
-      if grain.lowerBound < own.lowerBound {
-        fill.append(e.start + grain.lowerBound..<e.start + own.lowerBound)
-      }
-      if own.upperBound < grain.upperBound {
-        fill.append(e.start + own.upperBound..<e.start + grain.upperBound)
-      }
-      return WriteTarget(
-        file: writer.file, hostOffset: g.host, guest: e.start + grain.lowerBound..<e.start + grain.upperBound,
-        fill: fill)
+      return WriteTarget.unit(
+        e.start + grain.lowerBound..<e.start + grain.upperBound, at: g.host, in: writer.file,
+        writing: e.start + range.lowerBound..<e.start + range.upperBound, isNew: g.isNew)
     }
   }
 
