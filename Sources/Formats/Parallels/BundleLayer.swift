@@ -39,13 +39,7 @@ public final class BundleLayer: ImageLayer {
   /// The index of the piece holding guest byte `offset` (< virtualSize; the pieces cover the
   /// disk in order).
   func pieceIndex(_ offset: UInt64) -> Int {
-    var low = 0
-    var high = pieces.count - 1
-    while low < high {
-      let middle = (low + high + 1) / 2
-      if pieces[middle].start <= offset { low = middle } else { high = middle - 1 }
-    }
-    return low
+    pieces.lastIndex(startingAtOrBefore: offset) { $0.start }
   }
 
   /// Contract as `ImageLayer.extent(at:maxLength:)`: the answer of the storage holding `offset`,

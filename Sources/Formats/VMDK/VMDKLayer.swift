@@ -104,13 +104,7 @@ public final class VMDKLayer: ImageLayer {
 
   /// Index of the extent holding guest byte `offset` (< virtualSize).
   private func extentIndex(_ offset: UInt64) -> Int {
-    var low = 0
-    var high = extents.count - 1
-    while low < high {
-      let mid = (low + high + 1) / 2
-      if extents[mid].start <= offset { low = mid } else { high = mid - 1 }
-    }
-    return low
+    extents.lastIndex(startingAtOrBefore: offset) { $0.start }
   }
 
   public func extent(at offset: UInt64, maxLength: UInt64) throws -> Extent {
