@@ -40,6 +40,20 @@ struct MountedImage {
   }
 }
 
+/// `fusermount3 -u`, retried for up to 5 s while the mount is busy: tests run in parallel, and a
+/// child another test spawns may hold an inherited descriptor under the mount for a moment.
+/// Throws the last failure.
+func unmountRetryingWhileBusy(_ mountpoint: String) throws {
+  var result = try run("fusermount3", ["-u", mountpoint], check: false)
+  for _ in 0..<50 where result.status != 0 && result.stderr.contains("busy") {
+    usleep(100_000)
+    result = try run("fusermount3", ["-u", mountpoint], check: false)
+  }
+  if result.status != 0 {
+    throw CommandFailed(command: ["fusermount3", "-u", mountpoint], result: result)
+  }
+}
+
 /// Waits (up to 10 s) until no vdiskfs process serves `mountpoint`.
 func waitForDaemonExit(_ mountpoint: String) {
   for _ in 0..<500 {

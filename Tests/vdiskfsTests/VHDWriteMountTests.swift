@@ -129,7 +129,7 @@ import Testing
     try file.write([0x5A], at: 12345)
     try file.sync()
     file.close()
-    try run("fusermount3", ["-u", mnt])
+    try unmountRetryingWhileBusy(mnt)
     mounted = false
     for _ in 0..<50 where isMounted(mnt) { usleep(20_000) }
     waitForDaemonExit(mnt)

@@ -172,7 +172,7 @@ struct WriteMountTests {
     try disk.zero(at: 8 << 20, length: 1 << 20, punch: true)
     try disk.sync()
     disk.close()
-    try run("fusermount3", ["-u", mnt])
+    try unmountRetryingWhileBusy(mnt)
     mounted = false
     for _ in 0..<50 where isMounted(mnt) { usleep(20_000) }
     waitForDaemonExit(mnt)
