@@ -173,7 +173,10 @@ public final class FUSESession: @unchecked Sendable {
       result = signal
     }
     if let negotiated = connection.negotiated {
-      let rings = loop.ringRequests.map { ", \($0) requests through io_uring" } ?? ""
+      let rings =
+        loop.ringRequests.map {
+          ", \($0) requests through io_uring, \(loop.ringWorkerCommits ?? 0) large replies from workers' rings"
+        } ?? ""
       logger.debug(
         "session loop ended with \(result) (FUSE 7.\(negotiated.minor), flags 0x\(String(negotiated.flags, radix: 16))\(rings))"
       )

@@ -26,11 +26,19 @@ struct IOURingMountTests {
     return try body()
   }
 
-  /// "N requests through io_uring" from the daemon's last log line (nil: not on io_uring).
-  func ringRequests(_ log: String) -> Int? {
-    guard let range = log.range(of: " requests through io_uring") else { return nil }
+  /// The number before `phrase` in the daemon's last log line (nil: no such phrase).
+  func count(before phrase: String, in log: String) -> Int? {
+    guard let range = log.range(of: phrase) else { return nil }
     let digits = log[..<range.lowerBound].reversed().prefix { $0.isNumber }
     return Int(String(digits.reversed()))
+  }
+
+  /// "N requests through io_uring" (nil: not on io_uring).
+  func ringRequests(_ log: String) -> Int? { count(before: " requests through io_uring", in: log) }
+
+  /// "M large replies from workers' rings".
+  func workerRingCommits(_ log: String) -> Int? {
+    count(before: " large replies from workers' rings", in: log)
   }
 
   /// A qcow2 with data, a zeroed range and holes, and its raw oracle.
@@ -96,6 +104,8 @@ struct IOURingMountTests {
       #expect(!isMounted(mount.mountpoint))
       #expect((ringRequests(mount.logText) ?? 0) > 0, "no request went through io_uring")
       #expect(mount.logText.contains("io_uring: "))
+      // The read-ahead's large replies are committed on the workers' own rings (`RingWorkers`).
+      #expect((workerRingCommits(mount.logText) ?? 0) > 0, "no large reply through a worker's ring")
     }
     _ = try Qemu.img("check", image)
     #expect((try Qemu.img("compare", "-f", "qcow2", "-F", "raw", image, oracle)).contains("identical"))

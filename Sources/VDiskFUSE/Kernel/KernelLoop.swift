@@ -123,6 +123,9 @@ final class KernelLoop: @unchecked Sendable {
   /// Requests answered through io_uring so far (nil: the rings are not in use).
   var ringRequests: Int? { rings.withLock { $0 }?.served }
 
+  /// Large replies committed on the io_uring workers' own rings so far (nil: no rings).
+  var ringWorkerCommits: Int? { rings.withLock { $0 }?.workerRingCommits }
+
   /// After INIT: starts the io_uring queues when it took FUSE_OVER_IO_URING; with
   /// `requireIOURing`, ends the loop when it did not. Once, from the worker that answered INIT.
   private func startRings() {

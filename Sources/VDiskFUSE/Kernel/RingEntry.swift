@@ -86,7 +86,7 @@ final class RingEntry: @unchecked Sendable {
     out.unique = commitID
     header.storeBytes(of: out, as: fuse_out_header.self)
     trailer.pointee.payload_sz = UInt32(dataLength)
-    queue.commit(self)
+    queue.commit(self, large: dataLength >= RingWorkers.largeReply)
     return 0
   }
 

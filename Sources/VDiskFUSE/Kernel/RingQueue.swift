@@ -33,14 +33,17 @@ final class RingQueue: @unchecked Sendable {
   private let mailbox = Mutex<[Int]>([])
   private let stopping = Atomic<Bool>(false)
   private let owner = Atomic<UInt>(0)
+  /// The threads a burst goes to, whose large replies go through their own rings.
+  private let workers: RingWorkers
   /// Requests answered (for the tests and the debug log).
   let served = Atomic<Int>(0)
 
   private static let wakeTag = UInt64.max
 
   init(
-    id: UInt16, device: Int32, depth: Int, payloadCapacity: Int, cpu: Int32?
+    id: UInt16, device: Int32, depth: Int, payloadCapacity: Int, cpu: Int32?, workers: RingWorkers
   ) throws {
+    self.workers = workers
     self.id = id
     self.device = device
     self.depth = depth
@@ -58,12 +61,14 @@ final class RingQueue: @unchecked Sendable {
   }
 
   /// Commits `entry`'s reply: queued on the ring when called on the queue's thread (submitted
-  /// with its next wait), else handed to that thread.
-  func commit(_ entry: RingEntry) {
+  /// with its next wait); a `large` one made on a worker goes through the worker's own ring
+  /// (`RingWorkers`); anything else is handed to the queue's thread.
+  func commit(_ entry: RingEntry, large: Bool) {
     if isOwnerThread, let ring {
-      queueCommit(entry, on: ring)
+      _ = queueCommit(entry, on: ring, userData: UInt64(entry.index))
       return
     }
+    if large, let worker = workers.current, worker.commit(entry) { return }
     mailbox.withLock { $0.append(entry.index) }
     var one: UInt64 = 1
     _ = write(wakeFD, &one, 8)
@@ -80,12 +85,13 @@ final class RingQueue: @unchecked Sendable {
     _ = write(wakeFD, &one, 8)
   }
 
-  private func queueCommit(_ entry: RingEntry, on ring: OpaquePointer) {
-    // The SQ holds depth + 1 entries: each entry has at most one command queued, plus the wake
-    // read, so it is never full.
-    _ = cfuse_ring_queue_fuse(
+  /// Queues `entry`'s commit and fetch on `ring` (the queue's own, whose SQ holds depth + 1
+  /// entries: each entry has at most one command queued, plus the wake read, so it is never full;
+  /// or a worker's); false when the SQ is full.
+  func queueCommit(_ entry: RingEntry, on ring: OpaquePointer, userData: UInt64) -> Bool {
+    cfuse_ring_queue_fuse(
       ring, device, UInt32(FUSE_IO_URING_CMD_COMMIT_AND_FETCH.rawValue), id, entry.commitID, entry.vectors,
-      UInt64(entry.index))
+      userData) == 0
   }
 
   /// A READ or WRITE of 64 KiB or more.
@@ -163,7 +169,7 @@ final class RingQueue: @unchecked Sendable {
             defer { m.removeAll(keepingCapacity: true) }
             return m
           }
-          for index in waiting { queueCommit(entries[index], on: made) }
+          for index in waiting { _ = queueCommit(entries[index], on: made, userData: UInt64(index)) }
           _ = cfuse_ring_queue_read(made, wakeFD, &wakeBuffer, Self.wakeTag)
           continue
         }

@@ -25,21 +25,23 @@ final class RingQueues: @unchecked Sendable {
   let queueCount: Int
   /// Threads answering bursts (`RingWorkers`).
   let workerCount: Int
-  private let workers = RingWorkers()
+  private let workers: RingWorkers
 
   /// Rings for `device`: per possible CPU one thread pinned to it with `depth(queues:)` entries,
   /// every entry with a payload of `payloadCapacity` bytes; and `workers(queues:)` unpinned
   /// threads that answer the requests of a burst (`RingWorkers`).
   init(device: Int32, payloadCapacity: Int) throws {
     let count = Self.possibleCPUs()
+    let workers = RingWorkers()
     var made: [RingQueue] = []
     for id in 0..<count {
       made.append(
         try RingQueue(
           id: UInt16(id), device: device, depth: Self.depth(queues: count), payloadCapacity: payloadCapacity,
-          cpu: Int32(id)))
+          cpu: Int32(id), workers: workers))
     }
     queues = made
+    self.workers = workers
     queueCount = count
     workerCount = Self.workers(queues: count)
   }
@@ -68,6 +70,9 @@ final class RingQueues: @unchecked Sendable {
     return max(1, sysconf(Int32(_SC_NPROCESSORS_CONF)))
   }
 
+  /// Large replies committed on the workers' own rings so far.
+  var workerRingCommits: Int { workers.ownRingCommits }
+
   var threadCount: Int { queues.count + workerCount }
 
   /// Requests answered through the rings so far.
@@ -80,7 +85,7 @@ final class RingQueues: @unchecked Sendable {
     destroyed: @escaping @Sendable () -> Void,
     ended: @escaping @Sendable (RingQueue, RingQueue.Ending) -> Void
   ) -> Bool {
-    let workers = workers.start(count: workerCount) ? workers : nil
+    let workers = workers.start(count: workerCount, handle: handle, destroyed: destroyed) ? workers : nil
     for queue in queues {
       let thread = startThread { [self] in
         var signals = sigset_t()
