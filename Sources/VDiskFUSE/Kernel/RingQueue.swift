@@ -14,10 +14,11 @@ import VDiskCore
 /// commits with the next fetch in one SQE, submitted with the next wait (one `io_uring_enter`
 /// per batch, no `read` or `writev` per request).
 ///
-/// When several requests arrive at once, all but one go to `RingWorkers`. Replies made on other
-/// threads (those workers, deferred write replies) reach the queue's thread through `mailbox` and
-/// an eventfd it keeps a read armed on, so that every command is submitted by the queue's own
-/// thread: the kernel completes an entry's next request in the task that submitted its command.
+/// Large reads and writes go to `RingWorkers`, which commit large replies through rings of their
+/// own. Other replies made on other threads (small ones by those workers, deferred write replies)
+/// reach the queue's thread through `mailbox` and an eventfd it keeps a read armed on, so that
+/// the queue's own thread submits their commands: the kernel completes an entry's next request in
+/// the task that submitted its command, and a small request belongs on the pinned thread.
 final class RingQueue: @unchecked Sendable {
   // @unchecked: `ring`, `entries` and `thread` are used by the queue's thread only (the ring is
   // made and destroyed there); other threads touch only `mailbox`, `wakeFD` and `stopping`.
@@ -195,22 +196,21 @@ final class RingQueue: @unchecked Sendable {
       }
       // To the workers, which answer in parallel on the other CPUs: every large read or write
       // (its copy is long enough to pay for the hand-over, and the reader's CPU is busy copying
-      // what came before) and all but the last of a burst. A lone small request stays here, on
-      // its reader's CPU.
+      // what came before). Small requests stay here, on their readers' CPU, a burst of them too:
+      // handing them over cost two more wakeups each (4 readers on 2 CPUs, 4 KiB O_DIRECT
+      // random reads: 100–127 k IOPS handed over, 161–177 k kept, classic loop 118–125 k).
       if let workers, workers.isRunning {
-        var kept: (KernelRequest, RingEntry)?
-        for (position, (request, entry)) in ready.enumerated() {
-          let last = position == ready.count - 1
-          if last && !Self.isLarge(request) {
-            kept = (request, entry)
+        var kept: [(KernelRequest, RingEntry)] = []
+        for (request, entry) in ready {
+          if !Self.isLarge(request) {
+            kept.append((request, entry))
           } else {
             workers.submit {
               if handle(request, entry) == .destroyed { destroyedElsewhere() }
             }
           }
         }
-        ready.removeAll(keepingCapacity: true)
-        if let kept { ready.append(kept) }
+        ready = kept
       }
       for (request, entry) in ready where handle(request, entry) == .destroyed {
         return .destroyed
