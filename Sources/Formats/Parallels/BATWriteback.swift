@@ -17,15 +17,16 @@ extension ParallelsWriter {
     try writeBacks.run(
       syncIfClean: !ifOverBudget,
       take: {
-        try state.withLock { s -> [(page: Int, generation: UInt64, words: [UInt64])]? in
+        try state.withLock { s -> [(dirty: DirtySet<Int, Void>.Entry, words: [UInt64])]? in
           guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-          return try s.dirtyPages.sorted { $0.key < $1.key }.map { page, generation in
+          return try s.dirtyPages.sorted.map { dirty in
+            let page = dirty.key
             guard let words = cache.get(bat.table.key(page: page)) else {
               throw VDiskError(
                 .io, path: file.path, offset: bat.table.pageOffset(page),
                 "dirty Parallels BAT page at \(hex(bat.table.pageOffset(page))) left the cache unwritten")
             }
-            return (page, generation, words)
+            return (dirty, words)
           }
         }
       },
@@ -33,16 +34,15 @@ extension ParallelsWriter {
         try cache.writingBack {
           for page in pages {
             try bat.table.encode(page.words).withUnsafeBytes {
-              try file.write($0, at: bat.table.pageOffset(page.page))
+              try file.write($0, at: bat.table.pageOffset(page.dirty.key))
             }
           }
         }
       },
       written: { pages in
         state.withLock { s in
-          for page in pages where s.dirtyPages[page.page] == page.generation {
-            s.dirtyPages[page.page] = nil
-            cache.markClean(bat.table.key(page: page.page))
+          for page in pages where s.dirtyPages.clean(page.dirty) {
+            cache.markClean(bat.table.key(page: page.dirty.key))
           }
         }
       })

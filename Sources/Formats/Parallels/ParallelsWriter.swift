@@ -175,10 +175,9 @@ final class ParallelsWriter: Sendable {
       pages[page]?[Int(cluster.index) - page * bat.table.pageEntries] = UInt64(cluster.entry)
       s.dataEnd = max(s.dataEnd, cluster.host + clusterSize)
     }
-    s.generation += 1
     for (page, words) in pages {
       cache.insert(bat.table.key(page: page), words, cost: words.count * 8, dirty: true)
-      s.dirtyPages[page] = s.generation
+      s.dirtyPages.mark(page)
     }
   }
 
@@ -228,10 +227,8 @@ final class ParallelsWriter: Sendable {
 struct ParallelsWriteState {
   /// Where the next new cluster goes.
   var dataEnd: UInt64
-  /// Dirty pages, each with the generation of its last change (a page changed again during a
-  /// write-back stays dirty).
-  var dirtyPages: [Int: UInt64] = [:]
-  var generation: UInt64 = 0
+  /// Dirty BAT pages by number.
+  var dirtyPages = DirtySet<Int, Void>()
 
   var hasDirtyMetadata: Bool { !dirtyPages.isEmpty }
 }

@@ -144,15 +144,14 @@ final class QEDWriter: Sendable {
     }
     for p in placed { pages[p.pageOffset]?.words[p.slot] = p.host }
     state.withLock { s in
-      s.generation += 1
       for (pageOffset, page) in pages {
         cache.insert(
           tables.key(table: page.table, page: page.page), page.words, cost: page.words.count * 8, dirty: true)
-        s.dirtyPages[pageOffset] = (page.table, page.page, s.generation)
+        s.dirtyPages.mark(pageOffset, (page.table, page.page))
       }
       for table in pending.tables {
         tables.l1.set(table.l1Index, to: table.offset)
-        s.dirtyL1[table.l1Index] = s.generation
+        s.dirtyL1.mark(table.l1Index)
       }
     }
   }
@@ -226,11 +225,10 @@ struct QEDWriteState {
   var fileEnd: UInt64
   /// Whether the header on disk has QED_F_NEED_CHECK set.
   var needCheckOnDisk: Bool
-  /// Dirty L2 pages by file offset, each with the generation of its last change.
-  var dirtyPages: [UInt64: (table: UInt64, page: UInt64, generation: UInt64)] = [:]
-  /// Dirty L1 entries by index, with the generation of their last change.
-  var dirtyL1: [Int: UInt64] = [:]
-  var generation: UInt64 = 0
+  /// Dirty L2 pages by file offset, with their table's offset and page number in it.
+  var dirtyPages = DirtySet<UInt64, (table: UInt64, page: UInt64)>()
+  /// Dirty L1 entries by index.
+  var dirtyL1 = DirtySet<Int, Void>()
 
   var hasDirtyMetadata: Bool { !dirtyPages.isEmpty || !dirtyL1.isEmpty }
 }

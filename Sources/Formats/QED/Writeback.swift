@@ -16,8 +16,8 @@ import VDiskCore
 /// relies on the need-check flag for the rest; here the order alone keeps the tables consistent.
 extension QEDWriter {
   struct Snapshot {
-    var pages: [(offset: UInt64, table: UInt64, page: UInt64, generation: UInt64, words: [UInt64])]
-    var l1: [(index: Int, generation: UInt64, value: UInt64)]
+    var pages: [(dirty: DirtySet<UInt64, (table: UInt64, page: UInt64)>.Entry, words: [UInt64])]
+    var l1: [(dirty: DirtySet<Int, Void>.Entry, value: UInt64)]
   }
 
   /// Whether dirty pages cost more than three quarters of the cache's budget.
@@ -36,47 +36,45 @@ extension QEDWriter {
       take: {
         try state.withLock { s -> Snapshot? in
           guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-          var pages: [(offset: UInt64, table: UInt64, page: UInt64, generation: UInt64, words: [UInt64])] = []
-          for (offset, page) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
+          var pages: [(dirty: DirtySet<UInt64, (table: UInt64, page: UInt64)>.Entry, words: [UInt64])] = []
+          for dirty in s.dirtyPages.sorted {
+            let (offset, page) = (dirty.key, dirty.detail)
             guard let words = cache.get(tables.key(table: page.table, page: page.page)) else {
               throw VDiskError(
                 .io, path: file.path, offset: offset,
                 "dirty QED L2 page at \(hex(offset)) left the cache unwritten")
             }
-            pages.append((offset, page.table, page.page, page.generation, words))
+            pages.append((dirty, words))
           }
-          let dirty = s.dirtyL1.sorted { $0.key < $1.key }
+          let dirty = s.dirtyL1.sorted
           let values = tables.l1.values(dirty.map(\.key))
-          let l1 = zip(dirty, values).map { (index: $0.key, generation: $0.value, value: $1) }
+          let l1 = zip(dirty, values).map { (dirty: $0, value: $1) }
           return Snapshot(pages: pages, l1: l1)
         }
       },
       write: { snapshot in
         try cache.writingBack {
-          for page in snapshot.pages { try write(page.words, at: page.offset) }
+          for page in snapshot.pages { try write(page.words, at: page.dirty.key) }
         }
         try writeL1(snapshot.l1)
       },
       written: { snapshot in
         state.withLock { s in
-          for page in snapshot.pages where s.dirtyPages[page.offset]?.generation == page.generation {
-            s.dirtyPages[page.offset] = nil
-            cache.markClean(tables.key(table: page.table, page: page.page))
+          for page in snapshot.pages where s.dirtyPages.clean(page.dirty) {
+            cache.markClean(tables.key(table: page.dirty.detail.table, page: page.dirty.detail.page))
           }
-          for entry in snapshot.l1 where s.dirtyL1[entry.index] == entry.generation {
-            s.dirtyL1[entry.index] = nil
-          }
+          for entry in snapshot.l1 { s.dirtyL1.clean(entry.dirty) }
         }
       })
   }
 
   /// Step 3: runs of neighbouring L1 entries, one write each.
-  private func writeL1(_ entries: [(index: Int, generation: UInt64, value: UInt64)]) throws {
+  private func writeL1(_ entries: [(dirty: DirtySet<Int, Void>.Entry, value: UInt64)]) throws {
     var i = 0
     while i < entries.count {
       var j = i + 1
-      while j < entries.count, entries[j].index == entries[j - 1].index + 1 { j += 1 }
-      try write(entries[i..<j].map(\.value), at: header.l1Offset + UInt64(entries[i].index) * 8)
+      while j < entries.count, entries[j].dirty.key == entries[j - 1].dirty.key + 1 { j += 1 }
+      try write(entries[i..<j].map(\.value), at: header.l1Offset + UInt64(entries[i].dirty.key) * 8)
       i = j
     }
   }

@@ -20,7 +20,7 @@ extension VDIWriter {
   /// A write-back's view of the dirty metadata, taken under the writer's mutex.
   struct Snapshot {
     var linked: UInt32
-    var pages: [(page: Int, generation: UInt64, words: [UInt64])]
+    var pages: [(dirty: DirtySet<Int, Void>.Entry, words: [UInt64])]
   }
 
   /// Whether dirty pages cost more than three quarters of the cache's budget.
@@ -39,14 +39,15 @@ extension VDIWriter {
       take: {
         try state.withLock { s -> Snapshot? in
           guard ifOverBudget ? isOverBudget(s) : s.hasDirtyMetadata else { return nil }
-          var pages: [(page: Int, generation: UInt64, words: [UInt64])] = []
-          for (page, generation) in s.dirtyPages.sorted(by: { $0.key < $1.key }) {
+          var pages: [(dirty: DirtySet<Int, Void>.Entry, words: [UInt64])] = []
+          for dirty in s.dirtyPages.sorted {
+            let page = dirty.key
             guard let words = cache.get(map.key(page: page)) else {
               throw VDiskError(
                 .io, path: file.path, offset: map.pageOffset(page),
                 "dirty VDI block map page at \(hex(map.pageOffset(page))) left the cache unwritten")
             }
-            pages.append((page, generation, words))
+            pages.append((dirty, words))
           }
           return Snapshot(linked: s.linked, pages: pages)
         }
@@ -55,9 +56,8 @@ extension VDIWriter {
       written: { snapshot in
         state.withLock { s in
           s.diskLinked = snapshot.linked
-          for page in snapshot.pages where s.dirtyPages[page.page] == page.generation {
-            s.dirtyPages[page.page] = nil
-            cache.markClean(map.key(page: page.page))
+          for page in snapshot.pages where s.dirtyPages.clean(page.dirty) {
+            cache.markClean(map.key(page: page.dirty.key))
           }
         }
       })
@@ -69,12 +69,12 @@ extension VDIWriter {
     let start = VDIWriteCheck.countOffset
     var end = start + 4
     if let last = snapshot.pages.last {
-      end = map.pageOffset(last.page) + UInt64(map.pageLength(last.page)) * 4
+      end = map.pageOffset(last.dirty.key) + UInt64(map.pageLength(last.dirty.key)) * 4
     }
     var bytes = try file.readBytes(at: start, count: Int(end - start), what: "VDI header and block map")
     store(snapshot.linked, into: &bytes, at: 0)
     for page in snapshot.pages {
-      let base = Int(map.pageOffset(page.page) - start)
+      let base = Int(map.pageOffset(page.dirty.key) - start)
       for (i, word) in page.words.enumerated() {
         store(UInt32(truncatingIfNeeded: word), into: &bytes, at: base + i * 4)
       }

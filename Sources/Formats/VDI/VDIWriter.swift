@@ -135,10 +135,9 @@ final class VDIWriter: Sendable {
       let page = block.index / VDIBlockMap.pageEntries
       pages[page]?[block.index - page * VDIBlockMap.pageEntries] = UInt64(block.slot)
     }
-    s.generation += 1
     for (page, words) in pages {
       cache.insert(map.key(page: page), words, cost: map.cost(page: page), dirty: true)
-      s.dirtyPages[page] = s.generation
+      s.dirtyPages.mark(page)
     }
     s.linked += UInt32(blocks.count)
   }
@@ -188,10 +187,8 @@ struct VDIWriteState {
   var linked: UInt32
   /// cBlocksAllocated as the file holds it.
   var diskLinked: UInt32
-  /// Dirty pages, each with the generation of its last change (a page changed again during a
-  /// write-back stays dirty).
-  var dirtyPages: [Int: UInt64] = [:]
-  var generation: UInt64 = 0
+  /// Dirty map pages by number.
+  var dirtyPages = DirtySet<Int, Void>()
 
   init(linked: UInt32) {
     self.linked = linked
