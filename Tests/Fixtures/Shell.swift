@@ -147,6 +147,10 @@ public func run(_ executable: String, _ arguments: [String], check: Bool = true,
 /// the image: for that long the child still held the file another test had just closed and was
 /// unmounting. Closed by the spawn itself, every copy is gone before posix_spawn returns, and
 /// under this lock before any other test's `fusermount3 -u` starts.
+///
+/// The price: a spawn waits, holding the lock, for the FLUSH of every FUSE file any test has
+/// open at that moment (a child paid it at exec before). A test that stops its daemon (SIGSTOP)
+/// while a file under its mount is open must not spawn until it continues or kills it.
 public func withSpawnLock<T>(_ body: () throws -> T) rethrows -> T {
   spawnLock.lock()
   defer { spawnLock.unlock() }
