@@ -116,7 +116,7 @@ public final class NginxServer: Sendable {
   }
 
   /// posix_spawn with /dev/null for stdio and every other descriptor closed in the child (it
-  /// must not keep another test's pipe open).
+  /// must not keep another test's pipe or file open), under `withSpawnLock`.
   private static func spawn(_ argv: [String]) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
@@ -138,7 +138,7 @@ public final class NginxServer: Sendable {
     let cArgs = argv.map { strdup($0) } + [nil]
     defer { cArgs.forEach { free($0) } }
     var child: pid_t = 0
-    let result = posix_spawn(&child, argv[0], &actions, &attributes, cArgs, environ)
+    let result = withSpawnLock { posix_spawn(&child, argv[0], &actions, &attributes, cArgs, environ) }
     guard result == 0 else { throw NginxError("cannot run \(argv[0]): \(String(cString: strerror(result)))") }
     return child
   }
@@ -191,12 +191,6 @@ public final class NginxServer: Sendable {
     return address
   }
 }
-
-/// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np`, which Swift's Glibc module does not
-/// show (it is declared under `__USE_MISC` with a name the importer skips).
-@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
-private func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32)
-  -> Int32
 
 public struct NginxError: Error, CustomStringConvertible, Sendable {
   public var description: String

@@ -28,10 +28,9 @@ public struct CommandFailed: Error, CustomStringConvertible {
 /// exit unless `check` is false. Standard output and error are collected (keep them small).
 ///
 /// Built on posix_spawn + poll + waitpid rather than Foundation's Process, whose termination
-/// monitoring was seen to miss child exits when many tests spawn processes in parallel. Pipes are
-/// close-on-exec so that one test's pipes never leak into another test's children (a daemon
-/// holding a test's stdout pipe would keep that test waiting forever). Children start with an
-/// empty signal mask and default dispositions, whatever thread spawns them.
+/// monitoring was seen to miss child exits when many tests spawn processes in parallel. Children
+/// start with an empty signal mask and default dispositions, whatever thread spawns them, and
+/// with no descriptor of ours but their standard input, output and error: see `withSpawnLock`.
 @discardableResult
 public func run(_ executable: String, _ arguments: [String], check: Bool = true, input: Data? = nil) throws
   -> CommandResult
@@ -39,8 +38,8 @@ public func run(_ executable: String, _ arguments: [String], check: Bool = true,
   var outPipe: [Int32] = [-1, -1]
   var errPipe: [Int32] = [-1, -1]
   var inPipe: [Int32] = [-1, -1]
-  // Pipes are made and spawned under one lock (pipe2 is not imported): no other spawn can slip
-  // in between pipe() and FD_CLOEXEC and inherit them.
+  // Pipes are made and spawned under the spawn lock (pipe2 is not imported): no other spawn can
+  // slip in between pipe() and FD_CLOEXEC and inherit them.
   spawnLock.lock()
   var locked = true
   defer { if locked { spawnLock.unlock() } }
@@ -58,6 +57,11 @@ public func run(_ executable: String, _ arguments: [String], check: Bool = true,
   }
   posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
   posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+  let closing = spawnCloseFrom(&actions, 3)
+  guard closing == 0 else {
+    (outPipe + errPipe + inPipe).forEach { close($0) }
+    throw POSIXError(POSIXErrorCode(rawValue: closing) ?? .EIO)
+  }
 
   var attributes = posix_spawnattr_t()
   posix_spawnattr_init(&attributes)
@@ -127,7 +131,39 @@ public func run(_ executable: String, _ arguments: [String], check: Bool = true,
   return result
 }
 
-private let spawnLock = NSLock()
+/// Runs `body`, which starts a child process (`Process.run()`, a posix_spawn of a fixture's
+/// own), under the lock `run` spawns under. Spawn only so, with every descriptor but 0, 1 and 2
+/// closed in the child before it executes (`run` and `NginxServer` add
+/// `posix_spawn_file_actions_addclosefrom_np`; Foundation's Process closes them one by one).
+///
+/// Why: tests run in parallel threads, and a child gets a copy of every descriptor the process
+/// holds when it is cloned, other tests' included. A mount is busy (`fusermount3 -u` fails with
+/// EBUSY) while any process holds a file under it. A descriptor opened without close-on-exec
+/// (`open` without O_CLOEXEC, Foundation's FileHandle, `accept`) lives as long as the child: a
+/// vdiskfs daemon another test starts keeps this test's disk.raw open until that test unmounts.
+/// A close-on-exec one is closed by execve only after posix_spawn has returned (the kernel lets
+/// the vfork parent go on as soon as the child has its new memory, before it closes those
+/// descriptors), and on disk.raw that close is a FUSE FLUSH, which vdiskfs answers by syncing
+/// the image: for that long the child still held the file another test had just closed and was
+/// unmounting. Closed by the spawn itself, every copy is gone before posix_spawn returns, and
+/// under this lock before any other test's `fusermount3 -u` starts.
+///
+/// The price: a spawn waits, holding the lock, for the FLUSH of every FUSE file any test has
+/// open at that moment (a child paid it at exec before). A test that stops its daemon (SIGSTOP)
+/// while a file under its mount is open must not spawn until it continues or kills it.
+public func withSpawnLock<T>(_ body: () throws -> T) rethrows -> T {
+  spawnLock.lock()
+  defer { spawnLock.unlock() }
+  return try body()
+}
+
+let spawnLock = NSLock()
+
+/// glibc 2.34's `posix_spawn_file_actions_addclosefrom_np` (the child closes every descriptor
+/// from `from` up after the other file actions), which Swift's Glibc module does not show (it is
+/// declared under `__USE_MISC` with a name the importer skips).
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
 /// Reads two pipes to end-of-file without letting either fill up; closes both.
 private func drain(_ a: Int32, _ b: Int32) -> ([UInt8], [UInt8]) {

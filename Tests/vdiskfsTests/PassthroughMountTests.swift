@@ -31,7 +31,7 @@ struct PassthroughMountTests {
       process.standardInput = FileHandle.nullDevice
       process.standardOutput = output
       process.standardError = output
-      try process.run()
+      try withSpawnLock { try process.run() }
       try output.close()
       for _ in 0..<1500 where !isMounted(mountpoint) && process.isRunning { usleep(20_000) }
       guard isMounted(mountpoint) else {

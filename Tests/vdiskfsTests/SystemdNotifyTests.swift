@@ -136,7 +136,7 @@ struct SystemdNotifyTests {
   }
 
   /// Starts vdiskfs as this process's child (Foundation's Process passes it none of our other
-  /// descriptors), stdin from /dev/null, output to `log`.
+  /// descriptors; under `withSpawnLock`, as every spawn), stdin from /dev/null, output to `log`.
   private func spawnVdiskfs(_ arguments: [String], notifySocket: String, log: String) throws -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: vdiskfsBinary)
@@ -149,7 +149,7 @@ struct SystemdNotifyTests {
     process.standardInput = FileHandle.nullDevice
     process.standardOutput = output
     process.standardError = output
-    try process.run()
+    try withSpawnLock { try process.run() }
     try output.close()
     return process
   }
