@@ -34,7 +34,7 @@ final class RingQueue: @unchecked Sendable {
   private let mailbox = Mutex<[Int]>([])
   private let stopping = Atomic<Bool>(false)
   private let owner = Atomic<UInt>(0)
-  /// The threads a burst goes to, whose large replies go through their own rings.
+  /// The threads large requests go to, whose large replies go through their own rings.
   private let workers: RingWorkers
   /// Requests answered (for the tests and the debug log).
   let served = Atomic<Int>(0)

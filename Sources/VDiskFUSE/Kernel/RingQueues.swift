@@ -23,13 +23,13 @@ final class RingQueues: @unchecked Sendable {
   private let finished = Atomic<Int>(0)
   /// The kernel's queues (one per possible CPU), one thread each.
   let queueCount: Int
-  /// Threads answering bursts (`RingWorkers`).
+  /// Threads answering large requests (`RingWorkers`).
   let workerCount: Int
   private let workers: RingWorkers
 
   /// Rings for `device`: per possible CPU one thread pinned to it with `depth(queues:)` entries,
   /// every entry with a payload of `payloadCapacity` bytes; and `workers(queues:)` unpinned
-  /// threads that answer the requests of a burst (`RingWorkers`).
+  /// threads that answer large reads and writes (`RingWorkers`).
   init(device: Int32, payloadCapacity: Int) throws {
     let count = Self.possibleCPUs()
     let workers = RingWorkers()
@@ -50,13 +50,14 @@ final class RingQueues: @unchecked Sendable {
   /// many-CPU machines (the payloads, max_payload each, are per entry).
   static func depth(queues: Int) -> Int { max(2, min(5, 40 / max(queues, 1))) }
 
-  /// Threads answering bursts beside the pinned ones. Measured on 2 CPUs (2 GiB qcow2, fresh
+  /// Threads answering large requests beside the pinned ones. Measured on 2 CPUs (2 GiB qcow2, fresh
   /// mounts, interleaved rounds): one pinned thread per queue alone reads dd bs=1M at 1.4–1.5
   /// GB/s against the classic loop's 2.2 (a read-ahead burst served one request after another
   /// on the reader's own CPU); unpinned helper rings of their own (the kernel gives a request to
   /// the entry committed last) read at 1.8–2.1 but then a queue-depth-1 reader ends up on an
   /// unpinned helper after any burst and pays a cross-CPU wakeup per request (24 k IOPS against
-  /// 49–53 k on the pinned thread). Here a lone request never leaves the pinned thread.
+  /// 49–53 k on the pinned thread). Here a small request never leaves the pinned thread for
+  /// long: an entry a worker took with a large reply comes back with the next small one.
   static func workers(queues: Int) -> Int { max(2, min(4, queues + 1)) }
 
   /// The kernel makes one queue per possible CPU (`num_possible_cpus`) and picks a request's

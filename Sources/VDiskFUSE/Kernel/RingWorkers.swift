@@ -6,10 +6,9 @@ import VDiskCore
   import Glibc
 #endif
 
-/// Threads that answer io_uring requests handed over by a queue's thread when several arrive at
-/// once (read-ahead sends four 960 KiB reads together): the queue's thread keeps one and passes
-/// the rest here, so a burst is served in parallel on the other CPUs while a lone request (a
-/// reader at queue depth 1) never leaves the thread pinned to its reader's CPU.
+/// Threads that answer the large reads and writes a queue's thread hands over (read-ahead sends
+/// four 960 KiB reads together), so that they are served in parallel on the other CPUs while
+/// small requests (a reader at queue depth 1) stay on the thread pinned to their reader's CPU.
 ///
 /// Each worker has an io_uring of its own. A large reply it makes (`largeReply` bytes or more:
 /// a read-ahead's data) is committed through that ring, so the kernel's copy of the reply into
