@@ -35,6 +35,7 @@ set -euo pipefail
 export PATH=/opt/swift/usr/bin:$PATH:/usr/sbin:/sbin
 VDISKFS=$(realpath "${1:?usage: bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
 if [ "${QUICK:-0}" = 1 ]; then
   SIZE_MB=${SIZE_MB:-256} RUNS=${RUNS:-2} FIO_TIME=${FIO_TIME:-4} RSS_TIME=${RSS_TIME:-8}
 else
@@ -92,8 +93,6 @@ tsv="$work/samples.tsv" # workload image tool run value unit rss_kib
 : >"$tsv"
 meta="$work/meta.tsv" # key value
 : >"$meta"
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-now_ns() { date +%s%N; }
 
 # ---------------------------------------------------------------- images
 make_images() {
@@ -130,21 +129,11 @@ warm() { # page-cache the image files (and the chain's base)
   cat "$1" >/dev/null
   case $1 in *.chain) cat "$work/chain-base.qcow2" >/dev/null ;; esac
 }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # ---------------------------------------------------------------- servers
 # mount_tool TOOL IMAGE FORMAT [rw] → sets target, srv_pid, mount_ms (rw: for qsd; vdiskfs is
 # always mounted by default, read-write)
 target="" srv_pid="" mount_ms=0
-wait_readable() { # $1 file; up to 10 s
-  local i
-  for i in $(seq 1 2000); do
-    [ "$(head -c 4096 "$1" 2>/dev/null | wc -c)" = 4096 ] && return 0
-    sleep 0.005
-  done
-  echo "mount did not become readable: $1" >&2
-  return 1
-}
 mount_tool() {
   local tool=$1 image=$2 format=$3 rw=${4:-} t0
   t0=$(now_ns)

@@ -24,6 +24,7 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 VDISKFS=$(realpath "${1:?usage: ova-bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
 if [ "${QUICK:-0}" = 1 ]; then
   SIZE_MB=${SIZE_MB:-128} RUNS=${RUNS:-2}
 else
@@ -36,8 +37,6 @@ done
 
 work=$(mktemp -d /var/tmp/vdiskfs-ova-bench.XXXXXX)
 mkdir -p "$work/mnt"
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/mounts; }
 cleanup() {
   [ "$BASHPID" = "$$" ] || return 0
   set +e
@@ -49,14 +48,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-wait_readable() {
-  for _ in $(seq 1 1000); do
-    [ "$(head -c 4096 "$1" 2>/dev/null | wc -c)" = 4096 ] && return 0
-    sleep 0.01
-  done
-  echo "not readable: $1" >&2
-  return 1
-}
 unmount_vdiskfs() {
   fusermount3 -u "$work/mnt"
   for _ in $(seq 1 500); do pgrep -f "^$VDISKFS .*$work/mnt" >/dev/null || return 0; sleep 0.02; done

@@ -29,6 +29,7 @@ set -euo pipefail
 
 VDISKFS=$(realpath "${1:?usage: remote-bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
 repo=$(cd "$here/.." && pwd)
 if [ "${QUICK:-0}" = 1 ]; then
   SIZE_MB=${SIZE_MB:-256} RUNS=${RUNS:-1} FIO_TIME=${FIO_TIME:-4}
@@ -46,10 +47,7 @@ mkdir -p "$work"/{mnt,fs,www,nginx,qsd}
 chmod 755 "$work" "$work/www"  # nginx workers read the image as nobody
 touch "$work/qsd/disk.raw"
 loop="" qsd_pid="" nginx_pid=""
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-now_ns() { date +%s%N; }
 
-is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/mounts; } # a file too
 
 cleanup() {
   [ "$BASHPID" = "$$" ] || return 0 # not in a command substitution's subshell
@@ -131,15 +129,7 @@ make_image() {
 }
 
 # ---------------------------------------------------------------- workloads
-wait_readable() { # $1 file; up to 20 s
-  for _ in $(seq 1 2000); do
-    [ "$(head -c 4096 "$1" 2>/dev/null | wc -c)" = 4096 ] && return 0
-    sleep 0.01
-  done
-  echo "mount did not become readable: $1" >&2
-  return 1
-}
-mount_vdiskfs() { "$VDISKFS" "$1" "$work/mnt" -o ro${2:+,$2}; wait_readable "$work/mnt/disk.raw"; }
+mount_vdiskfs() { "$VDISKFS" "$1" "$work/mnt" -o ro${2:+,$2}; wait_readable "$work/mnt/disk.raw" 20; }
 umount_vdiskfs() {
   local pid
   pid=$(pgrep -n -f "^$VDISKFS .*$work/mnt" || true)
@@ -156,7 +146,6 @@ read_one_file() { # disk.raw → the md5 of one.bin, through a loop device and t
   loop=""
   [ "$sum" = "$one_sum" ] || { echo "one.bin read wrong: $sum != $one_sum" >&2; exit 1; }
 }
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # MB/s of one sequential read, or "failed" (an error, or no end within DD_TIMEOUT seconds); more
 # arguments go to dd (iflag=direct).
 dd_mbps() {
@@ -212,7 +201,7 @@ qsd_mount() { # blockdev options of the protocol node
     --blockdev "driver=qcow2,node-name=q,file=p,read-only=on" \
     --export "type=fuse,id=e,node-name=q,mountpoint=$work/qsd/disk.raw,writable=off" >/dev/null 2>&1 &
   qsd_pid=$!
-  wait_readable "$work/qsd/disk.raw"
+  wait_readable "$work/qsd/disk.raw" 20
 }
 qsd_stop() { # SIGTERM; a daemon stuck in a request gets SIGKILL after 10 s, and its mount goes
   kill -TERM "$qsd_pid" 2>/dev/null

@@ -32,6 +32,7 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 VDISKFS=$(realpath "${1:?usage: transport-bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
 if [ "${QUICK:-0}" = 1 ]; then
   SIZE_MB=${SIZE_MB:-512} RUNS=${RUNS:-2} FIO_TIME=${FIO_TIME:-3}
 else
@@ -44,8 +45,6 @@ param=/sys/module/fuse/parameters/enable_uring
 work=$(mktemp -d /var/tmp/vdiskfs-transport-bench.XXXXXX)
 mkdir -p "$work/mnt"
 previous=$(cat "$param")
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/mounts; }
 hogs=()
 start_hogs() { # one busy loop per CPU
   for _ in $(seq "$(nproc)"); do
@@ -71,14 +70,6 @@ cleanup() {
 trap cleanup EXIT INT TERM
 echo Y >"$param"
 
-wait_readable() {
-  for _ in $(seq 1 1000); do
-    [ "$(head -c 4096 "$1" 2>/dev/null | wc -c)" = 4096 ] && return 0
-    sleep 0.01
-  done
-  echo "not readable: $1" >&2
-  return 1
-}
 
 make_images() {
   log "making ${SIZE_MB} MiB images"

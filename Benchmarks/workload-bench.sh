@@ -26,6 +26,7 @@ set -euo pipefail
 export PATH=$PATH:/usr/sbin:/sbin
 VDISKFS=$(realpath "${1:?usage: workload-bench.sh VDISKFS_BINARY}")
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/common.sh"
 repo=$(cd "$here/.." && pwd)
 if [ "${QUICK:-0}" = 1 ]; then
   SIZE_MB=${SIZE_MB:-512} FILES=${FILES:-6000} RAND_MB=${RAND_MB:-128} RUNS=${RUNS:-1} FIO_TIME=${FIO_TIME:-4}
@@ -38,8 +39,6 @@ work=$(mktemp -d /var/tmp/vdiskfs-workload-bench.XXXXXX)
 mkdir -p "$work"/{mnt,fs}
 touch "$work/qsd.raw"
 loop="" qsd_pid=""
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-is_mounted() { awk -v p="$1" '$2 == p { found = 1 } END { exit !found }' /proc/mounts; }
 
 cleanup() {
   [ "$BASHPID" = "$$" ] || return 0
@@ -54,18 +53,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-drop() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # See bench.sh: on this VM a page-cache page from memory the balloon reported free faults in the
 # host first; touching and freeing the memory before a timed run keeps that out of the figures.
 prefault() { [ "${PREFAULT:-1}" = 1 ] && python3 -c "b = bytearray($(((SIZE_MB + 512) << 20))); b[::4096] = b'\x01' * len(b[::4096])" || true; }
-wait_readable() {
-  for _ in $(seq 1 1000); do
-    [ "$(head -c 4096 "$1" 2>/dev/null | wc -c)" = 4096 ] && return 0
-    sleep 0.01
-  done
-  echo "not readable: $1" >&2
-  return 1
-}
 
 make_image() {
   log "making a ${SIZE_MB} MiB ext4 with $FILES files and a $RAND_MB MiB file"
@@ -139,9 +129,6 @@ fio_iops() {
   fio --name=r --filename="$work/fs/rand.bin" --readonly --rw=randread --bs=4k --direct=1 \
     --ioengine=psync --numjobs=1 --time_based --runtime="$FIO_TIME" --randrepeat=0 \
     --output-format=terse --terse-version=3 2>/dev/null | awk -F';' '{ print $8 }'
-}
-median() {
-  sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
